@@ -1,0 +1,254 @@
+"""Read real DVS recordings into one event representation.
+
+Every reader returns a `Recording`: a structured array with fields x, y (int16), t (int64, microseconds since
+the recording's first timestamp origin as the file gives it, shifted so the first event is at t >= 0) and
+p (int8, 0 = OFF, 1 = ON), plus the sensor size (W, H, 2). The file readers are tonic's (`tonic.io`); this module
+adds what a user needs around them: format detection, validation with errors that name the file and the
+problem, and a folder reader for the N-MNIST layout (`<root>/Train|Test/<label>/*.bin`).
+
+tonic is an optional dependency (the `data` extra): it pulls in librosa/numba (~500 MB), which a user who only
+flashes and monitors a board does not need. It is imported inside the readers.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import DataError
+
+EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
+
+NMNIST_SENSOR = (34, 34, 2)
+DVS128_SENSOR = (128, 128, 2)
+RECORDING_SUFFIXES = (".bin", ".aedat", ".aedat4", ".npy")
+
+
+@dataclass(frozen=True)
+class Recording:
+    events: np.ndarray  # EVENT_DTYPE, sorted by t
+    sensor_size: tuple[int, int, int]  # (W, H, polarities)
+    path: str = ""
+    label: int | None = None
+
+    @property
+    def duration_us(self) -> int:
+        return int(self.events["t"][-1] - self.events["t"][0]) if len(self.events) else 0
+
+
+def _tonic_io():
+    try:
+        import tonic.io
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise DataError(
+            "reading DVS recordings needs tonic: pip install 'snn-edge[data]'"
+        ) from exc
+    return tonic.io
+
+
+def make_events(x, y, t, p) -> np.ndarray:
+    ev = np.empty(len(x), dtype=EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+    return ev
+
+
+def validate_events(events: np.ndarray, sensor_size, where: str) -> np.ndarray:
+    """Check an event array against the sensor and time rules; return it as EVENT_DTYPE.
+
+    Raises DataError naming `where` (a file path or field) and the first offending event.
+    """
+    names = events.dtype.names or ()
+    missing = [f for f in ("x", "y", "t", "p") if f not in names]
+    if missing:
+        raise DataError(f"{where}: event array lacks field(s) {missing}; expected x, y, t, p, got {list(names)}")
+    ev = make_events(events["x"], events["y"], events["t"], events["p"].astype(np.int64))
+    w, h = int(sensor_size[0]), int(sensor_size[1])
+    if len(ev) == 0:
+        raise DataError(f"{where}: no events")
+    for field, limit in (("x", w), ("y", h)):
+        bad = np.flatnonzero((events[field] < 0) | (events[field] >= limit))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{where}: event {i} has {field}={int(events[field][i])}, outside the sensor "
+                f"({w}x{h}: expected 0 <= {field} < {limit}); {bad.size} such events"
+            )
+    pol = np.asarray(events["p"]).astype(np.int64)
+    bad = np.flatnonzero((pol != 0) & (pol != 1))
+    if bad.size:
+        raise DataError(f"{where}: event {int(bad[0])} has polarity {int(pol[bad[0]])}, expected 0 or 1")
+    t = ev["t"]
+    if t[0] < 0:
+        raise DataError(f"{where}: negative timestamp {int(t[0])} us at event 0")
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise DataError(
+            f"{where}: timestamps go backwards at event {i} ({int(t[i - 1])} -> {int(t[i])} us); "
+            f"{back.size} such steps (expected non-decreasing time)"
+        )
+    return ev
+
+
+def read_nmnist_bin(path, label=None) -> Recording:
+    """N-MNIST / N-Caltech101 `.bin` (5 bytes an event) through tonic.io.read_mnist_file."""
+    path = str(path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataError(f"{path}: empty file (an N-MNIST .bin holds 5 bytes per event)")
+    if size % 5:
+        raise DataError(
+            f"{path}: truncated N-MNIST file: {size} bytes is not a multiple of 5 "
+            f"(5 bytes per event; {size % 5} trailing bytes)"
+        )
+    raw = _tonic_io().read_mnist_file(path, dtype=EVENT_DTYPE)
+    return Recording(validate_events(raw, NMNIST_SENSOR, path), NMNIST_SENSOR, path, label)
+
+
+def read_aedat2_dvs128(path, label=None) -> Recording:
+    """AEDAT 2.0 from a DVS128 (MNIST-DVS, POKER-DVS): tonic's header and event readers.
+
+    tonic 1.7's own `read_dvs_128` unpacks the three values of `read_aedat_header_from_file` into two and
+    fails, so we call the two functions it is made of and decode the address as it does.
+    """
+    path = str(path)
+    tio = _tonic_io()
+    try:
+        version, start, _ = tio.read_aedat_header_from_file(path)
+    except (UnboundLocalError, ValueError, IndexError) as exc:
+        raise DataError(f"{path}: broken AEDAT header, expected a first line '#!AER-DAT2.0' ({exc})") from exc
+    if not 2 <= version < 3:
+        raise DataError(f"{path}: AEDAT version {version}, expected 2.x for a DVS128 recording")
+    payload = os.path.getsize(path) - start
+    if payload % 8:
+        raise DataError(f"{path}: truncated AEDAT 2 data: {payload} bytes after the header is not a multiple of 8")
+    raw = tio.get_aer_events_from_file(path, version, start)
+    addr = raw["address"].astype(np.int64)
+    t = raw["timeStamp"].astype(np.int64)
+    ev = make_events((addr >> 8) & 0x7F, (addr >> 1) & 0x7F, t - (t[0] if len(t) else 0), addr & 1)
+    return Recording(validate_events(ev, DVS128_SENSOR, path), DVS128_SENSOR, path, label)
+
+
+def read_aedat4(path, label=None) -> Recording:
+    """AEDAT 4 (DV software, DAVIS cameras) through tonic.io.read_aedat4; the sensor size from the file."""
+    path = str(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(14)
+    if not magic.startswith(b"#!AER-DAT4.0"):
+        raise DataError(f"{path}: broken AEDAT4 header: starts with {magic[:12]!r}, expected b'#!AER-DAT4.0'")
+    tio = _tonic_io()
+    try:
+        import aedat
+
+        streams = aedat.Decoder(path).id_to_stream()
+        raw = tio.read_aedat4(path)
+    except ImportError as exc:
+        raise DataError("reading AEDAT4 needs the `aedat` package: pip install aedat") from exc
+    except Exception as exc:  # the Rust decoder raises plain Exceptions on corrupt packets
+        raise DataError(f"{path}: cannot decode AEDAT4: {exc}") from exc
+    ev_streams = [s for s in streams.values() if s.get("type") == "events"]
+    sensor = (int(ev_streams[0]["width"]), int(ev_streams[0]["height"]), 2)
+    t = raw["t"].astype(np.int64)
+    ev = make_events(raw["x"], raw["y"], t - t[0], raw["on"].astype(np.int8))
+    return Recording(validate_events(ev, sensor, path), sensor, path, label)
+
+
+def read_numpy(path_or_array, sensor_size=None, label=None, where=None) -> Recording:
+    """A numpy structured array with x, y, t, p (in memory or a `.npy` file); sensor size inferred if not given."""
+    if isinstance(path_or_array, np.ndarray):
+        arr, where = path_or_array, where or "event array"
+    else:
+        where = str(path_or_array)
+        try:
+            arr = np.load(where, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{where}: not a readable .npy event array ({exc})") from exc
+    if arr.dtype.names is None:
+        raise DataError(f"{where}: expected a structured array with fields x, y, t, p, got dtype {arr.dtype}")
+    if sensor_size is None:
+        sensor_size = (int(arr["x"].max()) + 1, int(arr["y"].max()) + 1, 2) if len(arr) else (1, 1, 2)
+    return Recording(validate_events(arr, sensor_size, where), tuple(sensor_size), where, label)
+
+
+def read_events(path, label=None) -> Recording:
+    """Read one recording, choosing the reader by file suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".bin":
+        return read_nmnist_bin(path, label)
+    if suffix == ".aedat4":
+        return read_aedat4(path, label)
+    if suffix == ".aedat":
+        return read_aedat2_dvs128(path, label)
+    if suffix == ".npy":
+        return read_numpy(path, label=label)
+    raise DataError(f"{path}: unknown recording format {suffix!r}; expected one of {', '.join(RECORDING_SUFFIXES)}")
+
+
+def list_folder_dataset(root, split: str | None = None) -> list[tuple[Path, int]]:
+    """(file, label) pairs of a dataset in the N-MNIST layout: `<root>/[Train|Test/]<label>/*.bin`.
+
+    `root` may be the dataset root (holding Train/ and/or Test/) or one split folder. With `split` None and a
+    root holding both, Train is listed first, then Test. Labels are the digit folder names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: dataset folder not found; expected the N-MNIST layout <root>/Train/<label>/*.bin "
+            "(put the extracted recordings there; nothing is downloaded)"
+        )
+    splits = [root / s for s in ("Train", "Test") if (root / s).is_dir()]
+    if split is not None:
+        splits = [root / split]
+        if not splits[0].is_dir():
+            raise DataError(f"{root}: no {split}/ folder; expected <root>/{split}/<label>/*.bin")
+    elif not splits:
+        splits = [root]
+    items: list[tuple[Path, int]] = []
+    for folder in splits:
+        for sub in sorted(folder.iterdir()):
+            if not sub.is_dir():
+                continue
+            if not re.fullmatch(r"\d+", sub.name):
+                raise DataError(f"{sub}: label folder name {sub.name!r} is not a class number (expected 0, 1, 2, ...)")
+            label = int(sub.name)
+            items.extend((f, label) for f in sorted(sub.iterdir()) if f.suffix.lower() in RECORDING_SUFFIXES)
+    if not items:
+        raise DataError(
+            f"{root}: no recordings found; expected files like {root}/Train/0/00002.bin "
+            f"(suffixes {', '.join(RECORDING_SUFFIXES)})"
+        )
+    return items
+
+
+def read_tonic_dataset(name: str, save_to, train: bool = True):
+    """A tonic dataset class (e.g. "NMNIST", "DVSGesture", "POKERDVS") whose files are already on disk.
+
+    Never downloads: tonic's classes download when their check fails, so we check first and explain which
+    files are missing and where they go.
+    """
+    import importlib
+
+    tonic = importlib.import_module("tonic")
+    cls = getattr(tonic.datasets, name, None)
+    if cls is None:
+        raise DataError(f"tonic has no dataset {name!r}")
+    probe = object.__new__(cls)
+    probe.location_on_system = os.path.join(str(save_to), cls.__name__)
+    probe.train = train
+    probe.folder_name = getattr(cls, "train_folder" if train else "test_folder", getattr(cls, "folder_name", ""))
+    try:
+        present = probe._check_exists()
+    except Exception:
+        present = False
+    if not present:
+        raise DataError(
+            f"tonic dataset {name} is not on disk under {probe.location_on_system}; download it elsewhere and put "
+            f"its extracted files there (this tool never downloads)"
+        )
+    return cls(save_to=str(save_to), train=train)
