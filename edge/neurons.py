@@ -1,0 +1,199 @@
+"""Neuron layers as pure step functions with explicit state, plus their whole-window forms.
+
+CubaLIF (current-based LIF, exponential synapse, soft reset by subtraction), per layer:
+    I[t] = a_syn * I[t-1] + s_in[t] @ W
+    V[t] = a_mem * V[t-1] + I[t];  s[t] = V[t] > theta;  V[t] -= theta * s[t]
+With a per-input synaptic decay a_syn [N_in] the synapse filters each input first:
+    x[t] = a_syn * x[t-1] + s_in[t];  I[t] = x[t] @ W
+(the two forms agree when a_syn is uniform, since the filter is linear). The leaky readout is the
+same without spike and reset.
+
+A step is `(inputs, state, params) -> (outputs, state')` as in Norse's functional API. Training runs
+a whole window at once: the network is feed-forward, so each layer's input currents for all T steps
+are one product (a GEMM, or a gather-sum of weight rows over the input events), and only the cheap
+element-wise recurrence is a Python loop over T.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from edge.model import LayerParams
+
+
+class CubaLIFState(NamedTuple):
+    i: np.ndarray  # synaptic current [B, N_out] (or filtered inputs [B, N_in] with per-input decay)
+    v: np.ndarray  # membrane potential after reset [B, N_out]
+
+
+def initial_state(params: LayerParams, batch: int, dtype=np.float32) -> CubaLIFState:
+    n_in, n_out = params.W.shape
+    n_i = n_in if params.a_syn.ndim == 1 else n_out
+    return CubaLIFState(np.zeros((batch, n_i), dtype), np.zeros((batch, n_out), dtype))
+
+
+def _synapse_step(s_in: np.ndarray, i: np.ndarray, params: LayerParams) -> tuple[np.ndarray, np.ndarray]:
+    """(new synaptic state, current into the membrane) for one step."""
+    if params.a_syn.ndim == 1:
+        x = params.a_syn * i + s_in
+        return x, x @ params.W
+    i = params.a_syn * i + s_in @ params.W
+    return i, i
+
+
+def cuba_lif_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParams):
+    """One step of Dense + CubaLIF: s_in [B, N_in] -> (spikes [B, N_out] float 0/1, state')."""
+    i, current = _synapse_step(s_in.astype(params.W.dtype, copy=False), state.i, params)
+    v = params.a_mem * state.v + current
+    spikes = (v > params.theta).astype(v.dtype)
+    v = v - params.theta * spikes
+    return spikes, CubaLIFState(i, v)
+
+
+def leaky_readout_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParams):
+    """One step of Dense + leaky integrator (no spike, no reset): -> (membrane [B, N_out], state')."""
+    i, current = _synapse_step(s_in.astype(params.W.dtype, copy=False), state.i, params)
+    v = params.a_mem * state.v + current
+    return v, CubaLIFState(i, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input currents over a whole window: dense GEMM or event gather-sum, same numbers.
+
+# Below this fraction of non-zero inputs the gather-sum of weight rows beats the BLAS product.
+# Measured with benchmarks/train_throughput.py --kernels on the 2-core dev machine (OpenBLAS,
+# 578x128 and 128x10 layers, T*B = 960 rows): the crossover sat between 1% and 3%.
+EVENT_DENSITY_CROSSOVER = 0.02
+
+METHODS = ("auto", "dense", "events")
+
+
+def choose_method(density: float, method: str = "auto") -> str:
+    if method != "auto":
+        return method
+    return "events" if density < EVENT_DENSITY_CROSSOVER else "dense"
+
+
+def density(x: np.ndarray) -> float:
+    return float(np.count_nonzero(x)) / max(1, x.size)
+
+
+class EventList(NamedTuple):
+    """Non-zeros of a [R, N] input matrix, row-major (rows sorted), with their values."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray | None  # None when all are 1 (binary spikes)
+    n_rows: int
+
+
+def to_events(x2d: np.ndarray) -> EventList:
+    rows, cols = np.nonzero(x2d)
+    vals = x2d[rows, cols]
+    binary = bool(np.all(vals == 1))
+    return EventList(rows, cols, None if binary else vals, x2d.shape[0])
+
+
+def _segment_sum(values: np.ndarray, keys: np.ndarray, n_out: int) -> np.ndarray:
+    """out[k] = sum of values[j] with keys[j] == k, for keys sorted ascending."""
+    out = np.zeros((n_out, values.shape[1]), values.dtype)
+    if keys.size == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    out[keys[starts]] = np.add.reduceat(values, starts, axis=0)
+    return out
+
+
+def event_currents(ev: EventList, W: np.ndarray) -> np.ndarray:
+    """[R, N_out] = sum over the events of each row of W[col] * value; costs events x N_out."""
+    rows_of_w = W[ev.cols]
+    if ev.values is not None:
+        rows_of_w *= ev.values[:, None].astype(W.dtype)
+    return _segment_sum(rows_of_w, ev.rows, ev.n_rows)
+
+
+def event_weight_grad(ev: EventList, grad_current: np.ndarray, n_in: int) -> np.ndarray:
+    """dL/dW [N_in, N_out] = X^T @ grad_current, summed over the events only."""
+    order = np.argsort(ev.cols, kind="stable")
+    g = grad_current[ev.rows[order]]
+    if ev.values is not None:
+        g *= ev.values[order][:, None].astype(g.dtype)
+    return _segment_sum(g, ev.cols[order], n_in)
+
+
+class WindowInput:
+    """A layer's input for a whole window, flattened to [T*B, N_in], in the form its kernel wants."""
+
+    def __init__(self, x: np.ndarray, dtype, method: str = "auto"):
+        self.shape = x.shape  # (T, B, N_in)
+        flat = x.reshape(-1, x.shape[-1])
+        self.method = choose_method(density(flat), method)
+        if self.method == "events":
+            self.events = to_events(flat)
+            self.dense = None
+        else:
+            self.events = None
+            self.dense = flat.astype(dtype, copy=False)
+
+    def currents(self, W: np.ndarray) -> np.ndarray:
+        """[T, B, N_out] input currents s_in[t] @ W for every step."""
+        T, B, _ = self.shape
+        out = event_currents(self.events, W) if self.events is not None else self.dense @ W
+        return out.reshape(T, B, W.shape[1])
+
+    def weight_grad(self, grad_current: np.ndarray) -> np.ndarray:
+        g = grad_current.reshape(-1, grad_current.shape[-1])
+        if self.events is not None:
+            return event_weight_grad(self.events, g, self.shape[-1])
+        return self.dense.T @ g
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-window recurrences (element-wise; one Python iteration per time step).
+
+def synaptic_filter_window(x: np.ndarray, a_syn: np.ndarray, dtype) -> np.ndarray:
+    """Per-input synaptic traces x_f[t] = a_syn * x_f[t-1] + x[t] for x [T, B, N_in]."""
+    out = x.astype(dtype)  # a fresh array, filtered in place
+    for t in range(1, out.shape[0]):
+        out[t] += a_syn * out[t - 1]
+    return out
+
+
+def synaptic_current_window(c: np.ndarray, a_syn) -> np.ndarray:
+    """I[t] = a_syn * I[t-1] + c[t], in place on c [T, B, N_out]."""
+    for t in range(1, c.shape[0]):
+        c[t] += a_syn * c[t - 1]
+    return c
+
+
+def lif_membrane_window(current: np.ndarray, a_mem, theta, spike_fn=None, reset_spikes=None):
+    """Membrane and spikes of CubaLIF for currents [T, B, N]: -> (V before reset [T,B,N], spikes).
+
+    spike_fn=None is the Heaviside step (what runs); a smooth spike function (gradient checks)
+    is applied to V - theta and its value is what gets subtracted by the reset.
+    reset_spikes [T, B, N], when given, is subtracted instead of the spikes: held fixed while the
+    parameters move, it is the finite-difference twin of a detached reset (reset_grad=False).
+    """
+    T = current.shape[0]
+    v_pre = np.empty_like(current)
+    spikes = np.empty_like(current)
+    v = np.zeros_like(current[0])
+    for t in range(T):
+        np.multiply(v, a_mem, out=v_pre[t])
+        v_pre[t] += current[t]
+        if spike_fn is None:
+            np.greater(v_pre[t], theta, out=spikes[t])
+        else:
+            spikes[t] = spike_fn(v_pre[t] - theta)
+        np.multiply(spikes[t] if reset_spikes is None else reset_spikes[t], theta, out=v)
+        np.subtract(v_pre[t], v, out=v)
+    return v_pre, spikes
+
+
+def leaky_membrane_window(current: np.ndarray, a_mem) -> np.ndarray:
+    """V[t] = a_mem * V[t-1] + I[t] for currents [T, B, N] (a new array; BPTT still needs I)."""
+    v = current.copy()
+    for t in range(1, v.shape[0]):
+        v[t] += a_mem * v[t - 1]
+    return v
