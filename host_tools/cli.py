@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "host_tools.cmd_train",
     "host_tools.cmd_convert",
     "host_tools.cmd_board",
+    "host_tools.cmd_device",
+    "host_tools.cmd_stream",
     "host_tools.cmd_demo",
 ]
 
