@@ -1,0 +1,302 @@
+"""The host's fast bit-exact integer simulator: docs/NUMERICS.md vectorised with numpy.
+
+Forward over a batch X [T, B, N_in] and the on-device learning rules (readout delta rule, SOLSA) for
+one stream. Every formula mirrors a primitive of `firmware_py/fixedpoint.py` (tests check them against
+each other and against the golden vectors). Products are int64; the weight products use float64 BLAS,
+which is exact here because every partial sum is an integer below 2**53 (|x| < 2**19, |W| <= 127,
+N_in < 2**26).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from converters.intmodel import IntLayer, IntModel
+from edge.errors import SnnEdgeError
+from firmware_py import fixedpoint as fp
+
+MASK32 = np.uint64(fp.MASK32)
+
+
+# ---- vectorised primitives (NUMERICS.md §0, §6, §7) -------------------------------------------
+
+def mul_q12(x: np.ndarray, a) -> np.ndarray:
+    """trunc(x * a / 4096) elementwise (fixedpoint.mul_q12)."""
+    p = np.asarray(x, np.int64) * np.asarray(a, np.int64)
+    return np.where(p >= 0, p >> fp.Q, -((-p) >> fp.Q))
+
+
+def trunc_div_pow2(x: np.ndarray, k: int) -> np.ndarray:
+    return np.where(x >= 0, x >> k, -((-x) >> k))
+
+
+def scale_pow2(x: np.ndarray, k: int) -> np.ndarray:
+    return x << k if k >= 0 else trunc_div_pow2(x, -k)
+
+
+def sat(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x clamped to [-m, m], saturation count per batch row [B]) for a batched x [B, ...]."""
+    y = np.clip(x, -m, m)
+    return y, (y != x).reshape(x.shape[0], -1).sum(axis=1)
+
+
+def sat1(x: np.ndarray, m: int) -> tuple[np.ndarray, int]:
+    """(x clamped to [-m, m], total saturation count) for one stream's array."""
+    y = np.clip(x, -m, m)
+    return y, int((y != x).sum())
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer product through float64 BLAS: exact while every partial sum stays below 2**53."""
+    return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+
+
+def xorshift32(s: np.ndarray) -> np.ndarray:
+    s = s ^ ((s << np.uint64(13)) & MASK32)
+    s = s ^ (s >> np.uint64(17))
+    return s ^ ((s << np.uint64(5)) & MASK32)
+
+
+def draw_bits(r: np.ndarray, k: int) -> np.ndarray:
+    if k <= 0:
+        return np.zeros(r.shape, np.int64)
+    return (r >> np.uint64(32 - k)).astype(np.int64)
+
+
+# ---- forward (§4) ------------------------------------------------------------------------------
+
+@dataclass
+class LayerState:
+    I: np.ndarray   # [B, N_out] int64
+    V: np.ndarray   # [B, N_out] int64
+    x: np.ndarray   # [B, N_in] int64 (per-input decay) or [B, 0]
+
+
+def initial_state(model: IntModel, batch: int) -> list[LayerState]:
+    return [LayerState(np.zeros((batch, L.n_out), np.int64), np.zeros((batch, L.n_out), np.int64),
+                       np.zeros((batch, L.n_in if L.per_input else 0), np.int64)) for L in model.layers]
+
+
+def layer_step(L: IntLayer, s_in: np.ndarray, st: LayerState):
+    """One step of one layer for a batch: -> (spikes uint8 [B, N_out], vpre, new state, nsat [B])."""
+    s_in = s_in.astype(np.int64)
+    if L.per_input:
+        x, n0 = sat(mul_q12(st.x, L.a_syn.astype(np.int64)) + (s_in << fp.TRACE_FRAC), fp.STATE_MAX)
+        I, n1 = sat(scale_pow2(exact_matmul(x, L.W), L.shift - fp.TRACE_FRAC), fp.STATE_MAX)
+    else:
+        x, n0 = st.x, 0
+        I, n1 = sat(mul_q12(st.I, int(L.a_syn)) + (exact_matmul(s_in, L.W) << L.shift), fp.STATE_MAX)
+    vpre, n2 = sat(mul_q12(st.V, L.a_mem) + I, fp.STATE_MAX)
+    if L.kind == "lif":
+        spikes = (vpre > L.theta)
+        V = vpre - L.theta * spikes
+    else:
+        spikes = np.zeros(vpre.shape, bool)
+        V = vpre
+    return spikes.astype(np.uint8), vpre, LayerState(I, V, x), n0 + n1 + n2
+
+
+def network_step(model: IntModel, s_in: np.ndarray, states: list[LayerState]):
+    """One step of the network: -> (spikes per layer, vpre per layer, new states, nsat [B])."""
+    spikes, vpres, new, nsat = [], [], [], 0
+    x = s_in
+    for L, st in zip(model.layers, states):
+        s, vp, st2, n = layer_step(L, x, st)
+        spikes.append(s)
+        vpres.append(vp)
+        new.append(st2)
+        nsat = nsat + n
+        x = s
+    return spikes, vpres, new, nsat
+
+
+@dataclass
+class SimResult:
+    spikes: list[np.ndarray]    # per layer [T, B, N] uint8
+    V: list[np.ndarray]         # per layer [T, B, N] int32 (after reset)
+    I: list[np.ndarray]         # per layer [T, B, N] int32
+    nsat: np.ndarray            # [T, B] int64, cumulative
+    scores: np.ndarray          # [B, C] int64: spike counts, or summed membrane (integrator)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.argmax(self.scores, axis=1)  # ties -> lowest index (NUMERICS.md §5)
+
+
+def check_input(model: IntModel, X: np.ndarray, where: str = "input") -> None:
+    n_in = model.layers[0].n_in
+    if X.ndim != 3 or X.shape[2] != n_in:
+        raise SnnEdgeError(f"{where}: expected spikes [T, B, {n_in}], got shape {list(X.shape)}")
+    if X.size and (X.min() < 0 or X.max() > model.in_max):
+        raise SnnEdgeError(f"{where}: input values must be in [0, {model.in_max}], got "
+                           f"[{X.min()}, {X.max()}]")
+
+
+def run(model: IntModel, X: np.ndarray, states: list[LayerState] | None = None) -> SimResult:
+    """The integer forward pass over a window X [T, B, N_in] (uint8), every step recorded."""
+    check_input(model, X)
+    T, B, _ = X.shape
+    states = initial_state(model, B) if states is None else states
+    n = len(model.layers)
+    spikes = [np.zeros((T, B, L.n_out), np.uint8) for L in model.layers]
+    V = [np.zeros((T, B, L.n_out), np.int32) for L in model.layers]
+    I = [np.zeros((T, B, L.n_out), np.int32) for L in model.layers]
+    nsat = np.zeros((T, B), np.int64)
+    total = np.zeros(B, np.int64)
+    for t in range(T):
+        s, _, states, ns = network_step(model, X[t], states)
+        total = total + ns
+        nsat[t] = total
+        for l in range(n):
+            spikes[l][t] = s[l]
+            V[l][t] = states[l].V
+            I[l][t] = states[l].I
+    last = model.layers[-1]
+    scores = (V[-1].astype(np.int64).sum(axis=0) if last.kind == "integrator"
+              else spikes[-1].astype(np.int64).sum(axis=0))
+    return SimResult(spikes, V, I, nsat, scores)
+
+
+# ---- learning (§7, §9, §10), one stream ------------------------------------------------------
+
+@dataclass
+class LearnState:
+    """Everything the on-device rule keeps between steps (B = 1)."""
+    lanes: np.ndarray                      # uint64 [N_out + 1], values < 2**32
+    t: int = 0                             # step index since the sample start
+    nsat: int = 0                          # saturations of the rule (clamps of W / a_syn / traces)
+    arrays: dict = field(default_factory=dict)
+
+
+def initial_learn_state(model: IntModel) -> LearnState:
+    L = model.layers[-1]
+    lanes = np.array(fp.lane_seeds(model.learn.seed + len(model.layers) - 1, L.n_out + 1), np.uint64)
+    z = lambda *shape: np.zeros(shape, np.int64)  # noqa: E731
+    rule = model.learn.rule
+    if rule == "readout_delta":
+        arrays = {"pre": z(L.n_in), "post": z(L.n_out)}
+    elif rule == "solsa":
+        full = model.learn.get("factorised") == 0
+        arrays = {"x": z(L.n_in), "e": z(L.n_in, L.n_out) if full else z(L.n_in, 0),
+                  "p": z(0) if full else z(L.n_in), "G": z(L.n_in, L.n_out),
+                  "q": z(L.n_in), "r": z(L.n_in), "Ga": z(L.n_in)}
+    else:
+        raise SnnEdgeError(f"learning rule {rule!r}: the model has no on-device rule to run")
+    return LearnState(lanes, 0, 0, arrays)
+
+
+def apply_update(L: IntLayer, G: np.ndarray, lr_m: int, lr_s: int, lanes: np.ndarray,
+                 Ga: np.ndarray | None = None, lra_m: int = 0, lra_s: int = 0):
+    """§7 vectorised over lanes (fixedpoint.apply_update): -> (W', a_syn', lanes', nsat)."""
+    R = np.empty((L.n_in, lanes.size), np.uint64)
+    s = lanes
+    for i in range(L.n_in):           # tick i = row i; lanes are independent, so each tick is a vector op
+        s = xorshift32(s)
+        R[i] = s
+    n_out = L.n_out
+    W = L.W.astype(np.int64) + ((G * lr_m + draw_bits(R[:, :n_out], lr_s)) >> lr_s)
+    Wc = np.clip(W, -fp.W_MAX, fp.W_MAX)
+    nsat = int((Wc != W).sum())
+    a_syn = L.a_syn
+    if Ga is not None and L.per_input:
+        a = L.a_syn.astype(np.int64) + ((Ga * lra_m + draw_bits(R[:, n_out], lra_s)) >> lra_s)
+        ac = np.clip(a, 0, fp.A_LEARN_MAX)
+        nsat += int((ac != a).sum())
+        a_syn = ac.astype(np.int32)
+    return Wc.astype(np.int8), a_syn, s, nsat
+
+
+def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: LearnState, label: int):
+    """One step of forward + the model's rule for one stream (s_in [N_in]); label < 0 means unknown.
+
+    Mutates the last layer of `model` (W, a_syn) at scheduled updates, returns (spikes, states, ls).
+    """
+    L = model.layers[-1]
+    prm = model.learn.params
+    x_prev_fwd = states[-1].x[0].copy()
+    spikes, vpres, states, nsat_fwd = network_step(model, s_in[None, :], states)
+    s_last_in = (s_in if len(model.layers) == 1 else spikes[-2][0]).astype(np.int64)
+    s_out = spikes[-1][0].astype(np.int64)
+    vpre = vpres[-1][0]
+    A = ls.arrays
+    onehot = np.zeros(L.n_out, np.int64)
+    if label >= 0:
+        onehot[label] = 1
+    nsat = 0
+    update = (ls.t + 1) % int(prm["k_update"]) == 0
+    if model.learn.rule == "readout_delta":
+        A["pre"] = A["pre"] + s_last_in
+        A["post"] = A["post"] + (s_out if L.kind == "lif" else states[-1].V[0] >> int(prm["v_shift"]))
+        if update:
+            if label >= 0:
+                target = np.where(onehot == 1, int(prm["tgt_hi"]), int(prm["tgt_lo"]))
+                err = np.clip(target - A["post"], -127, 127)
+            else:
+                err = np.zeros(L.n_out, np.int64)
+            G = A["pre"][:, None] * err[None, :]
+            L.W, L.a_syn, ls.lanes, n = apply_update(L, G, int(prm["lr_m"]), int(prm["lr_s"]), ls.lanes)
+            nsat += n
+            A["pre"] = np.zeros_like(A["pre"])
+            A["post"] = np.zeros_like(A["post"])
+    else:  # solsa
+        if L.per_input:
+            x, x_prev, a_vec = states[-1].x[0], x_prev_fwd, L.a_syn.astype(np.int64)
+        else:
+            x_prev = A["x"]
+            x, n = sat1(mul_q12(x_prev, int(L.a_syn)) + (s_last_in << fp.TRACE_FRAC), fp.STATE_MAX)
+            nsat += n
+            A["x"] = x
+        h = np.maximum(0, fp.Q_ONE - (np.abs(vpre - L.theta) >> int(prm["sg_shift"])))
+        ell = (onehot - s_out) if label >= 0 else np.zeros(L.n_out, np.int64)
+        phi = h * ell
+        if prm["factorised"] == 0:
+            e, n = sat1(mul_q12(A["e"], L.a_mem) + x[:, None], fp.TRACE_MAX)
+            nsat += n
+            if prm["reset_path"]:
+                e = np.where(s_out[None, :] == 1, mul_q12(e, fp.Q_ONE - h[None, :]), e)
+            A["e"] = e
+        else:
+            p, n = sat1(mul_q12(A["p"], L.a_mem) + x, fp.TRACE_MAX)
+            nsat += n
+            A["p"] = p
+            e = p[:, None]
+        G, n = sat1(A["G"] + mul_q12(e, phi[None, :]), fp.GRAD_MAX)
+        nsat += n
+        A["G"] = G
+        if L.per_input:
+            q, n1 = sat1(mul_q12(A["q"], a_vec) + x_prev, fp.TRACE_MAX)
+            r, n2 = sat1(mul_q12(A["r"], L.a_mem) + q, fp.TRACE_MAX)
+            psi = exact_matmul(L.W, phi) >> 7
+            Ga, n3 = sat1(A["Ga"] + mul_q12(r, psi), fp.GRAD_MAX)
+            nsat += n1 + n2 + n3
+            A["q"], A["r"], A["Ga"] = q, r, Ga
+        if update:
+            L.W, L.a_syn, ls.lanes, n = apply_update(L, A["G"], int(prm["lr_m"]), int(prm["lr_s"]), ls.lanes,
+                                                     A["Ga"], int(prm["lra_m"]), int(prm["lra_s"]))
+            nsat += n
+            A["G"] = np.zeros_like(A["G"])
+            A["Ga"] = np.zeros_like(A["Ga"])
+    ls.t += 1
+    ls.nsat += nsat
+    return spikes, states, ls, int(nsat_fwd[0])
+
+
+def learn_sequence(model: IntModel, X: np.ndarray, labels: np.ndarray, states=None, ls=None):
+    """Run `learn_step` over X [T, N_in] with a label per step ([T], -1 = none); returns a trace dict.
+
+    The trace holds every step's spikes, states, rule arrays and weights: what the bit-exact tests compare.
+    """
+    states = initial_state(model, 1) if states is None else states
+    ls = initial_learn_state(model) if ls is None else ls
+    trace = {"spikes": [], "V": [], "I": [], "W": [], "a_syn": [], "lanes": [], "rule": []}
+    for t in range(X.shape[0]):
+        spikes, states, ls, _ = learn_step(model, X[t], states, ls, int(labels[t]))
+        trace["spikes"].append([s[0].copy() for s in spikes])
+        trace["V"].append([st.V[0].copy() for st in states])
+        trace["I"].append([st.I[0].copy() for st in states])
+        trace["W"].append(model.layers[-1].W.copy())
+        trace["a_syn"].append(model.layers[-1].a_syn.copy())
+        trace["lanes"].append(ls.lanes.copy())
+        trace["rule"].append({k: v.copy() for k, v in ls.arrays.items()})
+    return trace, states, ls

@@ -1,0 +1,142 @@
+"""Float checkpoint -> IntModel (docs/NUMERICS.md §2), with calibration on data and an accuracy report.
+
+Per layer: the weight scale is the largest power of two 2**w_exp with max|W| * 2**w_exp <= 127; decays
+become Q12; the state shift F is the largest that keeps the calibrated peak |I|, |V| and theta (with a
+margin) inside the 20-bit state and the spike current inside the declared width; theta is rounded to
+state units and then, optionally, nudged (within +-10%) to the value whose spikes agree best with the
+float network's on the calibration data, layer by layer, because rounding and the truncating decays
+bias the integer membrane slightly low.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from converters import intsim
+from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
+from edge.errors import SnnEdgeError
+from firmware_py import fixedpoint as fp
+
+STATE_MARGIN = 1.5      # headroom over the calibrated peaks before the state saturates
+MAX_SHIFT = 14
+THETA_STEPS = tuple(k / 64 for k in range(-6, 7))   # relative threshold nudges tried by calibration
+
+
+def weight_exponent(W: np.ndarray) -> int:
+    m = float(np.abs(W).max())
+    if m == 0.0:
+        return 0
+    return int(math.floor(math.log2(fp.W_MAX / m)))
+
+
+def quantize_weights(W: np.ndarray, w_exp: int) -> np.ndarray:
+    return np.clip(np.rint(W.astype(np.float64) * 2.0 ** w_exp), -fp.W_MAX, fp.W_MAX).astype(np.int8)
+
+
+def _float_peaks(spec, params, X: np.ndarray):
+    """Per layer (max |I|, max |V before reset|) of the float network on the calibration data."""
+    from edge import bptt
+    fwd = bptt.forward(spec, [p.astype(np.float64) for p in params], X.astype(np.float64))
+    return [(float(np.abs(r.current).max()), float(np.abs(r.v_pre).max())) for r in fwd.records], fwd
+
+
+def in_max_of(spec) -> int:
+    """255 when the spec's binning is in count mode, else 1 (binary frames)."""
+    from firmware_py.binning import COUNT
+    if spec.binning is not None and len(spec.binning) >= 7 and spec.binning[6] == COUNT:
+        return 255
+    return 1
+
+
+def quantize(spec, params, X_calib: np.ndarray, *, calibrate_theta: bool = True,
+             learn: LearnSpec | None = None) -> IntModel:
+    """The integer model of a float network; X_calib [T, B, N_in] uint8 drives the calibration."""
+    if X_calib.ndim != 3 or X_calib.shape[2] != spec.n_inputs:
+        raise SnnEdgeError(f"calibration data: expected [T, B, {spec.n_inputs}], got {list(X_calib.shape)}")
+    in_max = in_max_of(spec)
+    peaks, fwd = _float_peaks(spec, params, X_calib)
+    layers = []
+    for l, p in enumerate(params):
+        w_exp = weight_exponent(p.W)
+        Wq = quantize_weights(p.W, w_exp)
+        kind = "integrator" if (l == spec.n_layers - 1 and spec.readout == "membrane") else "lif"
+        theta = float(p.theta)
+        peak = max(peaks[l][0], peaks[l][1], theta) * STATE_MARGIN
+        col = int(np.abs(Wq.astype(np.int64)).sum(axis=0).max())
+        lim = in_max if l == 0 else 1
+        F = 0
+        for f in range(MAX_SHIFT, -1, -1):
+            fits_state = peak * 2.0 ** (w_exp + f) <= fp.STATE_MAX
+            fits_acc = p.a_syn.ndim == 1 or col * lim * (1 << f) < (1 << 30)
+            if fits_state and fits_acc:
+                F = f
+                break
+        a_syn = (np.array([fp.q12_from_float(float(a)) for a in p.a_syn], np.int32) if p.a_syn.ndim == 1
+                 else np.array(fp.q12_from_float(float(p.a_syn)), np.int32))
+        theta_q = int(min(fp.STATE_MAX, max(1, round(theta * 2.0 ** (w_exp + F)))))
+        layers.append(IntLayer(Wq, a_syn, fp.q12_from_float(float(p.a_mem)), theta_q, F, w_exp, kind))
+    model = IntModel(layers, in_max, spec.binning, learn or LearnSpec(),
+                     {"float_spec": spec.to_dict(), "calibration_samples": int(X_calib.shape[1])})
+    validate(model, "quantized model")
+    if calibrate_theta:
+        _calibrate_thresholds(model, fwd, X_calib)
+    return model
+
+
+def _calibrate_thresholds(model: IntModel, fwd, X: np.ndarray) -> None:
+    """Layer by layer, pick the theta nudge whose integer spikes agree best with the float spikes."""
+    chosen = []
+    for l, L in enumerate(model.layers):
+        if L.kind != "lif":
+            break
+        target = fwd.layer_spikes[l] > 0.5
+        base = L.theta
+        best, best_agree = base, -1.0
+        for step in THETA_STEPS:
+            L.theta = int(min(fp.STATE_MAX, max(1, round(base * (1 + step)))))
+            sub = IntModel(model.layers[: l + 1], model.in_max)
+            res = intsim.run(sub, X)
+            agree = float((res.spikes[l].astype(bool) == target).mean())
+            if agree > best_agree + 1e-12 or (abs(agree - best_agree) <= 1e-12 and L.theta == base):
+                best, best_agree = L.theta, agree
+        L.theta = best
+        chosen.append({"layer": l, "theta_rounded": base, "theta": best, "spike_agreement": best_agree})
+    model.meta["theta_calibration"] = chosen
+
+
+def compare(spec, params, model: IntModel, X: np.ndarray, y: np.ndarray, batch: int = 100) -> dict:
+    """Float vs integer on X [S, T, N_in] (sample-major, as edge.data.load_frames gives): accuracy and
+    per-layer spike agreement (fraction of equal (t, sample, neuron) spike values)."""
+    from edge import bptt
+    S = X.shape[0]
+    f_correct = i_correct = same_pred = 0
+    agree = np.zeros(len(model.layers))
+    counted = np.zeros(len(model.layers))
+    for b0 in range(0, S, batch):
+        xb = np.ascontiguousarray(X[b0:b0 + batch].transpose(1, 0, 2))
+        yb = y[b0:b0 + batch]
+        fwd = bptt.forward(spec, [p.astype(np.float64) for p in params], xb.astype(np.float64))
+        res = intsim.run(model, xb)
+        fp_pred = np.argmax(fwd.logits, axis=1)
+        f_correct += int((fp_pred == yb).sum())
+        i_correct += int((res.predictions == yb).sum())
+        same_pred += int((fp_pred == res.predictions).sum())
+        for l, L in enumerate(model.layers):
+            if L.kind == "lif":
+                agree[l] += float((res.spikes[l].astype(bool) == (fwd.layer_spikes[l] > 0.5)).sum())
+                counted[l] += res.spikes[l].size
+    return {"samples": S, "float_accuracy": f_correct / S, "int_accuracy": i_correct / S,
+            "prediction_agreement": same_pred / S,
+            "spike_agreement": [float(a / c) if c else None for a, c in zip(agree, counted)]}
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"samples              {rep['samples']}",
+             f"float accuracy       {100 * rep['float_accuracy']:.2f}%",
+             f"int8 accuracy        {100 * rep['int_accuracy']:.2f}%",
+             f"prediction agreement {100 * rep['prediction_agreement']:.2f}%"]
+    for l, a in enumerate(rep["spike_agreement"]):
+        if a is not None:
+            lines.append(f"layer {l} spike agreement {100 * a:.3f}%")
+    return "\n".join(lines)
