@@ -103,8 +103,13 @@ def _shift_prev(x: np.ndarray) -> np.ndarray:
 
 
 def backward(spec: NetworkSpec, params: list[LayerParams], fwd: ForwardResult,
-             d_logits: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Gradients of the loss w.r.t. every parameter, given dL/dlogits [B, C]: one dict per layer."""
+             d_logits: np.ndarray, spike_derivative=None) -> list[dict[str, np.ndarray]]:
+    """Gradients of the loss w.r.t. every parameter, given dL/dlogits [B, C]: one dict per layer.
+
+    spike_derivative(layer_index, v_pre [T,B,N], theta) -> h [T,B,N], when given, replaces the
+    surrogate derivative d s / d P with one computed from the whole membrane waveform (the NA rule,
+    edge/rules/na.py); None uses spec.surrogate.
+    """
     T = fwd.records[0].current.shape[0]
     d_logits = d_logits.astype(params[0].W.dtype, copy=False)
     if spec.readout == "membrane":
@@ -120,7 +125,8 @@ def backward(spec: NetworkSpec, params: list[LayerParams], fwd: ForwardResult,
             g["theta"] = np.zeros_like(p.theta)
             g["a_mem"] = np.asarray(np.vdot(g_p[1:], rec.v_pre[:-1]), dtype=p.a_mem.dtype)
         else:
-            g_p, g["a_mem"], g["theta"] = _lif_backward(spec, p, rec, g_out)
+            h = None if spike_derivative is None else spike_derivative(i, rec.v_pre, p.theta)
+            g_p, g["a_mem"], g["theta"] = _lif_backward(spec, p, rec, g_out, h)
         g["W"], g["a_syn"], g_out = _synapse_backward(p, rec, g_p, need_input_grad=i > 0)
         grads[i] = g
     return grads
@@ -134,10 +140,11 @@ def _leaky_backward(g_out: np.ndarray, a_mem) -> np.ndarray:
     return g
 
 
-def _lif_backward(spec: NetworkSpec, p: LayerParams, rec: LayerRecord, g_s: np.ndarray):
-    """-> (dL/dP [T,B,N], d a_mem, d theta) for one CubaLIF layer given dL/ds[t]."""
+def _lif_backward(spec: NetworkSpec, p: LayerParams, rec: LayerRecord, g_s: np.ndarray, h=None):
+    """-> (dL/dP [T,B,N], d a_mem, d theta) for one CubaLIF layer given dL/ds[t] (h: d s/d P override)."""
     theta, a_mem = p.theta, p.a_mem
-    h = surrogate.derivative(spec.surrogate, rec.v_pre - theta, spec.slope)
+    if h is None:
+        h = surrogate.derivative(spec.surrogate, rec.v_pre - theta, spec.slope)
     T = h.shape[0]
     g_p = np.empty_like(h)
     g_v = np.zeros_like(h[0])
