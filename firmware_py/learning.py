@@ -1,0 +1,396 @@
+"""On-device, forward-only learning rules (docs/NUMERICS.md §7, §9, §10): integer, bit-exact with the host.
+
+Each rule is an object around a runtime.Network with explicit state and four calls:
+`begin_sample()` (zero the per-sample traces and accumulators), `before_step()` (what needs the state
+*before* this step's forward pass), `after_step(t, label)` (traces, accumulators and, every k_update steps,
+the stochastically rounded update of §7), and `state_bytes()` (what the rule holds, for memory.py).
+Only the last layer learns. The stochastic rounding draws come from the layer's learning bank
+(fixedpoint.lane_seeds(seed + l, n_out + 1)), which persists across samples; `reset()` re-seeds it.
+
+Self-training (no labels): see `pseudo_label`. Its risk is confirmation bias: a confident mistake is
+learned as if it were true and makes the same mistake more confident next time, so the weights can drift
+toward whatever classes the network already prefers (class collapse) without any signal that tells it.
+Mitigations used here: a high confidence gate (default 192/255), learning only from the samples that pass
+it, and the Device's checkpoint() so a drifted model can be rolled back; no labels means no guarantee.
+"""
+from firmware_py import fixedpoint as fp
+from firmware_py.errors import DeviceError, E_UNSUPPORTED, E_MODEL_FORMAT
+from firmware_py.runtime import KIND_LIF, KIND_INTEGRATOR, zeros, fill
+
+
+class _OuterProduct:
+    """G[i * n_out + j] = pre[i] * err[j] computed on access, so the delta rule holds no G matrix."""
+
+    def __init__(self, pre, err, n_out):
+        self.pre = pre
+        self.err = err
+        self.n_out = n_out
+
+    def __getitem__(self, k):
+        i = k // self.n_out
+        return self.pre[i] * self.err[k - i * self.n_out]
+
+
+def _need(params, names, rule):
+    for n in names:
+        if n not in params:
+            raise DeviceError(E_MODEL_FORMAT, "%s: missing parameter %s" % (rule, n))
+
+
+class ReadoutDelta:
+    """§9: the cheap rule. pre = input counts into the last layer, post = its output measure over the
+    window; every k_update steps with a label: G = pre x clamp(target - post), W += sround(G * lr)."""
+
+    name = "readout_delta"
+    PARAMS = ("k_update", "lr_m", "lr_s", "tgt_hi", "tgt_lo", "v_shift")
+
+    def __init__(self, net, params, seed):
+        _need(params, self.PARAMS, self.name)
+        self.net = net
+        self.p = params
+        self.seed = seed
+        self.l = len(net.model.layers) - 1
+        L = net.model.layers[self.l]
+        self.L = L
+        self.pre = zeros("i", L.n_in)
+        self.post = [0] * L.n_out
+        self.err = [0] * L.n_out
+        self.lanes = fp.lane_seeds(seed + self.l, L.n_out + 1)
+        self.nsat = 0
+        self.updates = 0
+
+    def reset(self):
+        self.lanes = fp.lane_seeds(self.seed + self.l, self.L.n_out + 1)
+        self.begin_sample()
+
+    def begin_sample(self):
+        fill(self.pre, 0)
+        for j in range(len(self.post)):
+            self.post[j] = 0
+
+    def before_step(self):
+        pass
+
+    def after_step(self, t, label):
+        idx, vals = self.net.last_in
+        pre = self.pre
+        for k in range(len(idx)):
+            pre[idx[k]] += vals[k]
+        st = self.net.states[self.l]
+        post = self.post
+        if self.L.kind == KIND_LIF:
+            for j in st.out:
+                post[j] += 1
+        else:
+            vs = self.p["v_shift"]
+            V = st.V
+            for j in range(len(post)):
+                post[j] += V[j] >> vs
+        if (t + 1) % self.p["k_update"] == 0 and label is not None:
+            self.update(label)
+
+    def update(self, label):
+        p = self.p
+        err = self.err
+        for j in range(len(err)):
+            target = p["tgt_hi"] if j == label else p["tgt_lo"]
+            err[j] = fp.clamp(target - self.post[j], -127, 127)
+        L = self.L
+        self.nsat += fp.apply_update(L.W, L.n_in, L.n_out, _OuterProduct(self.pre, err, L.n_out),
+                                     p["lr_m"], p["lr_s"], self.lanes)
+        self.updates += 1
+        self.begin_sample()
+
+    def state_bytes(self):
+        return state_bytes_for(self.name, self.L.n_in, self.L.n_out, self.L.per_input, self.p)
+
+
+class Solsa:
+    """§10: SOLSA on the last layer: eligibility traces (full e [n_in, n_out] or factorised p [n_in]),
+    surrogate-weighted learning signal, synaptic-decay gradient through q, r, scheduled update."""
+
+    name = "solsa"
+    PARAMS = ("k_update", "lr_m", "lr_s", "lra_m", "lra_s", "sg_shift", "factorised", "reset_path")
+
+    def __init__(self, net, params, seed, factorised=None):
+        _need(params, self.PARAMS, self.name)
+        self.net = net
+        self.p = params
+        self.seed = seed
+        self.l = len(net.model.layers) - 1
+        L = net.model.layers[self.l]
+        if L.kind != KIND_LIF:
+            raise DeviceError(E_UNSUPPORTED, "solsa: needs a spiking (lif) last layer")
+        self.L = L
+        self.factorised = params["factorised"] if factorised is None else factorised
+        n_in = L.n_in
+        n_out = L.n_out
+        # With a scalar a_syn the layer keeps I, not x: the rule keeps its own input trace (§10).
+        self.x = None if L.per_input else zeros("i", n_in)
+        self.e = zeros("i", n_in) if self.factorised else zeros("i", n_in * n_out)
+        self.G = zeros("i", n_in * n_out)
+        if L.per_input:   # a_syn is learnable only when it is per-input
+            self.q = zeros("i", n_in)
+            self.r = zeros("i", n_in)
+            self.Ga = zeros("i", n_in)
+        else:
+            self.q = self.r = self.Ga = None
+        self.h = [0] * n_out
+        self.phi = [0] * n_out
+        self.lanes = fp.lane_seeds(seed + self.l, n_out + 1)
+        self.nsat = 0
+        self.updates = 0
+
+    def reset(self):
+        self.lanes = fp.lane_seeds(self.seed + self.l, self.L.n_out + 1)
+        self.begin_sample()
+
+    def begin_sample(self):
+        for a in (self.x, self.e, self.G, self.q, self.r, self.Ga):
+            if a is not None:
+                fill(a, 0)
+
+    def before_step(self):
+        """q, r from the input trace before this step's update (x_prev of §10.6)."""
+        if self.q is None:
+            return
+        L = self.L
+        x = self.net.states[self.l].x
+        q = self.q
+        r = self.r
+        a_syn = L.a_syn
+        a_mem = L.a_mem
+        decay = fp.decay
+        m = fp.TRACE_MAX
+        n = 0
+        for i in range(L.n_in):
+            v = decay(q[i], a_syn[i]) + x[i]
+            if v > m:
+                v = m
+                n += 1
+            elif v < -m:
+                v = -m
+                n += 1
+            q[i] = v
+            w = decay(r[i], a_mem) + v
+            if w > m:
+                w = m
+                n += 1
+            elif w < -m:
+                w = -m
+                n += 1
+            r[i] = w
+        self.nsat += n
+
+    def after_step(self, t, label):
+        if label is None:
+            return
+        L = self.L
+        n_in = L.n_in
+        n_out = L.n_out
+        st = self.net.states[self.l]
+        decay = fp.decay
+        mul_q12 = fp.mul_q12
+        m = fp.TRACE_MAX
+        gm = fp.GRAD_MAX
+        n = 0
+        # The input trace x of this step (the layer's own when a_syn is per-input).
+        if self.x is not None:
+            x = self.x
+            a = L.a_syn
+            idx, vals = self.net.last_in
+            k = 0
+            nk = len(idx)
+            frac = fp.TRACE_FRAC
+            for i in range(n_in):
+                v = decay(x[i], a)
+                if k < nk and idx[k] == i:
+                    v += vals[k] << frac
+                    k += 1
+                if v > m:
+                    v = m
+                    n += 1
+                elif v < -m:
+                    v = -m
+                    n += 1
+                x[i] = v
+        else:
+            x = st.x
+        # Surrogate and post factor (§10.1-3).
+        theta = L.theta
+        sg = self.p["sg_shift"]
+        h = self.h
+        phi = self.phi
+        s = st.s
+        vpre = st.vpre
+        for j in range(n_out):
+            hj = 4096 - (abs(vpre[j] - theta) >> sg)
+            if hj < 0:
+                hj = 0
+            h[j] = hj
+            ell = (1 if j == label else 0) - s[j]
+            phi[j] = hj * ell
+        a_mem = L.a_mem
+        e = self.e
+        G = self.G
+        if self.factorised:
+            for i in range(n_in):
+                v = decay(e[i], a_mem) + x[i]
+                if v > m:
+                    v = m
+                    n += 1
+                elif v < -m:
+                    v = -m
+                    n += 1
+                e[i] = v
+                if v:
+                    base = i * n_out
+                    for j in range(n_out):
+                        f = phi[j]
+                        if f:
+                            g = G[base + j] + mul_q12(v, f)
+                            if g > gm:
+                                g = gm
+                                n += 1
+                            elif g < -gm:
+                                g = -gm
+                                n += 1
+                            G[base + j] = g
+        else:
+            reset_path = self.p["reset_path"]
+            for i in range(n_in):
+                xi = x[i]
+                base = i * n_out
+                for j in range(n_out):
+                    v = e[base + j]
+                    if v == 0 and xi == 0:
+                        continue          # stays 0 and adds nothing to G
+                    v = decay(v, a_mem) + xi
+                    if v > m:
+                        v = m
+                        n += 1
+                    elif v < -m:
+                        v = -m
+                        n += 1
+                    if reset_path and s[j]:
+                        v = decay(v, 4096 - h[j])
+                    e[base + j] = v
+                    f = phi[j]
+                    if f and v:
+                        g = G[base + j] + mul_q12(v, f)
+                        if g > gm:
+                            g = gm
+                            n += 1
+                        elif g < -gm:
+                            g = -gm
+                            n += 1
+                        G[base + j] = g
+        # Synaptic-decay gradient (§10.6), only when a_syn is per-input (learnable).
+        if self.Ga is not None:
+            W = L.W
+            r = self.r
+            Ga = self.Ga
+            for i in range(n_in):
+                base = i * n_out
+                acc = 0
+                for j in range(n_out):
+                    f = phi[j]
+                    if f:
+                        acc += W[base + j] * f
+                psi = acc >> 7
+                if psi and r[i]:
+                    g = Ga[i] + mul_q12(r[i], psi)
+                    if g > gm:
+                        g = gm
+                        n += 1
+                    elif g < -gm:
+                        g = -gm
+                        n += 1
+                    Ga[i] = g
+        self.nsat += n
+        if (t + 1) % self.p["k_update"] == 0:
+            self.update()
+
+    def update(self):
+        p = self.p
+        L = self.L
+        if self.Ga is not None:
+            self.nsat += fp.apply_update(L.W, L.n_in, L.n_out, self.G, p["lr_m"], p["lr_s"], self.lanes,
+                                         L.a_syn, self.Ga, p["lra_m"], p["lra_s"])
+            fill(self.Ga, 0)
+        else:
+            self.nsat += fp.apply_update(L.W, L.n_in, L.n_out, self.G, p["lr_m"], p["lr_s"], self.lanes)
+        fill(self.G, 0)
+        self.updates += 1
+
+    def state_bytes(self):
+        return state_bytes_for(self.name, self.L.n_in, self.L.n_out, self.L.per_input, self.p,
+                               self.factorised)
+
+
+def state_bytes_for(rule, n_in, n_out, per_input, params, factorised=None):
+    """Bytes of learning state a rule holds for a last layer [n_in, n_out] (the one formula that
+    memory.py uses on the host and the device). Arrays are 4 bytes per int32 item; small lists of
+    n_out ints count 4 bytes per item (one word on a 32-bit board); lanes are n_out + 1 words."""
+    lanes = 4 * (n_out + 1)
+    if rule == "readout_delta":
+        return 4 * n_in + 4 * n_out * 2 + lanes
+    if rule == "solsa":
+        if factorised is None:
+            factorised = params.get("factorised", 0)
+        b = 4 * n_in * n_out                                   # G
+        b += 4 * n_in if factorised else 4 * n_in * n_out      # p or e
+        if not per_input:
+            b += 4 * n_in                                      # the rule's own input trace x
+        else:
+            b += 3 * 4 * n_in                                  # q, r, Ga
+        return b + 2 * 4 * n_out + lanes                       # h, phi
+    if rule == "none":
+        return 0
+    raise DeviceError(E_UNSUPPORTED, "learning rule %r is not supported on the device" % (rule,))
+
+
+RULES = {"readout_delta": ReadoutDelta, "solsa": Solsa}
+
+
+def make_rule(net, rule=None, factorised=None):
+    """The learning rule object the model asks for (None for rule 'none')."""
+    model = net.model
+    name = model.rule if rule is None else rule
+    if name == "none":
+        return None
+    if name not in RULES:
+        raise DeviceError(E_UNSUPPORTED, "learning rule %r is not supported on the device" % (name,))
+    if name == "solsa":
+        return Solsa(net, model.params, model.seed, factorised)
+    return RULES[name](net, model.params, model.seed)
+
+
+def pseudo_label(cls, conf, gate):
+    """Self-training: the predicted class becomes the label only when the confidence reaches the gate."""
+    if gate is None or conf < gate:
+        return None
+    return cls
+
+
+def run_sample(net, rule, binner, label=None):
+    """Run one binned sample from the zero state (NUMERICS.md §4 initial state) with optional learning.
+
+    Returns (class, measure, confidence). The learning rule only runs when a label is given.
+    """
+    from firmware_py.runtime import confidence
+    net.begin_sample()
+    for st in net.states:
+        st.reset()
+    learn = rule is not None and label is not None
+    if learn:
+        rule.begin_sample()
+    for t in range(binner.spec.n_steps):
+        idx, vals = binner.step_inputs(t)
+        if learn:
+            rule.before_step()
+        net.step(idx, vals)
+        if learn:
+            rule.after_step(t, label)
+    cls, measure = net.readout()
+    return cls, measure, confidence(measure)
