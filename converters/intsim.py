@@ -178,8 +178,8 @@ def initial_learn_state(model: IntModel) -> LearnState:
         arrays = {"pre": z(L.n_in), "post": z(L.n_out)}
     elif rule == "solsa":
         full = model.learn.get("factorised") == 0
-        arrays = {"x": z(L.n_in), "e": z(L.n_in, L.n_out) if full else z(L.n_in, 0),
-                  "p": z(0) if full else z(L.n_in), "G": z(L.n_in, L.n_out),
+        # "e": eligibility [N_in, N_out] (full) or the pre-trace p [N_in] (factorised)
+        arrays = {"x": z(L.n_in), "e": z(L.n_in, L.n_out) if full else z(L.n_in), "G": z(L.n_in, L.n_out),
                   "q": z(L.n_in), "r": z(L.n_in), "Ga": z(L.n_in)}
     else:
         raise SnnEdgeError(f"learning rule {rule!r}: the model has no on-device rule to run")
@@ -242,6 +242,7 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
     else:  # solsa
         if L.per_input:
             x, x_prev, a_vec = states[-1].x[0], x_prev_fwd, L.a_syn.astype(np.int64)
+            A["x"] = x.copy()   # mirrors the forward trace so every executor reports the same rule state
         else:
             x_prev = A["x"]
             x, n = sat1(mul_q12(x_prev, int(L.a_syn)) + (s_last_in << fp.TRACE_FRAC), fp.STATE_MAX)
@@ -257,9 +258,9 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
                 e = np.where(s_out[None, :] == 1, mul_q12(e, fp.Q_ONE - h[None, :]), e)
             A["e"] = e
         else:
-            p, n = sat1(mul_q12(A["p"], L.a_mem) + x, fp.TRACE_MAX)
+            p, n = sat1(mul_q12(A["e"], L.a_mem) + x, fp.TRACE_MAX)
             nsat += n
-            A["p"] = p
+            A["e"] = p
             e = p[:, None]
         G, n = sat1(A["G"] + mul_q12(e, phi[None, :]), fp.GRAD_MAX)
         nsat += n
