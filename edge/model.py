@@ -55,8 +55,8 @@ class NetworkSpec:
 
     sizes: tuple[int, ...] = (578, 128, 10)
     readout: str = "spikes"
-    a_syn: tuple[float, ...] | float = 0.8
-    a_mem: tuple[float, ...] | float = 0.9
+    a_syn: tuple[float, ...] | float = 0.5
+    a_mem: tuple[float, ...] | float = 0.8
     theta: tuple[float, ...] | float = 1.0
     learn_syn_decay: bool = False
     learn_mem_decay: bool = False

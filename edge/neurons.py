@@ -62,9 +62,12 @@ def leaky_readout_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParam
 # Input currents over a whole window: dense GEMM or event gather-sum, same numbers.
 
 # Below this fraction of non-zero inputs the gather-sum of weight rows beats the BLAS product.
-# Measured with benchmarks/train_throughput.py --kernels on the 2-core dev machine (OpenBLAS,
-# 578x128 and 128x10 layers, T*B = 960 rows): the crossover sat between 1% and 3%.
-EVENT_DENSITY_CROSSOVER = 0.02
+# Measured on the 2-core dev machine (OpenBLAS, T*B = 960 rows, currents + weight gradient): at
+# 578x128 dense took 2.5 ms at every density, events 4.7 ms at 0.5% and 45 ms at 8%; at 2312x128
+# dense 8 ms, events 18 ms at 0.5%. Finding the non-zeros alone costs ~1-4 ms, so events only win
+# below ~0.3% (N-MNIST frames are 4-10% dense: dense GEMM is picked). benchmarks/train_throughput.py
+# prints both timings on the real data.
+EVENT_DENSITY_CROSSOVER = 0.003
 
 METHODS = ("auto", "dense", "events")
 
@@ -89,7 +92,7 @@ class EventList(NamedTuple):
 
 
 def to_events(x2d: np.ndarray) -> EventList:
-    rows, cols = np.nonzero(x2d)
+    rows, cols = np.nonzero(x2d != 0)  # nonzero on a bool array is ~2x faster than on uint8
     vals = x2d[rows, cols]
     binary = bool(np.all(vals == 1))
     return EventList(rows, cols, None if binary else vals, x2d.shape[0])

@@ -11,8 +11,8 @@ from edge.errors import SnnEdgeError
 
 # The settings that reach >= 85% validation accuracy on the 80/20 split of nmnist-small in 30 epochs
 # (see the README); every one can be changed on the command line.
-DEFAULTS = {"hidden": 128, "readout": "membrane", "a_syn": 0.8, "a_mem": 0.9, "theta": 1.0,
-            "surrogate": "fast_sigmoid", "slope": 10.0, "lr": 5e-3, "epochs": 30, "batch_size": 32}
+DEFAULTS = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a_mem": 0.8, "theta": 1.0,
+            "surrogate": "fast_sigmoid", "slope": 10.0, "lr": 2e-3, "epochs": 30, "batch_size": 32}
 
 
 def register(sub) -> None:
