@@ -15,6 +15,10 @@ RULES: dict[str, type[LearningRule]] = {}
 # name -> module that defines and registers it
 _BUILTIN_MODULES = {
     "bptt": "edge.rules.bptt",
+    "normad": "edge.rules.normad",
+    "na": "edge.rules.na",
+    "solsa": "edge.rules.solsa",
+    "gem": "edge.rules.gem",
 }
 
 
