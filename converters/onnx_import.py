@@ -1,0 +1,170 @@
+"""ONNX -> IntModel: read back what converters/onnx_export.py writes, refusing anything outside the subset.
+
+Checks, each failing with an SnnEdgeError that names the file and the node/tensor, expected vs got:
+the file parses (not truncated), passes onnx.checker at full check, uses only the ops of the integer
+subset (in the main graph, every sub-graph and every function), its parameters are typed initialisers
+of the declared dtypes and shapes, its metadata names a known format and numerics version. A model
+imported and exported again is byte-identical (tests/converters/test_onnx_roundtrip.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
+from converters.onnx_export import DOMAIN, FORMAT_VERSION, RULE_FUNCTION, RULE_VERSION
+from edge.errors import SnnEdgeError
+from firmware_py import fixedpoint as fp
+
+ALLOWED_OPS = frozenset({
+    "Abs", "Add", "And", "ArgMax", "BitShift", "BitwiseXor", "Cast", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Div", "Equal", "Greater", "GreaterOrEqual", "Identity", "If", "MatMul",
+    "MatMulInteger", "Max", "Mod", "Mul", "Neg", "Not", "ReduceSum", "Scan", "Shape", "Slice", "Squeeze",
+    "Sub", "Unsqueeze", "Where",
+})
+KNOWN_FUNCTIONS = frozenset({"CubaLifStep", "CubaLifStepFiltered", "NetworkStep", "ApplyUpdate"}
+                            | set(RULE_FUNCTION.values()))
+REQUIRED_META = ("snn_edge.format", "snn_edge.numerics_version", "snn_edge.layers", "snn_edge.in_max",
+                 "snn_edge.binning", "snn_edge.rule", "snn_edge.rule_version", "snn_edge.learn_seed",
+                 "snn_edge.meta")
+
+
+def read_proto(path) -> onnx.ModelProto:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SnnEdgeError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_bytes(data, path)
+
+
+def parse_bytes(data: bytes, where: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError (truncated or not protobuf at all)
+        raise SnnEdgeError(f"{where}: not a readable ONNX file ({len(data)} bytes; truncated or corrupt: "
+                           f"{type(exc).__name__})") from None
+    if not proto.HasField("graph") or not proto.graph.node:
+        raise SnnEdgeError(f"{where}: ONNX file has no graph (expected an snn-edge sequence graph; "
+                           f"{len(data)} bytes, truncated?)")
+    return proto
+
+
+def _walk(nodes, where: str, scope: str):
+    for node in nodes:
+        yield node, scope
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _walk(attr.g.node, where, f"{scope}/{node.name or node.op_type}")
+            for g in attr.graphs:
+                yield from _walk(g.node, where, f"{scope}/{node.name or node.op_type}")
+
+
+def check_subset(proto: onnx.ModelProto, where: str) -> None:
+    """Every node, in the graph, its sub-graphs and the functions, is an allowed op or a known function."""
+    for f in proto.functions:
+        if f.domain != DOMAIN or f.name not in KNOWN_FUNCTIONS:
+            raise SnnEdgeError(f"{where}: function {f.domain}.{f.name}: expected one of "
+                               f"{sorted(DOMAIN + '.' + n for n in KNOWN_FUNCTIONS)}")
+    sources = [(proto.graph.node, "graph")] + [(f.node, f"function {f.name}") for f in proto.functions]
+    for nodes, scope0 in sources:
+        for node, scope in _walk(nodes, where, scope0):
+            if node.domain in ("", "ai.onnx"):
+                if node.op_type not in ALLOWED_OPS:
+                    raise SnnEdgeError(
+                        f"{where}: node {node.name or '?'} in {scope}: op {node.op_type} is outside the "
+                        f"snn-edge integer subset (expected one of {', '.join(sorted(ALLOWED_OPS))})")
+            elif node.domain == DOMAIN:
+                if node.op_type not in KNOWN_FUNCTIONS:
+                    raise SnnEdgeError(f"{where}: node {node.name or '?'} in {scope}: unknown function "
+                                       f"{DOMAIN}.{node.op_type}")
+            else:
+                raise SnnEdgeError(f"{where}: node {node.name or '?'} in {scope}: domain {node.domain!r}, "
+                                   f"expected '' or {DOMAIN!r}")
+
+
+def _meta(proto: onnx.ModelProto, where: str) -> dict[str, str]:
+    meta = {p.key: p.value for p in proto.metadata_props}
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise SnnEdgeError(f"{where}: metadata_props lacks {missing}: not an snn-edge integer model")
+    if meta["snn_edge.format"] != str(FORMAT_VERSION):
+        raise SnnEdgeError(f"{where}: snn_edge.format {meta['snn_edge.format']}, expected {FORMAT_VERSION}")
+    if meta["snn_edge.numerics_version"] != str(fp.NUMERICS_VERSION):
+        raise SnnEdgeError(f"{where}: snn_edge.numerics_version {meta['snn_edge.numerics_version']}, "
+                           f"expected {fp.NUMERICS_VERSION}")
+    if meta["snn_edge.rule_version"] != str(RULE_VERSION):
+        raise SnnEdgeError(f"{where}: snn_edge.rule_version {meta['snn_edge.rule_version']}, expected {RULE_VERSION}")
+    return meta
+
+
+def _tensor(inits: dict, name: str, dtype, shape, where: str) -> np.ndarray:
+    if name not in inits:
+        raise SnnEdgeError(f"{where}: initializer {name} is missing")
+    arr = numpy_helper.to_array(inits[name])
+    if arr.dtype != np.dtype(dtype):
+        raise SnnEdgeError(f"{where}: initializer {name}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise SnnEdgeError(f"{where}: initializer {name}: shape {list(arr.shape)}, expected {list(shape)}")
+    return arr
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bool = True) -> IntModel:
+    if full_check:
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise SnnEdgeError(f"{where}: onnx.checker (full check) failed: {str(exc).splitlines()[0]}") from None
+    check_subset(proto, where)
+    meta = _meta(proto, where)
+    inits = {t.name: t for t in proto.graph.initializer}
+    try:
+        layer_meta = json.loads(meta["snn_edge.layers"])
+        binning = json.loads(meta["snn_edge.binning"])
+        extra = json.loads(meta["snn_edge.meta"])
+        in_max = int(meta["snn_edge.in_max"])
+        seed = int(meta["snn_edge.learn_seed"])
+    except (ValueError, TypeError) as exc:
+        raise SnnEdgeError(f"{where}: malformed snn_edge metadata ({exc})") from None
+    layers = []
+    for l, lm in enumerate(layer_meta):
+        W = _tensor(inits, f"L{l}_W", np.int8, None, where)
+        if W.ndim != 2:
+            raise SnnEdgeError(f"{where}: initializer L{l}_W: rank {W.ndim}, expected 2 ([N_in, N_out])")
+        a_syn = _tensor(inits, f"L{l}_a_syn", np.int32, None, where)
+        if a_syn.shape not in ((), (W.shape[0],)):
+            raise SnnEdgeError(f"{where}: initializer L{l}_a_syn: shape {list(a_syn.shape)}, expected [] or "
+                               f"[{W.shape[0]}]")
+        scalar = {k: int(_tensor(inits, f"L{l}_{k}", np.int32, (), where)) for k in ("a_mem", "theta", "shift")}
+        spiking = bool(_tensor(inits, f"L{l}_spiking", np.bool_, (), where))
+        kind = lm.get("kind")
+        if spiking != (kind == "lif"):
+            raise SnnEdgeError(f"{where}: initializer L{l}_spiking is {spiking} but metadata says kind {kind!r}")
+        layers.append(IntLayer(W.copy(), a_syn.astype(np.int32), scalar["a_mem"], scalar["theta"],
+                               scalar["shift"], int(lm.get("w_exp", 0)), kind))
+    rule = meta["snn_edge.rule"]
+    params = {}
+    for name in sorted(n for n in inits if n.startswith("learn_")):
+        params[name[len("learn_"):]] = int(_tensor(inits, name, np.int64, (), where))
+    model = IntModel(layers, in_max, None if binning is None else _tuplify(binning),
+                     LearnSpec(rule, seed, params), extra)
+    known = {f"L{l}_{k}" for l in range(len(layers)) for k in ("W", "a_syn", "a_mem", "theta", "shift", "spiking")}
+    unknown = sorted(n for n in inits if n not in known and not n.startswith("learn_"))
+    if unknown:
+        raise SnnEdgeError(f"{where}: unexpected initializers {unknown}")
+    validate(model, where)
+    return model
+
+
+def load_onnx(path) -> IntModel:
+    return from_proto(read_proto(path), os.fspath(path))

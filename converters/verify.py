@@ -1,0 +1,97 @@
+"""Executors side by side: the numpy integer simulator vs onnxruntime on the exported graph.
+
+Used by `snn-edge verify`, the bit-exact tests and benchmarks/export.py. Counts every spike and every
+state value (I, V per layer per step, the saturation counter; for learning also W, a_syn, the lanes and
+the rule's traces) and reports mismatches; bit-exact means all mismatch counts are 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from converters import intsim
+from converters.intmodel import IntModel
+from converters.onnx_export import learn_model
+from firmware_py import fixedpoint as fp
+
+
+def session(proto: onnx.ModelProto):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(deterministic=True), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def run_sequence(sess, X: np.ndarray) -> dict[str, np.ndarray]:
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {"spikes_in": np.ascontiguousarray(X, np.uint8)})))
+
+
+def compare_forward(model: IntModel, sess, X: np.ndarray) -> dict:
+    """X [T, B, N_in]: every layer's spikes, V, I per step and the saturation counter, both executors."""
+    ref = intsim.run(model, X)
+    got = run_sequence(sess, X)
+    spikes_cmp = spikes_bad = states_cmp = states_bad = 0
+    for l in range(len(model.layers)):
+        spikes_cmp += ref.spikes[l].size
+        spikes_bad += int((got[f"L{l}_spikes"] != ref.spikes[l]).sum())
+        for name, arr in (("V", ref.V[l]), ("I", ref.I[l])):
+            states_cmp += arr.size
+            states_bad += int((got[f"L{l}_{name}"] != arr).sum())
+    states_cmp += ref.nsat.size
+    states_bad += int((got["nsat"] != ref.nsat).sum())
+    return {"samples": int(X.shape[1]), "steps": int(X.shape[0]), "spikes_compared": spikes_cmp,
+            "spike_mismatches": spikes_bad, "states_compared": states_cmp, "state_mismatches": states_bad,
+            "prediction_mismatches": int((got["prediction"] != ref.predictions).sum()),
+            "total_spikes": int(sum(s.sum() for s in ref.spikes)), "saturations": int(ref.nsat[-1].sum())}
+
+
+def initial_lanes(model: IntModel) -> np.ndarray:
+    return np.array(fp.lane_seeds(model.learn.seed + len(model.layers) - 1, model.layers[-1].n_out + 1),
+                    np.uint32)
+
+
+def compare_learning(model: IntModel, proto: onnx.ModelProto, X: np.ndarray, labels: np.ndarray,
+                     sess=None) -> dict:
+    """One stream X [T, N_in] with labels [T] (-1: none): every step's spikes, states, W, a_syn, lanes and
+    rule state from intsim.learn_sequence vs a Scan of the file's learning-step function."""
+    sess = sess or session(learn_model(proto, model))
+    T = X.shape[0]
+    got = dict(zip([o.name for o in sess.get_outputs()],
+                   sess.run(None, {"spikes_in": np.ascontiguousarray(X[:, None, :], np.uint8),
+                                   "labels": labels.astype(np.int64), "lanes0": initial_lanes(model)})))
+    trace, _, ls = intsim.learn_sequence(model.copy(), X, labels)
+    spikes_cmp = spikes_bad = values_cmp = values_bad = 0
+    for t in range(T):
+        for l in range(len(model.layers)):
+            ref = trace["spikes"][t][l]
+            spikes_cmp += ref.size
+            spikes_bad += int((got[f"L{l}_spikes"][t, 0] != ref).sum())
+            for name in ("V", "I"):
+                ref = trace[name][t][l]
+                values_cmp += ref.size
+                values_bad += int((got[f"seq_L{l}_{name}"][t, 0] != ref).sum())
+        for name in ("W", "a_syn", "lanes"):
+            ref = trace[name][t]
+            values_cmp += ref.size
+            values_bad += int((got[f"seq_{name}"][t] != ref).sum())
+        for name, ref in trace["rule"][t].items():
+            values_cmp += ref.size
+            values_bad += int((got[f"seq_{name}"][t] != ref).sum())
+    nsat_rule_onnx = int(got["nsat_rule"].sum())
+    W0 = model.layers[-1].W
+    return {"rule": model.learn.rule, "steps": T, "spikes_compared": spikes_cmp, "spike_mismatches": spikes_bad,
+            "values_compared": values_cmp, "value_mismatches": values_bad,
+            "rule_saturation_mismatch": abs(nsat_rule_onnx - ls.nsat),
+            "weights_changed": int((trace["W"][-1] != W0).sum())}
+
+
+def format_table(rows: list[tuple[str, dict]]) -> str:
+    head = f"{'executors':<28}{'samples':>8}{'steps':>7}{'spikes compared':>17}{'mismatches':>12}" \
+           f"{'states compared':>17}{'mismatches':>12}"
+    lines = [head]
+    for name, r in rows:
+        lines.append(f"{name:<28}{r['samples']:>8}{r['steps']:>7}{r['spikes_compared']:>17}"
+                     f"{r['spike_mismatches']:>12}{r['states_compared']:>17}{r['state_mismatches']:>12}")
+    return "\n".join(lines)

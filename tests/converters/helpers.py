@@ -1,0 +1,25 @@
+"""Small integer models built by hand for the converter tests (no training, no data)."""
+import numpy as np
+
+from converters.intmodel import IntLayer, IntModel, default_learn
+
+
+def small_model(rng, per_input_last=False, kind="lif", in_max=1, rule="none", factorised=0, n_in=20,
+                n_hidden=8, n_out=4):
+    l0 = IntLayer(rng.integers(-127, 128, (n_in, n_hidden)).astype(np.int8), np.array(3000, np.int32), 3500,
+                  3000, 3, 7)
+    a1 = (rng.integers(100, 4096, n_hidden).astype(np.int32) if per_input_last else np.array(2000, np.int32))
+    l1 = IntLayer(rng.integers(-127, 128, (n_hidden, n_out)).astype(np.int8), a1, 3800, 5000, 5, 7, kind)
+    learn = default_learn(rule)
+    if rule == "solsa":
+        learn.params.update(factorised=factorised, lr_s=8, lra_s=10)
+    if rule == "readout_delta":
+        learn.params.update(k_update=5)
+    return IntModel([l0, l1], in_max, None, learn)
+
+
+def random_input(rng, model, T, B, density=0.3):
+    n_in = model.layers[0].n_in
+    on = rng.random((T, B, n_in)) < density
+    vals = rng.integers(1, model.in_max + 1, (T, B, n_in))
+    return (on * vals).astype(np.uint8)

@@ -1,0 +1,134 @@
+"""ONNX export: onnxruntime bit-exact with the numpy simulator, round trip byte-identical, bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from converters import onnx_export as ox
+from converters import onnx_import as oi
+from converters import verify
+from converters.intmodel import IntLayer, IntModel
+from edge.errors import SnnEdgeError
+from tests.converters.helpers import random_input, small_model
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+FORWARD_CASES = [dict(), dict(per_input_last=True), dict(per_input_last=True, kind="integrator"),
+                 dict(in_max=255), dict(kind="integrator")]
+LEARN_CASES = [dict(rule="readout_delta"), dict(rule="readout_delta", kind="integrator", per_input_last=True),
+               dict(rule="solsa", factorised=0), dict(rule="solsa", factorised=1),
+               dict(rule="solsa", factorised=0, per_input_last=True),
+               dict(rule="solsa", factorised=1, per_input_last=True)]
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_onnxruntime_forward_is_bit_exact(case):
+    rng = np.random.default_rng(10)
+    model = small_model(rng, **case)
+    proto = ox.to_onnx(model)
+    ox.check(proto)
+    X = random_input(rng, model, 30, 4)
+    r = verify.compare_forward(model, verify.session(proto), X)
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r
+    assert r["spikes_compared"] == 30 * 4 * 12 and r["total_spikes"] > 0
+
+
+def test_step_graph_runs_alone_and_matches():
+    rng = np.random.default_rng(11)
+    model = small_model(rng, per_input_last=True)
+    proto = ox.to_onnx(model)
+    step = ox.step_model(proto, model)
+    onnx.checker.check_model(step, full_check=True)
+    sess = verify.session(step)
+    X = random_input(rng, model, 6, 2)
+    from converters import intsim
+    ref = intsim.run(model, X)
+    states = {n: np.zeros((2, model.layers[int(n[1])].n_in if n.endswith("_x") else model.layers[int(n[1])].n_out),
+                          np.int32) for n in ox.state_names(model)}
+    for t in range(6):
+        out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"s_in": X[t], **states})))
+        states = {n: out[f"{n}_out"] for n in ox.state_names(model)}
+        for l in range(2):
+            assert (out[f"L{l}_s"] == ref.spikes[l][t]).all()
+            assert (states[f"L{l}_V"] == ref.V[l][t]).all()
+
+
+def test_onnxruntime_matches_forward_golden_vectors():
+    G = json.loads((GOLDEN / "forward_2layer.json").read_text())
+    layers = [IntLayer(np.array(L["W"], np.int8), np.array(L["a_syn"], np.int32), L["a_mem"], L["theta"],
+                       L["shift"], 0, L["kind"]) for L in G["network"]["layers"]]
+    model = IntModel(layers, in_max=255)
+    out = verify.run_sequence(verify.session(ox.to_onnx(model)), np.array(G["network"]["inputs"], np.uint8)[:, None])
+    for t, want in enumerate(G["steps"]):
+        for l in range(2):
+            assert out[f"L{l}_spikes"][t, 0].tolist() == want["spikes"][l]
+            assert out[f"L{l}_V"][t, 0].tolist() == want["V"][l]
+            assert out[f"L{l}_I"][t, 0].tolist() == want["I"][l]
+        assert out["nsat"][t, 0] == want["nsat"]
+
+
+@pytest.mark.parametrize("case", LEARN_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_learning_step_is_bit_exact_for_50_steps(case):
+    rng = np.random.default_rng(12)
+    model = small_model(rng, **case)
+    proto = ox.to_onnx(model)
+    ox.check(proto)
+    X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
+    labels = np.full(50, 2)
+    labels[:7] = -1
+    r = verify.compare_learning(model, proto, X, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
+    assert r["weights_changed"] > 0, "50 steps should move some weights"
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES[:2] + LEARN_CASES, ids=str)
+def test_export_import_export_is_byte_identical(case, tmp_path):
+    model = small_model(np.random.default_rng(13), **case)
+    model.meta = {"note": "round trip", "n": 3}
+    model.binning = (34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
+    first = ox.export(model, tmp_path / "a.onnx")
+    again = oi.load_onnx(tmp_path / "a.onnx")
+    second = ox.export(again, tmp_path / "b.onnx")
+    assert first == second
+    assert again.binning == model.binning and again.learn.params == model.learn.params
+    assert all((a.W == b.W).all() and (a.a_syn == b.a_syn).all() for a, b in zip(again.layers, model.layers))
+
+
+def test_truncated_and_garbage_files_are_refused(tmp_path):
+    data = ox.export(small_model(np.random.default_rng(14)), tmp_path / "m.onnx")
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SnnEdgeError, match=r"cut.onnx: not a readable ONNX file|cut.onnx: ONNX file has no graph"):
+        oi.load_onnx(tmp_path / "cut.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\xff\xfe not onnx at all")
+    with pytest.raises(SnnEdgeError, match="junk.onnx"):
+        oi.load_onnx(tmp_path / "junk.onnx")
+    with pytest.raises(SnnEdgeError, match="missing.onnx: cannot read"):
+        oi.load_onnx(tmp_path / "missing.onnx")
+
+
+def test_op_outside_the_subset_is_named():
+    proto = ox.to_onnx(small_model(np.random.default_rng(15)))
+    proto.graph.node.append(helper.make_node("Softmax", ["scores"], ["soft"], name="extra_softmax"))
+    with pytest.raises(SnnEdgeError, match=r"node extra_softmax in graph: op Softmax is outside the snn-edge"):
+        oi.from_proto(proto, "m.onnx", full_check=False)
+
+
+def test_wrong_initializer_dtype_is_named():
+    proto = ox.to_onnx(small_model(np.random.default_rng(16)))
+    inits = proto.graph.initializer
+    for i, t in enumerate(inits):
+        if t.name == "L1_W":
+            w = numpy_helper.to_array(t).astype(np.float32)
+            inits[i].CopyFrom(numpy_helper.from_array(w, "L1_W"))
+    with pytest.raises(SnnEdgeError, match=r"initializer L1_W: dtype float32, expected int8"):
+        oi.from_proto(proto, "m.onnx", full_check=False)
+
+
+def test_weights_overflowing_the_declared_width_are_refused(tmp_path):
+    W = np.full((5000, 2), 127, np.int8)
+    model = IntModel([IntLayer(W, np.array(3000, np.int32), 3000, 100, 10, 0)], in_max=255)
+    with pytest.raises(SnnEdgeError, match="weights overflow the declared width"):
+        ox.export(model, tmp_path / "big.onnx")
+    assert not (tmp_path / "big.onnx").exists()
