@@ -84,14 +84,20 @@ def forward(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, *,
 
 
 def check_finite(result: ForwardResult, where: str = "forward") -> None:
-    """Raise naming the first layer and time step where NaN/inf appeared."""
-    if np.isfinite(result.logits).all():
-        return
+    """Raise naming the first layer and time step where NaN/inf appeared in a membrane.
+
+    The membranes are checked, not only the logits: a NaN membrane never crosses the threshold,
+    so it would silently stop spiking instead of showing up in the counts.
+    """
     for i, rec in enumerate(result.records):
+        if np.isfinite(rec.v_pre.sum()):  # one cheap reduction per layer; inf/NaN survive the sum
+            continue
         bad = ~np.isfinite(rec.v_pre).reshape(rec.v_pre.shape[0], -1).all(axis=1)
         if bad.any():
             raise SnnEdgeError(f"{where}: NaN/inf in layer {i} membrane at time step {int(np.argmax(bad))}")
-    raise SnnEdgeError(f"{where}: NaN/inf in the output logits")
+        raise SnnEdgeError(f"{where}: layer {i} membranes overflow float range")
+    if not np.isfinite(result.logits).all():
+        raise SnnEdgeError(f"{where}: NaN/inf in the output logits")
 
 
 def _shift_prev(x: np.ndarray) -> np.ndarray:
