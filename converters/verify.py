@@ -95,3 +95,41 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
         lines.append(f"{name:<28}{r['samples']:>8}{r['steps']:>7}{r['spikes_compared']:>17}"
                      f"{r['spike_mismatches']:>12}{r['states_compared']:>17}{r['state_mismatches']:>12}")
     return "\n".join(lines)
+
+
+def firmware_network(model: IntModel):
+    """The MicroPython runtime's Network (run here under CPython) for an IntModel."""
+    from firmware_py import runtime as rt
+    layers = []
+    for L in model.layers:
+        a_syn = [int(a) for a in L.a_syn] if L.per_input else int(L.a_syn)
+        layers.append(rt.Layer([int(w) for w in L.W.reshape(-1)], L.n_in, L.n_out, a_syn, int(L.a_mem),
+                               int(L.theta), int(L.shift), int(L.w_exp),
+                               rt.KIND_LIF if L.kind == "lif" else rt.KIND_INTEGRATOR))
+    return rt.Network(rt.Model(layers, model.in_max))
+
+
+def compare_firmware(model: IntModel, X: np.ndarray) -> dict:
+    """firmware_py.runtime (event-driven, pure Python) vs the numpy simulator on X [T, B, N_in]."""
+    ref = intsim.run(model, X)
+    net = firmware_network(model)
+    T, B, _ = X.shape
+    spikes_cmp = spikes_bad = states_cmp = states_bad = pred_bad = 0
+    for b in range(B):
+        net.reset()
+        for t in range(T):
+            idx = [int(i) for i in np.flatnonzero(X[t, b])]
+            net.step(idx, [int(X[t, b, i]) for i in idx])
+            for l, st in enumerate(net.states):
+                s = np.zeros(model.layers[l].n_out, np.uint8)
+                s[list(st.out)] = 1
+                spikes_cmp += s.size
+                spikes_bad += int((s != ref.spikes[l][t, b]).sum())
+                states_cmp += 2 * s.size
+                states_bad += int((np.array(st.V) != ref.V[l][t, b]).sum())
+                states_bad += int((np.array(st.I) != ref.I[l][t, b]).sum())
+            states_cmp += 1
+            states_bad += int(net.nsat != ref.nsat[t, b])
+        pred_bad += int(net.readout()[0] != ref.predictions[b])
+    return {"samples": B, "steps": T, "spikes_compared": spikes_cmp, "spike_mismatches": spikes_bad,
+            "states_compared": states_cmp, "state_mismatches": states_bad, "prediction_mismatches": pred_bad}

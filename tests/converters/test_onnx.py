@@ -132,3 +132,11 @@ def test_weights_overflowing_the_declared_width_are_refused(tmp_path):
     with pytest.raises(SnnEdgeError, match="weights overflow the declared width"):
         ox.export(model, tmp_path / "big.onnx")
     assert not (tmp_path / "big.onnx").exists()
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES, ids=str)
+def test_firmware_runtime_matches_numpy_int(case):
+    rng = np.random.default_rng(17)
+    model = small_model(rng, **case)
+    r = verify.compare_firmware(model, random_input(rng, model, 20, 3))
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r

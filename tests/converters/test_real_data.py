@@ -98,3 +98,12 @@ def test_learning_bit_exact_for_50_steps_on_real_recordings(frames, trained, rul
     assert r["steps"] == 50
     assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
     assert r["weights_changed"] > 0, r
+
+
+def test_firmware_runtime_matches_numpy_int_on_real_recordings(frames, trained):
+    """The third executor (firmware_py.runtime under CPython) on 10 real recordings, every spike/state."""
+    X, _, _, val = frames
+    spec, params = trained
+    model = quantize(spec, params, calib(frames, 100), calibrate_theta=False)
+    r = verify.compare_firmware(model, np.ascontiguousarray(X[val[:10]].transpose(1, 0, 2)))
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r
