@@ -133,3 +133,37 @@ def compare_firmware(model: IntModel, X: np.ndarray) -> dict:
         pred_bad += int(net.readout()[0] != ref.predictions[b])
     return {"samples": B, "steps": T, "spikes_compared": spikes_cmp, "spike_mismatches": spikes_bad,
             "states_compared": states_cmp, "state_mismatches": states_bad, "prediction_mismatches": pred_bad}
+
+
+def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray) -> dict:
+    """firmware_py.learning (the device's rule kernels) vs intsim.learn_sequence on one stream X [T, N_in]:
+    every step's spikes, the last layer's V and W, a_syn, and the learning bank."""
+    from firmware_py import learning, runtime as rt
+    trace, _, _ = intsim.learn_sequence(model.copy(), X, labels)
+    net = firmware_network(model)
+    net.model.rule, net.model.seed, net.model.params = model.learn.rule, model.learn.seed, dict(model.learn.params)
+    rule = learning.make_rule(net)
+    net.reset()
+    rule.reset()
+    spikes_cmp = spikes_bad = values_cmp = values_bad = 0
+    for t in range(X.shape[0]):
+        idx = [int(i) for i in np.flatnonzero(X[t])]
+        rule.before_step()
+        net.step(idx, [int(X[t, i]) for i in idx])
+        rule.after_step(t, None if labels[t] < 0 else int(labels[t]))
+        for l, st in enumerate(net.states):
+            s = np.zeros(model.layers[l].n_out, np.uint8)
+            s[list(st.out)] = 1
+            spikes_cmp += s.size
+            spikes_bad += int((s != trace["spikes"][t][l]).sum())
+            values_cmp += s.size
+            values_bad += int((np.array(st.V) != trace["V"][t][l]).sum())
+        L = net.model.layers[-1]
+        got = {"W": np.array(L.W).reshape(trace["W"][t].shape), "lanes": np.array(rule.lanes, np.uint64),
+               "a_syn": np.array(L.a_syn) if L.per_input else np.array(L.a_syn, np.int32)}
+        for name, arr in got.items():
+            values_cmp += arr.size
+            values_bad += int((arr != trace[name][t]).sum())
+    return {"rule": model.learn.rule, "steps": int(X.shape[0]), "spikes_compared": spikes_cmp,
+            "spike_mismatches": spikes_bad, "values_compared": values_cmp, "value_mismatches": values_bad,
+            "weights_changed": int((trace["W"][-1] != model.layers[-1].W).sum())}

@@ -140,3 +140,16 @@ def test_firmware_runtime_matches_numpy_int(case):
     model = small_model(rng, **case)
     r = verify.compare_firmware(model, random_input(rng, model, 20, 3))
     assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r
+
+
+@pytest.mark.parametrize("case", LEARN_CASES, ids=str)
+def test_firmware_learning_rules_match_numpy_int_for_50_steps(case):
+    """firmware_py.learning (written from docs/NUMERICS.md by another hand) agrees with intsim bit for bit."""
+    rng = np.random.default_rng(12)
+    model = small_model(rng, **case)
+    X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
+    labels = np.full(50, 2)
+    labels[:7] = -1
+    r = verify.compare_firmware_learning(model, X, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0, r
+    assert r["weights_changed"] > 0
