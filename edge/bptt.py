@@ -37,7 +37,7 @@ class LayerRecord:
     inputs: WindowInput          # s_in (or the filtered x with per-input decay), flattened
     filtered: bool               # per-input synaptic decay: inputs holds x[t], not s_in[t]
     current: np.ndarray          # I[t] [T, B, N_out]
-    v_pre: np.ndarray | None     # P[t] (LIF) or V[t] (leaky readout)
+    v_pre: np.ndarray            # P[t] (LIF) or V[t] (leaky readout)
     spikes: np.ndarray | None    # s[t], None for the leaky readout
 
 
@@ -148,6 +148,7 @@ def _leaky_backward(g_out: np.ndarray, a_mem) -> np.ndarray:
 
 def _lif_backward(spec: NetworkSpec, p: LayerParams, rec: LayerRecord, g_s: np.ndarray, h=None):
     """-> (dL/dP [T,B,N], d a_mem, d theta) for one CubaLIF layer given dL/ds[t] (h: d s/d P override)."""
+    assert rec.spikes is not None
     theta, a_mem = p.theta, p.a_mem
     if h is None:
         h = surrogate.derivative(spec.surrogate, rec.v_pre - theta, spec.slope)
@@ -187,6 +188,7 @@ def _synapse_backward(p: LayerParams, rec: LayerRecord, g_i: np.ndarray, need_in
         g_in = (g_c.reshape(T * B, -1) @ p.W.T).reshape(T, B, -1) if need_input_grad else None
         return d_w, d_a_syn, g_in
     x = rec.inputs.dense  # filtered inputs x[t], [T*B, N_in]
+    assert x is not None, "per-input decay always uses the dense kernel"
     d_w = x.T @ g_i.reshape(T * B, -1)
     g_x = (g_i.reshape(T * B, -1) @ p.W.T).reshape(T, B, -1)
     for t in range(T - 2, -1, -1):

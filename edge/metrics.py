@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,6 @@ def confusion_matrix(pred: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndar
     return np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def summary(logits: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict[str, float]:
+def summary(logits: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
     return {"accuracy": accuracy(logits, y), "nll": nll(logits, y),
             "ece": expected_calibration_error(logits, y, n_bins), "n": int(len(y))}

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ def parse_arch(text: str) -> tuple[int, ...]:
 
 
 def _per_layer(value, n_layers: int, name: str) -> tuple[float, ...]:
-    values = (value,) * n_layers if np.isscalar(value) else tuple(value)
+    values = (value,) * n_layers if isinstance(value, (int, float, np.number)) else tuple(value)
     if len(values) != n_layers:
         raise SnnEdgeError(f"NetworkSpec.{name}: expected {n_layers} per-layer values, got {len(values)}")
     return tuple(float(v) for v in values)
@@ -55,9 +55,9 @@ class NetworkSpec:
 
     sizes: tuple[int, ...] = (578, 128, 10)
     readout: str = "spikes"
-    a_syn: tuple[float, ...] | float = 0.5
-    a_mem: tuple[float, ...] | float = 0.8
-    theta: tuple[float, ...] | float = 1.0
+    a_syn: Any = 0.5   # a float for every layer, or one per layer; stored as a tuple of floats
+    a_mem: Any = 0.8
+    theta: Any = 1.0
     learn_syn_decay: bool = False
     learn_mem_decay: bool = False
     learn_threshold: bool = False
@@ -192,12 +192,27 @@ def save_checkpoint(path, spec: NetworkSpec, params: list[LayerParams], extra: d
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# LayerParams subclasses that carry extra per-layer arrays (rule-specific neurons): the name of an
+# extra array -> "module:Class". load_checkpoint rebuilds that class when the file holds L0_<name>.
+LAYER_TYPES = {"W_more": "edge.probabilistic:GLMLayerParams"}
+
+
+def _layer_class(data: dict) -> type:
+    import importlib
+
+    for array, target in LAYER_TYPES.items():
+        if f"L0_{array}" in data:
+            module, name = target.split(":")
+            return getattr(importlib.import_module(module), name)
+    return LayerParams
 
 
 def load_checkpoint(path) -> tuple[NetworkSpec, list[LayerParams], dict[str, Any]]:
@@ -220,9 +235,10 @@ def load_checkpoint(path) -> tuple[NetworkSpec, list[LayerParams], dict[str, Any
         raise SnnEdgeError(f"{path}: checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     spec = NetworkSpec.from_dict(header["network"], where=f"{path}: spec")
     params = []
+    layer_cls = _layer_class(data)
     for i in range(spec.n_layers):
         try:
-            params.append(LayerParams(*(data[f"L{i}_{n}"].astype(np.float32) for n in LayerParams.NAMES)))
+            params.append(layer_cls(*(data[f"L{i}_{n}"].astype(np.float32) for n in layer_cls.NAMES)))
         except KeyError as exc:
             raise SnnEdgeError(f"{path}: missing array {exc.args[0]}") from None
     check_params(spec, params, where=path)

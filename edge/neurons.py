@@ -132,11 +132,11 @@ class WindowInput:
         self.shape = x.shape  # (T, B, N_in)
         flat = x.reshape(-1, x.shape[-1])
         self.method = choose_method(density(flat), method)
+        self.events: EventList | None = None
+        self.dense: np.ndarray | None = None
         if self.method == "events":
             self.events = to_events(flat)
-            self.dense = None
         else:
-            self.events = None
             self.dense = flat.astype(dtype, copy=False)
 
     def currents(self, W: np.ndarray) -> np.ndarray:
@@ -149,6 +149,7 @@ class WindowInput:
         g = grad_current.reshape(-1, grad_current.shape[-1])
         if self.events is not None:
             return event_weight_grad(self.events, g, self.shape[-1])
+        assert self.dense is not None
         return self.dense.T @ g
 
 

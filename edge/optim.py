@@ -26,7 +26,7 @@ class Adam:
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
 
-    def step(self, named: dict[str, tuple[np.ndarray, np.ndarray]], decay: set[str] = frozenset()) -> None:
+    def step(self, named: dict[str, tuple[np.ndarray, np.ndarray]], decay: set[str] | frozenset[str] = frozenset()) -> None:
         """named: key -> (parameter array, its gradient); parameters are updated in place.
 
         Weight decay is applied only to the keys in `decay` (weights, not decays or thresholds).

@@ -80,7 +80,8 @@ def fit(rule: LearningRule, spec: NetworkSpec, params: list[LayerParams], train:
                            f"got {y.min()}..{y.max()}")
     rule.init(spec, params, np.random.default_rng([config.seed, 1]))
     result = FitResult(params=[p.copy() for p in params])
-    start_epoch, best_acc, best_nll, stale = 0, -1.0, float("inf"), 0
+    start_epoch, stale = 0, 0
+    best_acc, best_nll = -1.0, float("inf")
     if resume is not None:
         start_epoch, best_acc, best_nll, stale = _restore(rule, params, result, resume)
     t0 = time.perf_counter()
@@ -101,8 +102,8 @@ def fit(rule: LearningRule, spec: NetworkSpec, params: list[LayerParams], train:
                 kept = f"; last good checkpoint kept: {config.checkpoint}" if config.checkpoint else ""
                 raise SnnEdgeError(f"epoch {epoch + 1}, batch {b + 1}: {exc}{kept}") from None
             loss_sum += m["loss"] * m["n"]
-            correct += m["correct"]
-            seen += m["n"]
+            correct += int(m["correct"])
+            seen += int(m["n"])
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
         record = {"epoch": epoch, "lr": rule.lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
@@ -115,7 +116,8 @@ def fit(rule: LearningRule, spec: NetworkSpec, params: list[LayerParams], train:
         record["seconds"] = time.perf_counter() - t0
         result.history.append(record)
         if improved:
-            best_acc, best_nll, stale = record.get("val_acc", float("nan")), record.get("val_nll", 0.0), 0
+            best_acc, best_nll = record.get("val_acc", float("nan")), record.get("val_nll", 0.0)
+            stale = 0
             result.params = [p.copy() for p in params]
             result.best_epoch = epoch
         else:

@@ -6,12 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge.errors import SnnEdgeError
 
 # The settings that reach >= 85% validation accuracy on the 80/20 split of nmnist-small in 30 epochs
 # (see the README); every one can be changed on the command line.
-DEFAULTS = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a_mem": 0.8, "theta": 1.0,
+DEFAULTS: dict[str, Any] = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a_mem": 0.8, "theta": 1.0,
             "surrogate": "fast_sigmoid", "slope": 10.0, "lr": 2e-3, "epochs": 30, "batch_size": 32}
 
 
@@ -98,7 +99,7 @@ def _load(source: str, bin_spec, limit, progress: bool):
 
 
 def _rule_options(args) -> dict:
-    opts = {"lr": args.lr}
+    opts: dict[str, object] = {"lr": args.lr}
     if args.weight_decay is not None:
         opts["weight_decay"] = args.weight_decay
     if args.loss is not None:
@@ -123,7 +124,7 @@ def cmd_train(args) -> int:
     rule = make_rule(args.rule, **_rule_options(args))  # bad rule names/options fail before loading data
     X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress)
     n_classes = int(y.max()) + 1
-    sizes = parse_arch(args.arch) if args.arch else (bin_spec.n_inputs, DEFAULTS["hidden"], n_classes)
+    sizes = parse_arch(args.arch) if args.arch else (bin_spec.n_inputs, int(DEFAULTS["hidden"]), n_classes)
     if sizes[0] != bin_spec.n_inputs:
         raise SnnEdgeError(f"--arch {args.arch}: the binning gives {bin_spec.n_inputs} inputs, "
                            f"the first size must be {bin_spec.n_inputs}")

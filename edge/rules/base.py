@@ -23,6 +23,7 @@ from edge.model import LayerParams, NetworkSpec
 
 class LearningRule:
     name: ClassVar[str] = "base"
+    spec: NetworkSpec  # bound by init(); rules use it only after that
     OPTIONS: ClassVar[dict[str, tuple[type, Any, str]]] = {
         "lr": (float, 2e-3, "base learning rate (scheduled by edge.train.fit)"),
     }
@@ -34,7 +35,6 @@ class LearningRule:
                 raise SnnEdgeError(f"rule {self.name!r}: unknown option {key!r}; "
                                    f"known: {', '.join(sorted(self.OPTIONS))}")
             self.options[key] = self._cast(key, value)
-        self.spec: NetworkSpec | None = None
         self.lr = float(self.options["lr"])
 
     def _cast(self, key: str, value: Any) -> Any:
