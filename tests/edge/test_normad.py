@@ -1,0 +1,110 @@
+"""Multi-layer NormAD: the update direction is a first-order descent direction of the membrane-potential
+error, the propagated hidden error follows the spike-time chain rule, and XOR converges exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge import bptt
+from edge.errors import SnnEdgeError
+from edge.model import NetworkSpec, init_params
+from edge.rules import make_rule
+from edge.rules.normad import filtered_inputs, normad_step
+from edge.spike_trains import van_rossum_distance, xor_task
+
+
+def _net(seed=1, T=30, sizes=(12, 8, 2)):
+    spec = NetworkSpec(sizes=sizes, a_syn=0.5, a_mem=0.8, theta=1.0)
+    rng = np.random.default_rng(seed)
+    params = init_params(spec, rng, dtype=np.float64)
+    for p in params:
+        p.W[:] = rng.normal(0.3, 0.5, p.W.shape)
+    X = (rng.random((T, 3, sizes[0])) < 0.15).astype(np.uint8)
+    S_des = (rng.random((T, 3, sizes[-1])) < 0.08).astype(np.float64)
+    return spec, params, X, S_des
+
+
+def _membrane_error(spec, params, X, S_des, e, margin=0.2):
+    """J = 1/2 sum |e| (V_des - P)^2 at the erroneous steps, V_des = theta + margin * e (NormAD's cost)."""
+    P = bptt.forward(spec, params, X).records[-1].v_pre
+    v_des = params[-1].theta + margin * e
+    return 0.5 * float(np.sum(np.abs(e) * (v_des - P) ** 2)), P
+
+
+def test_output_direction_reduces_the_membrane_error_to_first_order():
+    spec, params, X, S_des = _net()
+    step = normad_step(spec, params, X, S_des)
+    e = step.errors[-1]
+    assert np.count_nonzero(e) >= 5  # the test needs several wrong steps
+    J0, P0 = _membrane_error(spec, params, X, S_des, e)
+    eps = 1e-6
+    moved = [p.copy() for p in params]
+    moved[-1].W += eps * step.directions[-1]
+    J1, P1 = _membrane_error(spec, moved, X, S_des, e)
+    # Spikes did not move, so the membrane is linear in W here: NormAD's d[t] predicts its change.
+    assert np.array_equal(bptt.forward(spec, moved, X).layer_spikes[-1], step.fwd.layer_spikes[-1])
+    d_hidden = step.fwd.layer_spikes[-2]
+    d = filtered_inputs(d_hidden, params[-1].a_syn, float(params[-1].a_mem))
+    predicted = np.einsum("tbi,ij->tbj", d, eps * step.directions[-1])
+    np.testing.assert_allclose(P1 - P0, predicted, rtol=1e-6, atol=1e-12)
+    slope = (J1 - J0) / eps
+    assert slope < 0  # a descent direction of the membrane-potential error
+    # ... and every erroneous step's membrane moves the right way on its own share of the update.
+    for t, b, j in zip(*np.nonzero(e)):
+        share = np.zeros_like(step.directions[-1])
+        unit = d[t, b] / np.linalg.norm(d[t, b])
+        share[:, j] = e[t, b, j] * unit / X.shape[1]
+        assert e[t, b, j] * (d[t, b] @ share[:, j]) > 0
+
+
+def test_hidden_error_is_the_spike_time_chain_rule():
+    # Move the hidden spike one step earlier by hand and compare the
+    # output membrane change with what backpropagate_error assumed.
+    spec, params, X, S_des = _net(seed=4, sizes=(12, 3, 1))
+    step = normad_step(spec, params, X, S_des)
+    hidden = step.fwd.layer_spikes[0]
+    lone = (hidden[1:] > 0) & (hidden[:-1] == 0)  # a spike whose previous step is free to take it
+    t_s, b, j = (int(v) for v in np.argwhere(lone)[0])
+    t_s += 1
+    moved = hidden.copy()
+    moved[t_s, b, j], moved[t_s - 1, b, j] = 0.0, 1.0
+    out = params[1]
+    dV = (filtered_inputs(moved, out.a_syn, float(out.a_mem)) - filtered_inputs(hidden, out.a_syn, float(out.a_mem)))
+    dV = np.einsum("tbi,ij->tbj", dV, out.W)[:, b, :]
+    e_out = step.errors[1][:, b, :]
+    gain = float(np.sum(e_out * dV))  # how much moving that spike earlier helps the output error
+    v_pre = step.fwd.records[0].v_pre[:, b, j]
+    v_prev = v_pre[t_s - 1] - params[0].theta * hidden[t_s - 1, b, j]
+    slope = max(v_pre[t_s] - v_prev, 0.1 * params[0].theta)
+    assert step.errors[0][t_s, b, j] == pytest.approx(gain / slope, rel=1e-9, abs=1e-12)
+    assert np.all(step.errors[0][hidden == 0] == 0)  # silent steps carry no hidden error
+
+
+def test_exact_targets_are_a_fixed_point_and_bad_setups_are_refused():
+    spec, params, X, _ = _net()
+    target = bptt.forward(spec, params, X).layer_spikes[-1]
+    step = normad_step(spec, params, X, target)
+    assert all(np.all(d == 0) for d in step.directions)
+    with pytest.raises(SnnEdgeError, match="readout"):
+        make_rule("normad").init(NetworkSpec(sizes=(3, 2), readout="membrane"), params[:1], np.random.default_rng(0))
+    with pytest.raises(SnnEdgeError, match="shape"):
+        normad_step(spec, params, X, target[:, :, :1])
+
+
+def test_two_layer_network_learns_spike_xor_exactly():
+    X, S, _ = xor_task()
+    spec = NetworkSpec(sizes=(X.shape[2], 20, 1), a_syn=0.5, a_mem=0.8, theta=1.0)
+    rng = np.random.default_rng(4)
+    params = init_params(spec, rng)
+    params[0].W[:] = rng.normal(0.05, 0.3, params[0].W.shape)
+    params[1].W[:] = rng.normal(0.1, 0.3, params[1].W.shape)
+    rule = make_rule("normad", lr=0.05, hidden_lr_scale=0.3)
+    rule.init(spec, params, rng)
+    for epoch in range(300):
+        exact = sum(rule.train_spike_trains(params, X[k][:, None], S[k][:, None].astype(np.float32))["exact"]
+                    for k in rng.permutation(4))
+        if exact == 4:
+            break
+    out = bptt.forward(spec, params, np.ascontiguousarray(X.transpose(1, 0, 2))).layer_spikes[-1]
+    assert np.array_equal(out, S.transpose(1, 0, 2))
+    assert np.all(van_rossum_distance(out, S.transpose(1, 0, 2).astype(np.float32)) == 0)
