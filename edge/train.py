@@ -169,7 +169,7 @@ def _restore(rule: LearningRule, params: list[LayerParams], result: FitResult, r
         raise SnnEdgeError("resume: the checkpoint has no training state (was it written by fit?)")
     try:
         for i, p in enumerate(params):
-            for name in LayerParams.NAMES:
+            for name in p.NAMES:  # subclasses (GEM) restore their extra arrays too
                 getattr(p, name)[...] = extra[f"{RESUME_PREFIX}L{i}_{name}"]
         result.params = [p.copy() for p in best_params]
     except KeyError as exc:
