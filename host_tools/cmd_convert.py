@@ -1,0 +1,201 @@
+"""`snn-edge quantize`, `snn-edge export`, `snn-edge verify`: float checkpoint -> integer model -> ONNX/NIR.
+
+quantize: calibrates scales and thresholds on the checkpoint's training split and prints float vs int8
+accuracy and spike agreement on its validation split. export: writes the ONNX file (and optionally NIR
+or the device blob) from a float checkpoint (quantised on the fly), an integer .npz or an .onnx.
+verify: runs the same recordings through the numpy integer simulator, onnxruntime and the firmware
+runtime and prints a table of compared spikes/states and mismatches (exit code 1 on any mismatch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from edge.errors import SnnEdgeError
+
+RULE_CHOICES = ("none", "readout_delta", "solsa")
+
+
+def register(sub) -> None:
+    q = sub.add_parser("quantize", help="float checkpoint -> int8 integer model (.npz), with a report",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("checkpoint", help="float checkpoint written by `snn-edge train`")
+    q.add_argument("-o", "--out", required=True, help="integer model .npz")
+    _common(q)
+    q.set_defaults(func=cmd_quantize)
+
+    e = sub.add_parser("export", help="write the ONNX file (and NIR / device blob) of a model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("model", help="float checkpoint, integer model .npz, or .onnx")
+    e.add_argument("-o", "--out", required=True, help="ONNX file to write")
+    e.add_argument("--nir", default=None, help="also write a NIR graph (float, lossy) here")
+    e.add_argument("--blob", default=None, help="also write the compact device blob here")
+    _common(e)
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="numpy-int vs onnxruntime (vs the firmware runtime), bit for bit",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    v.add_argument("model", help=".onnx written by `snn-edge export`")
+    v.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
+    v.add_argument("--limit", type=int, default=100, help="number of recordings")
+    v.add_argument("--learn-steps", type=int, default=50, help="steps of the model's learning rule to compare "
+                   "(0: skip)")
+    v.add_argument("--no-firmware", action="store_true", help="skip the (slower) pure-Python firmware runtime")
+    v.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    v.set_defaults(func=cmd_verify)
+
+
+def _common(p) -> None:
+    p.add_argument("--data", default=None, help="calibration data (default: none for an integer model; "
+                   "required for a float checkpoint)")
+    p.add_argument("--calib", type=int, default=200, help="calibration recordings from the training split")
+    p.add_argument("--rule", default="none", choices=RULE_CHOICES, help="on-device learning rule to embed")
+    p.add_argument("--seed", type=int, default=1, help="seed of the on-device learning bank (xorshift32)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=INT",
+                   help="an integer hyper-parameter of the rule, e.g. --set lr_s=12")
+    p.add_argument("--no-theta-calibration", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _bin_spec(binning, where: str):
+    from firmware_py.binning import BinSpec
+    if binning is None:
+        raise SnnEdgeError(f"{where}: the checkpoint records no binning (NetworkSpec.binning); cannot load data")
+    return BinSpec(*binning)
+
+
+def _learn(args):
+    from converters.intmodel import default_learn
+    learn = default_learn(args.rule, args.seed)
+    for item in args.set:
+        if "=" not in item:
+            raise SnnEdgeError(f"--set: expected KEY=INT, got {item!r}")
+        k, v = item.split("=", 1)
+        if k not in learn.params:
+            raise SnnEdgeError(f"--set {k}: not a parameter of rule {args.rule} (expected one of "
+                               f"{sorted(learn.params)})")
+        try:
+            learn.params[k] = int(v)
+        except ValueError:
+            raise SnnEdgeError(f"--set {k}: expected an integer, got {v!r}") from None
+    return learn
+
+
+def _quantize_checkpoint(args, report: bool):
+    import numpy as np
+
+    from converters.quantize import compare, format_report, quantize
+    from edge.data import load_frames, split_stratified
+    from edge.model import load_checkpoint
+    if not args.data:
+        raise SnnEdgeError(f"{args.checkpoint if hasattr(args, 'checkpoint') else args.model}: a float "
+                           "checkpoint needs --data for calibration")
+    path = getattr(args, "checkpoint", None) or args.model
+    spec, params, extra = load_checkpoint(path)
+    X, y, _ = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress)
+    train, val = split_stratified(y, 0.2, 0)
+    calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
+    model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
+    model.meta["source"] = os.path.basename(path)
+    if report:
+        rep = compare(spec, params, model, X[val], y[val])
+        model.meta["report"] = rep
+        print(format_report(rep))
+    return model
+
+
+def _is_float_checkpoint(path: str) -> bool:
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "spec" in z.files and "header" not in z.files
+    except (OSError, ValueError):
+        return False
+
+
+def cmd_quantize(args) -> int:
+    from converters.intmodel import save_intmodel
+    model = _quantize_checkpoint(args, report=True)
+    save_intmodel(args.out, model)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _load_model(args):
+    path = args.model
+    if not os.path.exists(path):
+        raise SnnEdgeError(f"{path}: no such file")
+    if path.endswith(".onnx"):
+        from converters.onnx_import import load_onnx
+        return load_onnx(path)
+    if _is_float_checkpoint(path):
+        return _quantize_checkpoint(args, report=False)
+    from converters.intmodel import load_intmodel
+    model = load_intmodel(path)
+    if args.rule != "none" or args.set:
+        model.learn = _learn(args)
+    return model
+
+
+def cmd_export(args) -> int:
+    from converters.onnx_export import export
+    model = _load_model(args)
+    data = export(model, args.out)
+    print(f"wrote {args.out} ({len(data)} bytes, rule {model.learn.rule})")
+    if args.nir:
+        from converters.nir_io import export_nir
+        export_nir(model, args.nir)
+        print(f"wrote {args.nir} (NIR, float: lossy)")
+    if args.blob:
+        from converters.blob import intmodel_to_blob, write_blob
+        blob = intmodel_to_blob(model)
+        write_blob(args.blob, blob)
+        print(f"wrote {args.blob} ({len(blob)} bytes)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+
+    from converters import verify
+    from converters.onnx_export import to_onnx
+    from converters.onnx_import import load_onnx, read_proto
+    from edge.data import load_frames
+    model = load_onnx(args.model)
+    proto = read_proto(args.model)
+    if model.binning is None:
+        raise SnnEdgeError(f"{args.model}: snn_edge.binning is null; cannot bin --data for this model")
+    X, y, _ = load_frames(args.data, _bin_spec(model.binning, args.model), progress=False, limit=args.limit)
+    Xt = np.ascontiguousarray(X.transpose(1, 0, 2))
+    if Xt.max(initial=0) > model.in_max:
+        Xt = np.minimum(Xt, model.in_max).astype(np.uint8)
+    rows = [("numpy-int vs onnxruntime", verify.compare_forward(model, verify.session(proto), Xt))]
+    if not args.no_firmware:
+        rows.append(("numpy-int vs firmware_py", verify.compare_firmware(model, Xt)))
+    learn_rows = []
+    if args.learn_steps > 0 and model.learn.rule != "none":
+        T = X.shape[1]
+        reps = -(-args.learn_steps // T)
+        stream = np.concatenate([X[i % len(X)] for i in range(reps)])[: args.learn_steps]
+        labels = np.concatenate([np.full(T, y[i % len(X)]) for i in range(reps)])[: args.learn_steps]
+        learn_rows.append(("learning: numpy-int vs onnxruntime",
+                           verify.compare_learning(model, proto, stream, labels)))
+        if not args.no_firmware:
+            learn_rows.append(("learning: numpy-int vs firmware_py",
+                               verify.compare_firmware_learning(model, stream, labels)))
+    canonical = to_onnx(model).SerializeToString(deterministic=True) == open(args.model, "rb").read()
+    bad = sum(r["spike_mismatches"] + r["state_mismatches"] + r["prediction_mismatches"] for _, r in rows)
+    bad += sum(r["spike_mismatches"] + r["value_mismatches"] for _, r in learn_rows)
+    if args.json:
+        print(json.dumps({"forward": dict(rows), "learning": dict(learn_rows), "canonical_file": canonical,
+                          "bit_exact": bad == 0}))
+    else:
+        print(verify.format_table(rows))
+        for name, r in learn_rows:
+            print(f"{name}: {r['steps']} steps, {r['spikes_compared']} spikes / {r['spike_mismatches']} "
+                  f"mismatches, {r['values_compared']} values / {r['value_mismatches']} mismatches, "
+                  f"{r['weights_changed']} weights changed")
+        print(f"re-export byte-identical: {'yes' if canonical else 'no'}")
+        print("bit-exact" if bad == 0 else f"MISMATCH: {bad} values differ")
+    return 0 if bad == 0 else 1
