@@ -92,11 +92,12 @@ def test_resume_with_another_architecture_is_refused(small_folder, tmp_path, cap
 def test_reaches_85_percent_on_real_nmnist(nmnist_small, tmp_path, capsys):
     """The README's claim: default settings, 30 epochs, stratified 80/20 split of the 1,000 recordings."""
     out = tmp_path / "m.ckpt"
-    assert cli_main(["train", "--data", str(nmnist_small / "Train"), "--out", str(out), "--no-progress"]) == 0
+    # the same path as tests/converters/test_real_data.py, so the session's frame cache is shared
+    assert cli_main(["train", "--data", str(nmnist_small), "--out", str(out), "--no-progress"]) == 0
     assert re.search(r"best validation accuracy (\d\.\d+)", capsys.readouterr().out)
     state = load_checkpoint(out)[2]["train_state"]
     acc = state["history"][state["best_epoch"]]["val_acc"]
     assert acc >= 0.85, [round(h["val_acc"], 3) for h in state["history"]]
-    assert cli_main(["eval", str(out), "--data", str(nmnist_small / "Train"), "--split", "val", "--json",
+    assert cli_main(["eval", str(out), "--data", str(nmnist_small), "--split", "val", "--json",
                      "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(acc)
