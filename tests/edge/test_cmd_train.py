@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 from edge.model import load_checkpoint

@@ -13,7 +13,6 @@ from edge.model import (LayerParams, NetworkSpec, check_params, init_params, loa
 from edge.rules import get_rule_class, make_rule, rule_names
 from edge.rules.base import LearningRule
 from edge.train import FitConfig, fit
-from host_tools.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +191,22 @@ def test_fit_refuses_mismatched_data(builtin_data):
     spec = _spec(sizes=(578, 16, 5))
     with pytest.raises(SnnEdgeError, match="labels"):
         fit(make_rule("bptt"), spec, init_params(spec, np.random.default_rng(0)), (Xtr, ytr))
+
+
+class _FrozenRule(LearningRule):
+    """A rule that never changes the network: validation can never improve."""
+
+    name = "frozen"
+
+    def train_batch(self, params, X, y):
+        return {"loss": 1.0, "correct": 0, "n": len(y)}
+
+
+def test_early_stop_after_patience_epochs_without_improvement(builtin_data, tmp_path):
+    Xtr, ytr, Xva, yva = builtin_data
+    spec = _spec()
+    params = init_params(spec, np.random.default_rng(0))
+    result = fit(_FrozenRule(), spec, params, (Xtr[:32], ytr[:32]), (Xva, yva),
+                 FitConfig(epochs=10, patience=2, progress=False, checkpoint=str(tmp_path / "m.ckpt")))
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 0
+    assert load_checkpoint(tmp_path / "m.ckpt")[2]["train_state"]["stale"] == 2
