@@ -222,6 +222,6 @@ def default_learn(rule: str, seed: int = 1) -> LearnSpec:
         return LearnSpec(rule, seed, {"k_update": 30, "lr_m": 1, "lr_s": 6, "tgt_hi": 8, "tgt_lo": 0,
                                       "v_shift": 10})
     if rule == "solsa":
-        return LearnSpec(rule, seed, {"k_update": 10, "lr_m": 1, "lr_s": 14, "lra_m": 1, "lra_s": 16,
+        return LearnSpec(rule, seed, {"k_update": 10, "lr_m": 1, "lr_s": 12, "lra_m": 1, "lra_s": 16,
                                       "sg_shift": 4, "factorised": 0, "reset_path": 1})
     raise SnnEdgeError(f"--rule: expected one of {RULES}, got {rule!r}")

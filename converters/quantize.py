@@ -20,7 +20,7 @@ from firmware_py import fixedpoint as fp
 
 STATE_MARGIN = 1.5      # headroom over the calibrated peaks before the state saturates
 MAX_SHIFT = 14
-THETA_STEPS = tuple(k / 64 for k in range(-6, 7))   # relative threshold nudges tried by calibration
+THETA_STEPS = tuple(k / 64 for k in range(-4, 5))   # relative threshold nudges tried by calibration
 
 
 def weight_exponent(W: np.ndarray) -> int:
@@ -56,32 +56,70 @@ def quantize(spec, params, X_calib: np.ndarray, *, calibrate_theta: bool = True,
         raise SnnEdgeError(f"calibration data: expected [T, B, {spec.n_inputs}], got {list(X_calib.shape)}")
     in_max = in_max_of(spec)
     peaks, fwd = _float_peaks(spec, params, X_calib)
-    layers = []
+    layers: list[IntLayer] = []
+    chosen = []
     for l, p in enumerate(params):
-        w_exp = weight_exponent(p.W)
-        Wq = quantize_weights(p.W, w_exp)
         kind = "integrator" if (l == spec.n_layers - 1 and spec.readout == "membrane") else "lif"
-        theta = float(p.theta)
-        peak = max(peaks[l][0], peaks[l][1], theta) * STATE_MARGIN
-        col = int(np.abs(Wq.astype(np.int64)).sum(axis=0).max())
-        lim = in_max if l == 0 else 1
-        F = 0
-        for f in range(MAX_SHIFT, -1, -1):
-            fits_state = peak * 2.0 ** (w_exp + f) <= fp.STATE_MAX
-            fits_acc = p.a_syn.ndim == 1 or col * lim * (1 << f) < (1 << 30)
-            if fits_state and fits_acc:
-                F = f
-                break
-        a_syn = (np.array([fp.q12_from_float(float(a)) for a in p.a_syn], np.int32) if p.a_syn.ndim == 1
-                 else np.array(fp.q12_from_float(float(p.a_syn)), np.int32))
-        theta_q = int(min(fp.STATE_MAX, max(1, round(theta * 2.0 ** (w_exp + F)))))
-        layers.append(IntLayer(Wq, a_syn, fp.q12_from_float(float(p.a_mem)), theta_q, F, w_exp, kind))
+        peak = max(peaks[l][0], peaks[l][1], float(p.theta)) * STATE_MARGIN
+        e0 = weight_exponent(p.W)
+        # e0 keeps every weight; e0 + 1 doubles the resolution and clips the few largest ones: keep the
+        # one whose integer layer (on top of the integer layers below) agrees better with the float one.
+        cands = [_int_layer(p, e, kind, peak, in_max if l == 0 else 1) for e in ((e0, e0 + 1) if calibrate_theta
+                                                                                 else (e0,))]
+        scores = [_layer_score(layers + [c], l, fwd, X_calib, in_max) for c in cands]
+        best = int(np.argmax(scores))
+        layers.append(cands[best])
+        chosen.append({"layer": l, "w_exp": cands[best].w_exp, "shift": cands[best].shift,
+                       "candidates": [[c.w_exp, s] for c, s in zip(cands, scores)]})
     model = IntModel(layers, in_max, spec.binning, learn or LearnSpec(),
-                     {"float_spec": spec.to_dict(), "calibration_samples": int(X_calib.shape[1])})
+                     {"float_spec": spec.to_dict(), "calibration_samples": int(X_calib.shape[1]),
+                      "scale_calibration": chosen})
     validate(model, "quantized model")
     if calibrate_theta:
         _calibrate_thresholds(model, fwd, X_calib)
+    if model.learn.rule != "none":
+        auto_rule_params(model)
     return model
+
+
+def _int_layer(p, w_exp: int, kind: str, peak: float, in_lim: int) -> IntLayer:
+    """One integer layer for weight exponent w_exp: the largest state shift F that keeps the calibrated
+    peak inside the state width and the spike current inside the declared width."""
+    Wq = quantize_weights(p.W, w_exp)
+    col = int(np.abs(Wq.astype(np.int64)).sum(axis=0).max())
+    F = 0
+    for f in range(MAX_SHIFT, -1, -1):
+        fits_state = peak * 2.0 ** (w_exp + f) <= fp.STATE_MAX
+        fits_acc = p.a_syn.ndim == 1 or col * in_lim * (1 << f) < (1 << 30)
+        if fits_state and fits_acc:
+            F = f
+            break
+    a_syn = (np.array([fp.q12_from_float(float(a)) for a in p.a_syn], np.int32) if p.a_syn.ndim == 1
+             else np.array(fp.q12_from_float(float(p.a_syn)), np.int32))
+    theta_q = int(min(fp.STATE_MAX, max(1, round(float(p.theta) * 2.0 ** (w_exp + F)))))
+    return IntLayer(Wq, a_syn, fp.q12_from_float(float(p.a_mem)), theta_q, F, w_exp, kind)
+
+
+def _layer_score(layers: list[IntLayer], l: int, fwd, X: np.ndarray, in_max: int) -> float:
+    """How well integer layer l matches the float one: spike agreement (lif), or minus the mean squared
+    membrane error in float units (integrator readout)."""
+    res = intsim.run(IntModel(layers, in_max), X)
+    L = layers[l]
+    if L.kind == "lif":
+        return float((res.spikes[l].astype(bool) == (fwd.layer_spikes[l] > 0.5)).mean())
+    v = res.V[l].astype(np.float64) * 2.0 ** -(L.w_exp + L.shift)
+    return -float(((v - fwd.layer_spikes[l]) ** 2).mean())
+
+
+def auto_rule_params(model: IntModel, keep: set[str] | frozenset = frozenset()) -> None:
+    """Rule hyper-parameters that depend on the model's scales (unless the user set them, `keep`):
+    SOLSA's surrogate shift makes h fall from 4096 at theta to 0 at |V - theta| = 2 theta; the delta
+    rule's v_shift counts the integrator's membrane in units of about 1.0 (its theta)."""
+    L = model.layers[-1]
+    if model.learn.rule == "solsa" and "sg_shift" not in keep:
+        model.learn.params["sg_shift"] = max(0, (2 * L.theta).bit_length() - fp.Q)
+    if model.learn.rule == "readout_delta" and "v_shift" not in keep:
+        model.learn.params["v_shift"] = max(0, L.theta.bit_length() - 1)
 
 
 def _calibrate_thresholds(model: IntModel, fwd, X: np.ndarray) -> None:

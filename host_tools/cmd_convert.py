@@ -82,10 +82,14 @@ def _learn(args):
     return learn
 
 
+def _explicit(args) -> set[str]:
+    return {item.split("=", 1)[0] for item in args.set}
+
+
 def _quantize_checkpoint(args, report: bool):
     import numpy as np
 
-    from converters.quantize import compare, format_report, quantize
+    from converters.quantize import auto_rule_params, compare, format_report, quantize
     from edge.data import load_frames, split_stratified
     from edge.model import load_checkpoint
     if not args.data:
@@ -97,6 +101,7 @@ def _quantize_checkpoint(args, report: bool):
     train, val = split_stratified(y, 0.2, 0)
     calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
     model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
+    auto_rule_params(model, keep=_explicit(args))
     model.meta["source"] = os.path.basename(path)
     if report:
         rep = compare(spec, params, model, X[val], y[val])
@@ -134,7 +139,9 @@ def _load_model(args):
     from converters.intmodel import load_intmodel
     model = load_intmodel(path)
     if args.rule != "none" or args.set:
+        from converters.quantize import auto_rule_params
         model.learn = _learn(args)
+        auto_rule_params(model, keep=_explicit(args))
     return model
 
 
