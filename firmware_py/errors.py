@@ -28,7 +28,7 @@ class DeviceError(Exception):
     """An error the device reports back instead of crashing: .code (int) and .msg (str)."""
 
     def __init__(self, code, msg):
-        Exception.__init__(self, msg)
+        super().__init__(msg)
         self.code = code
         self.msg = msg
 

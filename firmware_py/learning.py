@@ -86,15 +86,20 @@ class ReadoutDelta:
             V = st.V
             for j in range(len(post)):
                 post[j] += V[j] >> vs
-        if (t + 1) % self.p["k_update"] == 0 and label is not None:
+        if (t + 1) % self.p["k_update"] == 0:
             self.update(label)
 
     def update(self, label):
+        """Apply and restart the window. Without a label the error is 0: W does not move, but the
+        bank still ticks n_in times (§7), so the draws stay aligned with the host whatever the labels."""
         p = self.p
         err = self.err
         for j in range(len(err)):
-            target = p["tgt_hi"] if j == label else p["tgt_lo"]
-            err[j] = fp.clamp(target - self.post[j], -127, 127)
+            if label is None:
+                err[j] = 0
+            else:
+                target = p["tgt_hi"] if j == label else p["tgt_lo"]
+                err[j] = fp.clamp(target - self.post[j], -127, 127)
         L = self.L
         self.nsat += fp.apply_update(L.W, L.n_in, L.n_out, _OuterProduct(self.pre, err, L.n_out),
                                      p["lr_m"], p["lr_s"], self.lanes)
@@ -183,8 +188,8 @@ class Solsa:
         self.nsat += n
 
     def after_step(self, t, label):
-        if label is None:
-            return
+        """Traces, accumulators and the scheduled update; label None gives a zero learning signal
+        (traces still run and the bank still ticks at updates, as on the host)."""
         L = self.L
         n_in = L.n_in
         n_out = L.n_out
@@ -228,8 +233,10 @@ class Solsa:
             if hj < 0:
                 hj = 0
             h[j] = hj
-            ell = (1 if j == label else 0) - s[j]
-            phi[j] = hj * ell
+            if label is None:
+                phi[j] = 0
+            else:
+                phi[j] = hj * ((1 if j == label else 0) - s[j])
         a_mem = L.a_mem
         e = self.e
         G = self.G

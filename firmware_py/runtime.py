@@ -94,6 +94,9 @@ class LayerState:
         self.I = zeros("i", layer.n_out)
         self.V = zeros("i", layer.n_out)
         self.x = zeros("i", layer.n_in) if layer.per_input else None
+        # per-input path: the non-zero traces of this step (indices, values), preallocated
+        self.nz = zeros("i", layer.n_in) if layer.per_input else None
+        self.nzv = zeros("i", layer.n_in) if layer.per_input else None
         self.acc = [0] * layer.n_out
         self.vpre = zeros("i", layer.n_out)
         self.s = bytearray(layer.n_out)
@@ -109,11 +112,12 @@ class LayerState:
         self.out = []
 
 
-def accumulate_rows(W, n_out, idx, vals, acc):
-    """acc[j] = sum_k vals[k] * W[idx[k], j]: the sum of the weight rows of the active inputs (plain path)."""
+def accumulate_rows(W, n_out, idx, vals, n, acc):
+    """acc[j] = sum_{k < n} vals[k] * W[idx[k], j]: the sum of the weight rows of the active inputs
+    (the plain path; firmware_py/fast.py has viper and numpy kernels with the same bits)."""
     for j in range(n_out):
         acc[j] = 0
-    for k in range(len(idx)):
+    for k in range(n):
         base = idx[k] * n_out
         c = vals[k]
         if c == 1:
@@ -137,7 +141,7 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
     smax = fp.STATE_MAX
     nsat = 0
     if not L.per_input:
-        rows(L.W, n_out, idx, vals, acc)
+        rows(L.W, n_out, idx, vals, len(idx), acc)
         a = L.a_syn
         F = L.shift
         for j in range(n_out):
@@ -155,8 +159,9 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
         x = st.x
         a_syn = L.a_syn
         frac = fp.TRACE_FRAC
-        nz = []
-        nzv = []
+        nz = st.nz
+        nzv = st.nzv
+        m = 0
         k = 0
         nk = len(idx)
         for i in range(L.n_in):
@@ -172,9 +177,10 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
                 nsat += 1
             x[i] = v
             if v:
-                nz.append(i)
-                nzv.append(v)
-        rows(L.W, n_out, nz, nzv, acc)
+                nz[m] = i
+                nzv[m] = v
+                m += 1
+        rows(L.W, n_out, nz, nzv, m, acc)
         sh = L.shift - frac
         for j in range(n_out):
             v = fp.scale_pow2(acc[j], sh)

@@ -1,0 +1,124 @@
+"""Write the compact device blob (layout: firmware_py/blob.py) from an IntModel or an .onnx file.
+
+The device reads the blob with firmware_py.blob; `blob_to_intmodel` reads it back on the host through
+that same reader, so a round trip IntModel -> blob -> IntModel is checked against the one definition.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
+from edge.errors import SnnEdgeError
+from firmware_py import blob as fblob
+from firmware_py import fixedpoint as fp
+from firmware_py.errors import DeviceError
+from firmware_py.runtime import KIND_NAMES
+
+
+def _name(s: str) -> bytes:
+    b = s.encode()
+    if len(b) > 255:
+        raise SnnEdgeError(f"blob: name {s!r} is longer than 255 bytes")
+    return struct.pack("<B", len(b)) + b
+
+
+def intmodel_to_blob(model: IntModel, tables: dict[str, np.ndarray] | None = None) -> bytes:
+    """The blob bytes of a validated IntModel (plus optional uint16/int16 tables, e.g. the sigmoid LUT)."""
+    validate(model, "model")
+    parts = []
+    b = model.binning
+    if b is None:
+        parts.append(struct.pack("<B", 0))
+    else:
+        sw, sh, dt, ns, ds, crop, mode = b
+        cx, cy, cw, ch = crop if crop is not None else (0, 0, sw, sh)
+        parts.append(struct.pack("<BHHIHHHHHHB", 1, sw, sh, dt, ns, ds, cx, cy, cw, ch, mode))
+    rule = model.learn
+    parts.append(_name(rule.rule))
+    parts.append(struct.pack("<IB", rule.seed & fp.MASK32, len(rule.params)))
+    for k in sorted(rule.params):
+        parts.append(_name(k) + struct.pack("<i", int(rule.params[k])))
+    for L in model.layers:
+        parts.append(struct.pack("<BBIIiiii", KIND_NAMES.index(L.kind), 1 if L.per_input else 0, L.n_in,
+                                 L.n_out, int(L.a_mem), int(L.theta), int(L.shift), int(L.w_exp)))
+        if L.per_input:
+            parts.append(L.a_syn.astype("<u2").tobytes())
+        else:
+            parts.append(struct.pack("<i", int(L.a_syn)))
+        parts.append(np.ascontiguousarray(L.W, dtype=np.int8).tobytes())
+    tables = tables or {}
+    parts.append(struct.pack("<B", len(tables)))
+    for k in sorted(tables):
+        t = np.asarray(tables[k])
+        tc = "h" if t.dtype.kind == "i" else "H"
+        parts.append(_name(k) + struct.pack("<HB", t.size, ord(tc)) + t.astype("<" + ("i2" if tc == "h" else "u2")).tobytes())
+    body = b"".join(parts)
+    total = fblob.HEADER_SIZE + len(body) + 4
+    head = struct.pack(fblob.HEADER, fblob.MAGIC, fblob.FORMAT, fp.NUMERICS_VERSION, len(model.layers),
+                       model.in_max, total)
+    data = head + body
+    return data + struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF)
+
+
+def blob_to_intmodel(data: bytes, where: str = "blob") -> IntModel:
+    """Read a blob through the device's own reader and return the host IntModel."""
+    try:
+        m = fblob.loads(data)
+    except DeviceError as exc:
+        raise SnnEdgeError(f"{where}: {exc.msg}") from None
+    layers = []
+    for L in m.layers:
+        W = np.frombuffer(bytes(L.W), dtype=np.int8).reshape(L.n_in, L.n_out).copy()
+        a_syn = (np.array(list(L.a_syn), np.int32) if L.per_input else np.array(L.a_syn, np.int32))
+        layers.append(IntLayer(W, a_syn, L.a_mem, L.theta, L.shift, L.w_exp, KIND_NAMES[L.kind]))
+    model = IntModel(layers, m.in_max, m.binning, LearnSpec(m.rule, m.seed, dict(m.params)), {})
+    validate(model, where)
+    return model
+
+
+def write_blob(path, data: bytes) -> None:
+    """Write a file atomically (temp file in the same folder + os.replace)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_any_model(path) -> IntModel:
+    """An IntModel from a .blob, an .onnx (through converters.onnx_import) or an IntModel .npz."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SnnEdgeError(f"{p}: no such model file")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    if head == fblob.MAGIC:
+        with open(p, "rb") as fh:
+            return blob_to_intmodel(fh.read(), p)
+    if p.endswith(".onnx"):
+        from converters.onnx_import import load_onnx
+        return load_onnx(p)
+    if p.endswith(".npz"):
+        from converters.intmodel import load_intmodel
+        return load_intmodel(p)
+    raise SnnEdgeError(f"{p}: not a model blob (magic {head!r}), .onnx or integer model .npz")
+
+
+def export_blob(src, out) -> int:
+    """`snn-edge export --blob`: write the blob of a model file; returns its size in bytes."""
+    model = load_any_model(src)
+    data = intmodel_to_blob(model)
+    write_blob(out, data)
+    return len(data)

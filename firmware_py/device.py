@@ -1,0 +1,290 @@
+"""The Device: what the board's serial main loop calls. One model, its state, its learning rule, the
+binner of the current sample, persistence. Every failure is a DeviceError (code + message); `call()`
+turns any exception into (code, message) so the loop never dies, and a failed load keeps the old model.
+
+Learning: `end_sample(label)` runs the buffered sample once from the zero state; with a label (and
+learning on) the rule runs during that pass, so the returned class is the prediction of the pass that
+learns (with k_update >= n_steps the weights change only after the last step). Without a label the pass
+is inference only; in self-training mode a prediction whose confidence reaches the gate is then learned
+in a second pass as if it were the label (see learning.py for the risk of that mode).
+"""
+import gc
+import struct
+
+from firmware_py import blob as fblob
+from firmware_py import learning
+from firmware_py import memory
+from firmware_py.binning import BinSpec, Binner
+from firmware_py.errors import (DeviceError, E_BAD_ARGUMENT, E_BAD_EVENT, E_BAD_LABEL, E_INTERNAL,
+                                E_MODEL_FORMAT, E_NO_MEMORY, E_NO_MODEL, E_OK, E_STATE)
+from firmware_py.runtime import Network, accumulate_rows
+
+VERSION = "1.0"
+
+
+def _heap_default():
+    try:
+        return gc.mem_free() + gc.mem_alloc()
+    except AttributeError:          # CPython: no declared heap unless given
+        return 1 << 30
+
+
+class Device:
+    def __init__(self, heap=None, store=None, rows=None, self_train_gate=None, learn=True, factorised=None):
+        self.heap = heap if heap is not None else _heap_default()
+        self.store = store
+        self.rows = rows if rows is not None else accumulate_rows
+        self.self_train_gate = self_train_gate
+        self.learn = learn
+        self.factorised = factorised          # None: the model's choice; 0/1 forces SOLSA full/factorised
+        self.net = None
+        self.rule = None
+        self.binner = None
+        self.model_crc = 0
+        self.in_sample = False
+        self._clear_stats()
+
+    def _clear_stats(self):
+        self.samples = 0
+        self.labelled = 0
+        self.correct = 0
+        self.self_trained = 0
+        self.events = 0
+        self.bad_events = 0
+
+    # ---- model ----------------------------------------------------------------------------------
+
+    def load_model(self, data, persist=True):
+        """Parse, check and install a model blob; on any error the previous model stays. Returns info()."""
+        data = memoryview(data)
+        if len(data) < fblob.HEADER_SIZE + 4:
+            raise DeviceError(E_MODEL_FORMAT, "model blob truncated: %d bytes" % len(data))
+        fact = self.factorised
+
+        def fit(dims, rule, params):
+            memory.check_fit(dims, rule, params, self.heap, factorised=fact)
+        try:
+            model = fblob.loads(data, fit)
+        except MemoryError:
+            gc.collect()
+            raise DeviceError(E_NO_MEMORY, "out of heap while loading the model (previous model kept)")
+        crc = struct.unpack("<I", bytes(data[len(data) - 4:]))[0]
+        self._install(model, crc)
+        if persist and self.store is not None:
+            self.store.save_model(data)
+            self.store.clear_weights()
+        return self.info()
+
+    def _install(self, model, crc):
+        if model.binning is None:
+            raise DeviceError(E_MODEL_FORMAT, "model has no binning: the device cannot turn events into inputs")
+        sw, sh, dt, ns, ds, crop, mode = model.binning
+        try:
+            spec = BinSpec(sw, sh, dt, ns, ds, crop, mode)
+        except ValueError as exc:
+            raise DeviceError(E_MODEL_FORMAT, "model binning: %s" % exc)
+        if spec.n_inputs != model.n_inputs:
+            raise DeviceError(E_MODEL_FORMAT, "model binning gives %d inputs, layer 0 has %d"
+                              % (spec.n_inputs, model.n_inputs))
+        try:
+            net = Network(model, self.rows)
+            rule = learning.make_rule(net, None, self.factorised)
+            binner = Binner(spec)
+        except MemoryError:
+            gc.collect()
+            raise DeviceError(E_NO_MEMORY, "out of heap while allocating the model's state (previous model kept)")
+        self.net, self.rule, self.binner, self.model_crc = net, rule, binner, crc
+        self.in_sample = False
+        self._clear_stats()
+        gc.collect()
+
+    def boot(self):
+        """Load the model (and learned weights) from the store at power-on; returns True if a model loaded."""
+        if self.store is None:
+            return False
+        path = self.store.model_path()
+        if path is None:
+            return False
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            crc = struct.unpack("<I", f.read(4))[0]
+        fact = self.factorised
+
+        def fit(dims, rule, params):
+            memory.check_fit(dims, rule, params, self.heap, factorised=fact)
+        model = fblob.load_file(path, fit)
+        self._install(model, crc)
+        wpath = self.store.weights_path()
+        if wpath is not None:
+            with open(wpath, "rb") as f:
+                data = f.read()
+            from firmware_py.store import apply_checkpoint
+            try:
+                apply_checkpoint(self.net.model, data, self.model_crc)
+            except DeviceError:
+                pass                  # a checkpoint of another model: the model's own weights stand
+        return True
+
+    def _need_model(self):
+        if self.net is None:
+            raise DeviceError(E_NO_MODEL, "no model loaded")
+
+    def info(self):
+        self._need_model()
+        m = self.net.model
+        sizes = [m.layers[0].n_in] + [L.n_out for L in m.layers]
+        return {"sizes": sizes, "rule": m.rule if self.rule is not None else "none",
+                "n_steps": self.binner.spec.n_steps, "crc": self.model_crc,
+                "factorised": getattr(self.rule, "factorised", None)}
+
+    # ---- samples --------------------------------------------------------------------------------
+
+    def begin_sample(self):
+        self._need_model()
+        self.binner.reset()
+        self.in_sample = True
+
+    def add_events(self, xs, ys, ts, ps):
+        """Bin a batch of events (parallel sequences). The whole batch is checked first: a bad event
+        rejects the batch (E_BAD_EVENT, nothing added). Returns the number of events binned."""
+        self._need_model()
+        if not self.in_sample:
+            raise DeviceError(E_STATE, "add_events before begin_sample")
+        n = len(xs)
+        if len(ys) != n or len(ts) != n or len(ps) != n:
+            raise DeviceError(E_BAD_ARGUMENT, "events: x, y, t, p lengths differ (%d, %d, %d, %d)"
+                              % (n, len(ys), len(ts), len(ps)))
+        spec = self.binner.spec
+        w = spec.sensor_w
+        h = spec.sensor_h
+        for k in range(n):
+            x = xs[k]
+            y = ys[k]
+            if x < 0 or y < 0 or x >= w or y >= h or (ps[k] != 0 and ps[k] != 1) or ts[k] < 0:
+                self.bad_events += 1
+                raise DeviceError(E_BAD_EVENT, "event %d: (x=%d, y=%d, t=%d, p=%d) outside the %dx%d sensor, "
+                                               "p in {0, 1}, t >= 0" % (k, x, y, ts[k], ps[k], w, h))
+        before = self.binner.dropped
+        try:
+            self.binner.add_many(xs, ys, ts, ps)
+        except MemoryError:
+            gc.collect()
+            self.binner.reset()
+            self.in_sample = False
+            raise DeviceError(E_NO_MEMORY, "event buffer full: sample dropped")
+        self.events += n
+        return n - (self.binner.dropped - before)
+
+    def end_sample(self, label=None):
+        """Run the sample; returns (class, per-class measure, confidence 0..255)."""
+        self._need_model()
+        if not self.in_sample:
+            raise DeviceError(E_STATE, "end_sample without begin_sample")
+        n_cls = self.net.model.n_classes
+        if label is not None and (not isinstance(label, int) or label < 0 or label >= n_cls):
+            self.in_sample = False
+            raise DeviceError(E_BAD_LABEL, "label %r outside the %d classes 0..%d (sample dropped)"
+                              % (label, n_cls, n_cls - 1))
+        self.in_sample = False
+        rule = self.rule if self.learn else None
+        cls, measure, conf = learning.run_sample(self.net, rule, self.binner, label)
+        self.samples += 1
+        if label is not None:
+            self.labelled += 1
+            if cls == label:
+                self.correct += 1
+        elif rule is not None:
+            pseudo = learning.pseudo_label(cls, conf, self.self_train_gate)
+            if pseudo is not None:
+                learning.run_sample(self.net, rule, self.binner, pseudo)
+                self.self_trained += 1
+        return cls, measure, conf
+
+    # ---- weights, persistence, state -----------------------------------------------------------
+
+    def _layer(self, layer):
+        self._need_model()
+        layers = self.net.model.layers
+        if not isinstance(layer, int) or layer < 0 or layer >= len(layers):
+            raise DeviceError(E_BAD_ARGUMENT, "layer %r, the model has layers 0..%d" % (layer, len(layers) - 1))
+        return layers[layer]
+
+    def get_weights(self, layer):
+        """W as int8 bytes (row-major [n_in, n_out]), then a_syn as u16 little-endian when per-input."""
+        L = self._layer(layer)
+        out = bytes(L.W)
+        if L.per_input:
+            out += struct.pack("<%dH" % L.n_in, *L.a_syn)
+        return out
+
+    def put_weights(self, layer, data):
+        L = self._layer(layer)
+        n = L.n_in * L.n_out + (2 * L.n_in if L.per_input else 0)
+        if len(data) != n:
+            raise DeviceError(E_BAD_ARGUMENT, "put_weights layer %d: expected %d bytes, got %d"
+                              % (layer, n, len(data)))
+        nw = L.n_in * L.n_out
+        for k in range(nw):
+            if data[k] == 128:
+                raise DeviceError(E_BAD_ARGUMENT, "put_weights layer %d: weight %d is -128, outside [-127, 127]"
+                                  % (layer, k))
+        a = None
+        if L.per_input:
+            a = struct.unpack("<%dH" % L.n_in, bytes(data[nw:]))
+            for i in range(L.n_in):
+                if a[i] > 4096:
+                    raise DeviceError(E_BAD_ARGUMENT, "put_weights layer %d: a_syn[%d] = %d > 4096" % (layer, i, a[i]))
+        W = L.W
+        for k in range(nw):
+            v = data[k]
+            W[k] = v - 256 if v > 127 else v
+        if a is not None:
+            for i in range(L.n_in):
+                L.a_syn[i] = a[i]
+
+    def checkpoint(self):
+        """Write the current weights to the store atomically (NAME.new + rename)."""
+        self._need_model()
+        if self.store is None:
+            raise DeviceError(E_BAD_ARGUMENT, "no filesystem store on this device")
+        from firmware_py.store import checkpoint_bytes
+        data = checkpoint_bytes(self.net.model, self.model_crc)
+        self.store.save_weights(data)
+        return len(data)
+
+    def reset(self):
+        """Zero the network state, the rule's traces and its generator bank, and the statistics."""
+        self._need_model()
+        self.net.reset()
+        if self.rule is not None:
+            self.rule.reset()
+        self.binner.reset()
+        self.in_sample = False
+        self._clear_stats()
+
+    def stats(self):
+        d = {"samples": self.samples, "labelled": self.labelled, "correct": self.correct,
+             "self_trained": self.self_trained, "events": self.events, "bad_events": self.bad_events}
+        if self.net is not None:
+            d["nsat"] = self.net.nsat + (self.rule.nsat if self.rule is not None else 0)
+            d["updates"] = self.rule.updates if self.rule is not None else 0
+            d["memory"] = memory.held(self.net, self.rule, self.binner)
+        try:
+            d["heap_free"] = gc.mem_free()
+        except AttributeError:
+            pass
+        return d
+
+    # ---- the loop's safe entry point ------------------------------------------------------------
+
+    def call(self, name, *args):
+        """Run method `name`; returns (E_OK, result) or (code, message). Never raises."""
+        try:
+            return E_OK, getattr(self, name)(*args)
+        except DeviceError as exc:
+            return exc.code, exc.msg
+        except MemoryError:
+            gc.collect()
+            return E_NO_MEMORY, "out of heap in %s" % name
+        except Exception as exc:   # noqa: BLE001 - the loop must survive anything
+            return E_INTERNAL, "%s: %r" % (name, exc)

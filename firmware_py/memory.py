@@ -1,0 +1,104 @@
+"""Bytes the runtime holds: one formula used on the device (from the model in RAM) and on the host
+(from the model file, before flashing): weights, state, learning traces, buffers.
+
+Counts are for a 32-bit board: array items at their item size, list items one 4-byte word each, plus
+a fixed per-object overhead. The event buffer (the Binner's per-step dicts) depends on the input, so
+the plan uses a declared budget of active (step, input) slots and the device reports its current use.
+"""
+from firmware_py.errors import DeviceError, E_NO_MEMORY
+
+OBJ_OVERHEAD = 16          # header of an array/list object on a 32-bit port (approximate, per object)
+SLOT_BYTES = 16            # one active (step, input) entry in a Binner dict on a 32-bit port
+DEFAULT_SLOTS = 4096       # event-buffer budget of the plan: active (step, input) pairs per sample
+# Heap taken by the firmware's own code (precompiled .mpy loaded in RAM) and the serial loop,
+# measured on the unix port (64-bit, so roughly half on a 32-bit board; counted in full to be safe).
+FIRMWARE_BYTES = 24 * 1024
+
+
+def layer_bytes(n_in, n_out, per_input):
+    """(weights, state) bytes of one layer as runtime.Layer / runtime.LayerState allocate them."""
+    weights = n_in * n_out + OBJ_OVERHEAD                           # W array('b')
+    if per_input:
+        weights += 4 * n_in + OBJ_OVERHEAD                          # a_syn array('i')
+    state = 3 * (4 * n_out + OBJ_OVERHEAD)                          # I, V, vpre array('i')
+    state += 4 * n_out + OBJ_OVERHEAD                               # acc list
+    state += n_out + OBJ_OVERHEAD                                   # s bytearray
+    state += 4 * n_out + OBJ_OVERHEAD                               # out list (at most n_out)
+    if per_input:
+        state += 3 * (4 * n_in + OBJ_OVERHEAD)                      # x, nz, nzv array('i')
+    return weights, state
+
+
+def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0):
+    """{weights, state, traces, buffers, firmware, total} for layers dims [(n_in, n_out, per_input)]."""
+    from firmware_py.learning import state_bytes_for
+    params = params or {}
+    w = 0
+    s = 0
+    for n_in, n_out, per_input in dims:
+        a, b = layer_bytes(n_in, n_out, per_input)
+        w += a
+        s += b
+    n_cls = dims[-1][1]
+    s += 2 * (4 * n_cls + OBJ_OVERHEAD)                             # readout counts and scores
+    w += tables
+    n_in, n_out, per_input = dims[-1]
+    traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
+    buffers = slots * SLOT_BYTES
+    total = w + s + traces + buffers + FIRMWARE_BYTES
+    return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "firmware": FIRMWARE_BYTES,
+            "total": total}
+
+
+def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0):
+    """Full traces when they fit the heap, else factorised; None when neither fits."""
+    for fact in (0, 1):
+        if breakdown(dims, "solsa", params, fact, slots, tables)["total"] <= heap:
+            return fact
+    return None
+
+
+def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0):
+    """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised."""
+    fact = None
+    if rule == "solsa":
+        fact = choose_solsa_variant(dims, params, heap, slots, tables)
+        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables)
+        return fact is not None, b, ("factorised" if fact else "full") if fact is not None else "factorised"
+    b = breakdown(dims, rule, params, None, slots, tables)
+    return b["total"] <= heap, b, None
+
+
+def format_bytes(n):
+    if n >= 10 * 1024:
+        return "%dK" % ((n + 512) // 1024)
+    return "%d" % n
+
+
+def check_fit(dims, rule, params, heap, slots=DEFAULT_SLOTS, factorised=None):
+    """Raise E_NO_MEMORY when the layers seen so far (plus their rule state) exceed the heap."""
+    b = breakdown(dims, rule, params, factorised, slots)
+    if b["total"] > heap:
+        raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d, "
+                                       "firmware %d), the heap is %d" % (b["total"], b["weights"], b["state"],
+                                                                        b["traces"], b["buffers"],
+                                                                        b["firmware"], heap))
+
+
+def held(net, rule=None, binner=None):
+    """What a running Network (and its rule and binner) holds, by the same formulas, from RAM."""
+    dims = [(L.n_in, L.n_out, L.per_input) for L in net.model.layers]
+    tables = 0
+    for t in net.model.tables.values():
+        tables += 2 * len(t) + OBJ_OVERHEAD
+    name = "none" if rule is None else rule.name
+    fact = getattr(rule, "factorised", None)
+    b = breakdown(dims, name, net.model.params, fact, 0, tables)
+    used = 0
+    if binner is not None:
+        for d in binner.steps:
+            if d:
+                used += len(d)
+    b["buffers"] = used * SLOT_BYTES
+    b["total"] = b["weights"] + b["state"] + b["traces"] + b["buffers"] + b["firmware"]
+    return b

@@ -1,0 +1,186 @@
+"""Persistence on the board's filesystem: the model blob and learned-weight checkpoints.
+
+Every file is replaced atomically: the new content goes to NAME.new (written, closed), then renamed
+over NAME. Where rename cannot replace an existing file (FAT), NAME is first renamed to NAME.old, then
+NAME.new to NAME, then NAME.old removed. At every point between two filesystem operations at least one
+complete, CRC-checked copy exists among NAME, NAME.new and NAME.old, and `read_valid` finds it (NAME
+first: an update that was not committed did not happen), so a reset never loses the model.
+"""
+import os
+import struct
+
+from firmware_py.blob import crc32, check_file
+from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC
+
+MODEL_FILE = "model.blob"
+WEIGHTS_FILE = "weights.ckpt"
+CKPT_MAGIC = b"SNNC"
+CKPT_FORMAT = 1
+CHUNK = 512
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _join(root, name):
+    if not root:
+        return name
+    return root + name if root.endswith("/") else root + "/" + name
+
+
+class Store:
+    """Files under `root`. `hook(op)` is called after every filesystem operation (tests use it to
+    kill the process there); `chunk` is the write size (small boards flush per chunk)."""
+
+    def __init__(self, root="", hook=None, chunk=CHUNK):
+        self.root = root
+        self.hook = hook
+        self.chunk = chunk
+
+    def path(self, name):
+        return _join(self.root, name)
+
+    def _op(self, what):
+        if self.hook is not None:
+            self.hook(what)
+
+    def write_atomic(self, name, data):
+        """Replace file `name` by `data` so that a reset at any point keeps a complete copy."""
+        path = self.path(name)
+        tmp = path + ".new"
+        old = path + ".old"
+        try:
+            _remove(tmp)
+            f = open(tmp, "wb")
+            try:
+                mv = memoryview(data)
+                for k in range(0, len(data), self.chunk):
+                    f.write(mv[k:k + self.chunk])
+                    if hasattr(f, "flush"):
+                        f.flush()
+                    self._op("write")
+            finally:
+                f.close()
+            self._op("close")
+            try:
+                os.rename(tmp, path)          # POSIX, littlefs: replaces atomically
+                self._op("rename")
+            except OSError:
+                if not _exists(path):
+                    raise
+                _remove(old)
+                os.rename(path, old)          # FAT: make room, keeping the old copy as NAME.old
+                self._op("rename-old")
+                os.rename(tmp, path)
+                self._op("rename")
+            _remove(old)
+            self._op("cleanup")
+        except OSError as exc:
+            raise DeviceError(E_STORAGE, "writing %s failed: %s" % (path, exc))
+
+    def read_valid(self, name, valid):
+        """The path of the first valid copy among NAME, NAME.new, NAME.old (promoting it to NAME),
+        or None. `valid(path)` checks a copy completely (CRC)."""
+        path = self.path(name)
+        for cand in (path, path + ".new", path + ".old"):
+            if _exists(cand) and valid(cand):
+                if cand != path:
+                    try:
+                        _remove(path)
+                        os.rename(cand, path)
+                    except OSError:
+                        return cand
+                return path
+        return None
+
+    # ---- the model ---------------------------------------------------------------------------
+
+    def save_model(self, data):
+        self.write_atomic(MODEL_FILE, data)
+
+    def model_path(self):
+        """Path of a complete model blob on the filesystem, or None."""
+        return self.read_valid(MODEL_FILE, check_file)
+
+    # ---- learned weights ---------------------------------------------------------------------
+
+    def save_weights(self, data):
+        self.write_atomic(WEIGHTS_FILE, data)
+
+    def weights_path(self):
+        return self.read_valid(WEIGHTS_FILE, check_checkpoint_file)
+
+    def clear_weights(self):
+        for suffix in ("", ".new", ".old"):
+            _remove(self.path(WEIGHTS_FILE) + suffix)
+
+
+def checkpoint_bytes(model, model_crc):
+    """A checkpoint of the learnable parameters: "SNNC" | u16 format | u32 model CRC | u16 n_layers |
+    per layer (u32 n_in | u32 n_out | u8 per_input | W int8 | a_syn u16 x n_in if per-input) | u32 CRC."""
+    parts = [CKPT_MAGIC, struct.pack("<HIH", CKPT_FORMAT, model_crc, len(model.layers))]
+    for L in model.layers:
+        parts.append(struct.pack("<IIB", L.n_in, L.n_out, 1 if L.per_input else 0))
+        parts.append(bytes(L.W))
+        if L.per_input:
+            parts.append(struct.pack("<%dH" % L.n_in, *L.a_syn))
+    body = b"".join(parts)
+    return body + struct.pack("<I", crc32(body))
+
+
+def apply_checkpoint(model, data, model_crc):
+    """Copy a checkpoint's weights into model (all checked before anything is changed)."""
+    if len(data) < 16 or data[:4] != CKPT_MAGIC:
+        raise DeviceError(E_MODEL_FORMAT, "not a weights checkpoint (magic %r)" % (bytes(data[:4]),))
+    if struct.unpack("<I", data[-4:])[0] != crc32(data[:-4]):
+        raise DeviceError(E_MODEL_CRC, "weights checkpoint: CRC mismatch")
+    fmt, mcrc, n = struct.unpack("<HIH", data[4:12])
+    if fmt != CKPT_FORMAT or mcrc != model_crc or n != len(model.layers):
+        raise DeviceError(E_MODEL_FORMAT, "weights checkpoint is for another model (format %d, model CRC "
+                                          "0x%08x, %d layers; expected 0x%08x, %d layers)"
+                          % (fmt, mcrc, n, model_crc, len(model.layers)))
+    pos = 12
+    plan = []
+    for L in model.layers:
+        n_in, n_out, per_input = struct.unpack("<IIB", data[pos:pos + 9])
+        if (n_in, n_out, per_input) != (L.n_in, L.n_out, 1 if L.per_input else 0):
+            raise DeviceError(E_MODEL_FORMAT, "weights checkpoint: layer shape mismatch")
+        pos += 9
+        w = data[pos:pos + n_in * n_out]
+        pos += n_in * n_out
+        a = None
+        if per_input:
+            a = struct.unpack("<%dH" % n_in, data[pos:pos + 2 * n_in])
+            pos += 2 * n_in
+        plan.append((L, w, a))
+    if pos != len(data) - 4:
+        raise DeviceError(E_MODEL_FORMAT, "weights checkpoint: %d unexpected bytes" % (len(data) - 4 - pos))
+    for L, w, a in plan:
+        W = L.W
+        for k in range(len(w)):
+            v = w[k]
+            W[k] = v - 256 if v > 127 else v
+        if a is not None:
+            for i in range(len(a)):
+                L.a_syn[i] = a[i]
+
+
+def check_checkpoint_file(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return len(data) >= 16 and data[:4] == CKPT_MAGIC and struct.unpack("<I", data[-4:])[0] == crc32(data[:-4])

@@ -1,0 +1,158 @@
+"""The device runtime vs the host's integer simulator (intsim) and onnxruntime, on real N-MNIST recordings.
+
+The device side runs tests/firmware/run_device_mpy.py under the real MicroPython unix port (and CPython):
+it decodes the .bin recordings itself and sends the events to Device in batches, so the board's own
+binning is on the path. The host side bins with edge.transforms (the vectorised twin of that binning)
+and runs intsim; onnxruntime runs the exported graphs. Everything must be identical: per-sample classes
+and spike counts, saturation counts, and after on-device learning the last layer's weights (and a_syn).
+Per-sample semantics on both sides: the network state and the rule's traces start at zero for every
+sample; the rule's generator bank carries over (NUMERICS.md §4, §7).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from converters import intsim
+from converters.blob import intmodel_to_blob
+from converters.intmodel import IntLayer, IntModel, LearnSpec, default_learn
+from firmware_py.binning import BinSpec, COUNT
+
+from .conftest import run_script
+
+N_SAMPLES = 100
+BINARY_SPEC = (34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
+COUNT_SPEC = (34, 34, 10000, 30, 2, (0, 0, 34, 34), COUNT)
+
+
+def _recordings(root, n):
+    """n recordings, the first n // 10 of each digit (fixed order: digit-interleaved)."""
+    per = -(-n // 10)
+    folders = [sorted((root / "Train" / str(d)).glob("*.bin"))[:per] for d in range(10)]
+    out = []
+    for k in range(per):
+        for d in range(10):
+            if k < len(folders[d]) and len(out) < n:
+                out.append((folders[d][k], d))
+    return out
+
+
+def _frames(items, binning):
+    from edge.data import frames_of
+    from edge.events import read_events
+    spec = BinSpec(*binning[:5], crop=binning[5], mode=binning[6])
+    return np.stack([frames_of(read_events(f, d), spec) for f, d in items]), np.array([d for _, d in items])
+
+
+def make_model(kind: str, rule: str, seed: int = 0) -> IntModel:
+    """578-32-10 integer models with spiking activity on real N-MNIST (random weights, fixed seed)."""
+    rng = np.random.default_rng(seed)
+    W0 = rng.integers(-60, 61, (578, 32)).astype(np.int8)
+    W1 = rng.integers(-60, 61, (32, 10)).astype(np.int8)
+    learn = default_learn(rule) if rule != "none" else LearnSpec()
+    if kind == "scalar":
+        layers = [IntLayer(W0, np.array(3000, np.int32), 3500, 1500, 4, 5),
+                  IntLayer(W1, np.array(3000, np.int32), 3500, 1500, 4, 5)]
+        return IntModel(layers, 1, BINARY_SPEC, learn)
+    if kind == "per_input":   # count-mode input, per-input synaptic decays on both layers (SOLSA learns a_syn)
+        a0 = rng.integers(1500, 4000, 578).astype(np.int32)
+        a1 = rng.integers(1500, 4000, 32).astype(np.int32)
+        layers = [IntLayer((W0 // 4).astype(np.int8), a0, 3500, 3000, 3, 5),
+                  IntLayer(W1, a1, 3500, 1500, 4, 5)]
+        return IntModel(layers, 255, COUNT_SPEC, learn)
+    if kind == "integrator":
+        layers = [IntLayer(W0, np.array(3000, np.int32), 3500, 1500, 4, 5),
+                  IntLayer(W1, np.array(3000, np.int32), 3500, 1500, 4, 5, "integrator")]
+        return IntModel(layers, 1, BINARY_SPEC, learn)
+    raise ValueError(kind)
+
+
+def host_infer(model, X):
+    res = intsim.run(model, np.ascontiguousarray(X.transpose(1, 0, 2)))
+    return res.predictions, res.scores, res.nsat[-1]
+
+
+def host_learn(model, X, y):
+    """intsim over the samples with the device's per-sample semantics; returns (model', preds, counts, nsat)."""
+    m = model.copy()
+    ls = intsim.initial_learn_state(m)
+    preds, scores, nsat = [], [], 0
+    for s in range(X.shape[0]):
+        fresh = intsim.initial_learn_state(m)
+        fresh.lanes, fresh.nsat = ls.lanes, ls.nsat
+        ls = fresh
+        states = intsim.initial_state(m, 1)
+        score = np.zeros(m.layers[-1].n_out, np.int64)
+        for t in range(X.shape[1]):
+            spikes, states, ls, nf = intsim.learn_step(m, X[s, t], states, ls, int(y[s]))
+            nsat += nf
+            score += spikes[-1][0] if m.layers[-1].kind == "lif" else states[-1].V[0]
+        preds.append(int(np.argmax(score)))
+        scores.append(score)
+    return m, np.array(preds), np.array(scores), nsat + ls.nsat, ls
+
+
+@pytest.fixture(scope="module")
+def data(nmnist_small):
+    items = _recordings(nmnist_small, N_SAMPLES)
+    return items
+
+
+def _device(tmp_path, model, items, mode, interp, heap="192K", path=None, kernel="plain", fact=-1):
+    blob = tmp_path / "m.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{f} {d}\n" for f, d in items))
+    out = tmp_path / f"out-{interp}-{mode}-{kernel}.json"
+    run_script(interp, "run_device_mpy.py", str(blob), str(lst), str(out), mode, kernel, str(fact),
+               heap=heap if interp == "micropython" else None, path=path)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    n = len(items)
+    final = lines[n]
+    final["results"] = lines[:n]
+    final["W"] = [w for piece in lines[n + 1:] for w in piece]
+    return final
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["scalar", "per_input", "integrator"])
+def test_inference_bit_exact_with_intsim_micropython_and_cpython(tmp_path, data, mpy_tree, kind):
+    model = make_model(kind, "none")
+    X, y = _frames(data, model.binning)
+    preds, scores, nsat = host_infer(model, X)
+    assert scores.sum() != 0, "the test model must be active on real data"
+    for interp in ("micropython", "cpython"):
+        got = _device(tmp_path, model, data, "infer", interp, path=mpy_tree if interp == "micropython" else None)
+        assert [r[0] for r in got["results"]] == preds.tolist(), interp
+        assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
+        assert got["nsat"] == int(nsat.sum()), interp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,rule,fact,heap", [("scalar", "readout_delta", -1, "192K"),
+                                                 ("integrator", "readout_delta", -1, "192K"),
+                                                 ("scalar", "solsa", 0, "192K"), ("per_input", "solsa", 1, "192K"),
+                                                 # count-mode events + per-input decays + full traces: the
+                                                 # 64-bit unix port (8-byte pointers) needs more than 192K
+                                                 ("per_input", "solsa", 0, "256K")])
+def test_learning_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree, kind, rule, fact, heap):
+    model = make_model(kind, rule)
+    if fact >= 0:
+        model.learn.params["factorised"] = fact
+    X, y = _frames(data, model.binning)
+    m2, preds, scores, nsat, ls = host_learn(model, X, y)
+    changed = int((m2.layers[-1].W != model.layers[-1].W).sum())
+    assert changed > 0, "learning must move the weights for this test to mean anything"
+    for interp in ("micropython", "cpython"):
+        got = _device(tmp_path, model, data, "learn", interp, heap=heap,
+                      path=mpy_tree if interp == "micropython" else None)
+        W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
+        assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
+        if m2.layers[-1].per_input:
+            assert got["a_syn"] == m2.layers[-1].a_syn.tolist(), interp
+        assert [r[0] for r in got["results"]] == preds.tolist(), interp
+        assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
+        assert got["lanes"] == ls.lanes.tolist(), interp
+        assert got["nsat"] == nsat, interp
