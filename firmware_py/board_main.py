@@ -5,7 +5,9 @@ and CPython. Allocation-light: one receive buffer, one deframer and one session 
 the heap stays flat over thousands of samples (get_stats reports gc.mem_free after a collection).
 
 A board starts it from main.py (written by `snn-edge flash`): `import board_main; board_main.main()`.
-Ctrl-C from the host (byte 0x03, which frames never contain) stops it and returns to the REPL.
+Two Ctrl-C in a row from the host (byte 0x03, which frames never contain) stop it and return to the
+REPL; while it runs, kbd_intr is disabled so a single 0x03 made by line noise cannot interrupt a
+request half-applied (the deframer drops that frame and the host retransmits it).
 """
 import gc
 import sys
@@ -127,18 +129,31 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
         if r is not None:
             write(encode(r[0], r[1], r[2]))
 
-    deframer = link.Deframer(max_payload, on_frame)
+    deframer = link.Deframer(max_payload, on_frame, break_on_intr=True)
     session.extra_stats = lambda: link_stats(session, deframer)
     buf = bytearray(max_payload + link.OVERHEAD + 2)
     view = memoryview(buf)
     feed = deframer.feed
     want = deframer.want
     readinto = port.readinto
-    while True:
-        n = readinto(view, want())
-        if not n:
-            return session
-        feed(buf, 0, n)
+    set_intr = _kbd_intr_setter()
+    set_intr(-1)
+    try:
+        while True:
+            n = readinto(view, want())
+            if not n:
+                return session
+            feed(buf, 0, n)
+    finally:
+        set_intr(3)
+
+
+def _kbd_intr_setter():
+    try:
+        import micropython
+        return micropython.kbd_intr
+    except (ImportError, AttributeError):
+        return lambda c: None
 
 
 def raw_sink(total, port=None):

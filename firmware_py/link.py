@@ -5,9 +5,11 @@ frame. Runs unchanged on MicroPython >= 1.20, the micro:bit's MicroPython 1.9.2 
 f-strings, no bytes.hex, only small ints on the hot paths (no heap-allocated ints on a 16 KB board).
 
 Frame on the wire: END, stuffed(type, seq, len_lo, len_hi, payload..., crc32 LE 4 bytes), END.
-Byte stuffing is SLIP's plus one rule: 0xC0 -> DB DC, 0xDB -> DB DD, 0x03 -> DB DE. Escaping 0x03
-(Ctrl-C) means a frame never interrupts a board that keeps `micropython.kbd_intr` enabled, while a
-host's Ctrl-C still stops the main loop and returns to the REPL, as with mpremote.
+Byte stuffing is SLIP's plus one rule: 0xC0 -> DB DC, 0xDB -> DB DD, 0x03 -> DB DE. No frame ever
+contains a raw 0x03 (Ctrl-C), so the board's main loop treats two raw 0x03 in a row as the host's
+break (back to the REPL, as `\r\x03\x03` does for mpremote/pyboard.py), while a single 0x03 made
+by line noise only spoils one frame, which is retransmitted (the loop runs with kbd_intr disabled, so
+noise never raises KeyboardInterrupt in the middle of applying a request).
 """
 import struct
 
@@ -157,10 +159,6 @@ def _stuff_into(out, data):
             out.append(b)
 
 
-def _needs_stuffing(data):
-    return (END in data) or (ESC in data) or (INTR in data)
-
-
 def encode_frame(mtype, seq, payload=b""):
     """One frame as bytes, delimited by END on both sides (the leading END flushes line noise)."""
     n = len(payload)
@@ -169,10 +167,7 @@ def encode_frame(mtype, seq, payload=b""):
     out = bytearray()
     out.append(END)
     _stuff_into(out, head)
-    if _needs_stuffing(payload):
-        _stuff_into(out, payload)
-    else:
-        out.extend(payload)
+    _stuff_into(out, payload)
     _stuff_into(out, crc)
     out.append(END)
     return bytes(out)
@@ -188,7 +183,9 @@ class Deframer:
     resumes at the next END.
     """
 
-    def __init__(self, max_payload, on_frame):
+    def __init__(self, max_payload, on_frame, break_on_intr=False):
+        self.break_on_intr = break_on_intr
+        self.intr_run = 0
         self.max_frame = max_payload + OVERHEAD
         self.buf = bytearray(self.max_frame)
         self.view = memoryview(self.buf)
@@ -236,6 +233,17 @@ class Deframer:
         cap = self.max_frame
         for i in range(start, end):
             b = data[i]
+            if b == INTR:               # never part of a frame: noise, or the host's break
+                self.intr_run += 1
+                if self.break_on_intr and self.intr_run >= 2:
+                    self.intr_run = 0
+                    raise KeyboardInterrupt
+                if not self.dropping:
+                    self._drop()
+                else:
+                    self.garbage_bytes += 1
+                continue
+            self.intr_run = 0
             if b == END:
                 if self.dropping:
                     self.dropping = False

@@ -312,3 +312,29 @@ class BoardLink:
 
     def reset(self) -> None:
         self.request(L.RESET)
+
+
+START_CODE = ("try:\n from firmware_py import board_main\nexcept ImportError:\n import board_main\n"
+              "board_main.main()\n")
+
+
+def connect(ser, profile: str = "unix", **link_options) -> BoardLink:
+    """A session with the board's firmware: hello directly when main.py already runs the link loop,
+    else start the loop through the raw REPL first (the board must have been flashed)."""
+    from host_tools.transport import PROFILES, RawRepl
+    pacing = PROFILES[profile]
+    if pacing.pause:
+        link_options.setdefault("write_chunk", pacing.chunk)
+        link_options.setdefault("write_pause", pacing.pause)
+    link = BoardLink(ser, **link_options)
+    retries, link.max_retries = link.max_retries, 2
+    try:
+        link.hello()
+    except LinkError:
+        repl = RawRepl(ser, pacing)
+        repl.enter()
+        repl.exec_no_follow(START_CODE)
+        link.hello()
+    finally:
+        link.max_retries = retries
+    return link

@@ -3,8 +3,9 @@ pseudo-terminal that pyserial opens by path, like a USB serial board; or the QEM
 
 Two pty pairs and a relay, as `socat pty pty` would do:
 - the board process runs with pty A's slave as stdin/stdout/stderr and controlling terminal, in raw
-  mode with ISIG kept on, so byte 0x03 raises KeyboardInterrupt as on a real board; the unix port
-  answers the raw REPL itself (checked: "raw REPL; CTRL-B to exit", raw-paste with a 128-byte window),
+  mode (no ISIG: byte 0x03 reaches the board as a byte, as on a UART; the link's main loop treats
+  two of them as a break, the REPL as "cancel"); the unix port answers the raw REPL itself
+  (checked: "raw REPL; CTRL-B to exit", raw-paste with a 128-byte window),
   and exits on a soft reset (Ctrl-D), which the relay turns into a reboot; CPython runs
   firmware_py/rawrepl.py, a responder that speaks the same protocol;
 - the host opens pty B's slave (the printed path); the relay copies between the two masters and can
@@ -70,13 +71,9 @@ class FaultModel:
 
 
 def _configure_board_tty(fd: int) -> None:
-    """Raw mode, but Ctrl-C still interrupts (ISIG with only VINTR active), as a board's REPL port."""
+    """Raw mode: every byte reaches the board unchanged, as over a UART (no signals from 0x03: with
+    kbd_intr(-1) the unix port resets SIGINT to its default action, so a noise byte would kill it)."""
     tty.setraw(fd)
-    attrs = termios.tcgetattr(fd)
-    attrs[3] |= termios.ISIG
-    attrs[6][termios.VQUIT] = 0
-    attrs[6][termios.VSUSP] = 0
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 def _become_session_leader_on_stdin() -> None:

@@ -1,0 +1,134 @@
+"""`snn-edge board-sim` (a virtual board on a pty) and `snn-edge flash` (firmware + model via raw REPL)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge.errors import SnnEdgeError
+
+REPO = Path(__file__).resolve().parents[1]
+# Host-only helpers that never go to a board.
+NOT_FLASHED = {"rawrepl.py"}
+MAIN_PY = b"from firmware_py import board_main\nboard_main.main()\n"
+MAIN_PY_FLAT = b"import board_main\nboard_main.main()\n"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("board-sim", help="run the firmware behind a pseudo-terminal, like a USB serial board",
+                       description="Start a virtual board and print its serial device path; runs until "
+                                   "Ctrl-C. The board folder is its filesystem.")
+    p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
+                   help="interpreter (default: micropython when installed, else cpython)")
+    p.add_argument("--heap", default="192K", help="MicroPython heap size, e.g. 64K (default 192K)")
+    p.add_argument("--dir", default=None, help="board folder (default: a new temporary folder)")
+    p.add_argument("--baud", type=int, default=None, help="pace the line like a UART at this baud rate")
+    p.add_argument("--target", choices=("unix", "microbit"), default="unix",
+                   help="unix: this machine's MicroPython/CPython; microbit: the QEMU micro:bit")
+    p.add_argument("--firmware-hex", default=None, help="micro:bit MicroPython .hex (default: Debian's)")
+    p.set_defaults(func=cmd_board_sim)
+
+    f = sub.add_parser("flash", help="copy the firmware and a model to a board through the raw REPL",
+                       description="Copies firmware_py's device files and the model file, skipping files "
+                                   "whose sha256 already matches, and verifies every file written.")
+    f.add_argument("model", nargs="?", default=None, help="model file (.onnx or compact blob)")
+    f.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    f.add_argument("--baud", type=int, default=115200)
+    f.add_argument("--profile", choices=("unix", "microbit"), default="unix",
+                   help="microbit: 32-byte writes every 5 ms, no raw-paste, flat filesystem")
+    f.add_argument("--files", nargs="*", default=None,
+                   help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
+    f.add_argument("--no-main", action="store_true", help="do not write main.py (the board will not "
+                                                           "start the link loop at boot)")
+    f.set_defaults(func=cmd_flash)
+
+
+def cmd_board_sim(args) -> int:
+    from host_tools.virtual_board import MicrobitBoard, VirtualBoard
+    if args.target == "microbit":
+        board = MicrobitBoard(args.firmware_hex).start()
+        print(board.path, flush=True)
+        print("board-sim: QEMU micro:bit (MicroPython 1.9.2) on the path above; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+    else:
+        runtime = args.runtime
+        if runtime is None:
+            import shutil
+            runtime = "micropython" if shutil.which("micropython") else "cpython"
+        folder = args.dir or tempfile.mkdtemp(prefix="snn-edge-board-")
+        board = VirtualBoard(folder, runtime=runtime, heap=args.heap if runtime == "micropython" else None,
+                             baud=args.baud).start()
+        print(board.path, flush=True)
+        print(f"board-sim: {runtime} board, folder {folder}; open the path above like a USB serial port; "
+              "Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    return 0
+
+
+def device_files(names: list[str] | None = None) -> list[Path]:
+    src = REPO / "firmware_py"
+    if names:
+        out = []
+        for n in names:
+            p = src / n if not os.path.sep in n else Path(n)
+            if not p.is_file():
+                raise SnnEdgeError(f"--files {n}: not found in {src}")
+            out.append(p)
+        return out
+    return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED]
+
+
+def flash(port: str, model: str | None, profile: str = "unix", baud: int = 115200,
+          files: list[str] | None = None, write_main: bool = True, log=print) -> dict:
+    """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}."""
+    from host_tools.link import open_serial
+    from host_tools.transport import PROFILES, RawRepl
+    items: list[tuple[str, bytes]] = []
+    flat = profile == "microbit"
+    prefix = "" if flat else "firmware_py/"
+    for p in device_files(files):
+        items.append((prefix + p.name, p.read_bytes()))
+    if model is not None:
+        mp = Path(model)
+        if not mp.is_file():
+            raise SnnEdgeError(f"model {model}: file not found")
+        items.append(("model" + (mp.suffix or ".bin"), mp.read_bytes()))
+    if write_main:
+        items.append(("main.py", MAIN_PY_FLAT if flat else MAIN_PY))
+    t0 = time.monotonic()
+    ser = open_serial(port, baud)
+    written, skipped = [], []
+    try:
+        repl = RawRepl(ser, PROFILES[profile])
+        repl.enter()
+        if not flat:
+            repl.mkdir("firmware_py")
+        try:
+            from tqdm import tqdm
+            progress = tqdm(items, desc="flash", unit="file", disable=None)
+        except ImportError:
+            progress = items
+        for name, data in progress:
+            (written if repl.put(name, data) else skipped).append(name)
+        repl.exit()
+    finally:
+        ser.close()
+    seconds = time.monotonic() - t0
+    log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256, "
+        f"in {seconds:.1f} s")
+    return {"written": written, "skipped": skipped, "seconds": seconds,
+            "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
+
+
+def cmd_flash(args) -> int:
+    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main)
+    return 0
