@@ -120,12 +120,12 @@ def _tuplify(x):
 
 
 def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bool = True) -> IntModel:
+    check_subset(proto, where)       # first: names the foreign op plainly
     if full_check:
         try:
             onnx.checker.check_model(proto, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise SnnEdgeError(f"{where}: onnx.checker (full check) failed: {str(exc).splitlines()[0]}") from None
-    check_subset(proto, where)
     meta = _meta(proto, where)
     inits = {t.name: t for t in proto.graph.initializer}
     try:

@@ -50,6 +50,7 @@ def _common(p) -> None:
     p.add_argument("--data", default=None, help="calibration data (default: none for an integer model; "
                    "required for a float checkpoint)")
     p.add_argument("--calib", type=int, default=200, help="calibration recordings from the training split")
+    p.add_argument("--limit", type=int, default=None, help="only the first N recordings of --data")
     p.add_argument("--rule", default="none", choices=RULE_CHOICES, help="on-device learning rule to embed")
     p.add_argument("--seed", type=int, default=1, help="seed of the on-device learning bank (xorshift32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=INT",
@@ -97,7 +98,8 @@ def _quantize_checkpoint(args, report: bool):
                            "checkpoint needs --data for calibration")
     path = getattr(args, "checkpoint", None) or args.model
     spec, params, extra = load_checkpoint(path)
-    X, y, _ = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress)
+    X, y, _ = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress,
+                          limit=args.limit)
     train, val = split_stratified(y, 0.2, 0)
     calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
     model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
