@@ -215,3 +215,28 @@ def test_learns_a_small_task_and_rejects_bad_options():
         make_rule("solsa", k_update=0).init(spec, params, rng)
     with pytest.raises(SnnEdgeError, match="optimizer"):
         make_rule("solsa", optimizer="rmsprop").init(spec, params, rng)
+
+
+def test_memory_meter_matches_the_arrays_the_rules_hold():
+    """edge.memory_meter's counts equal the bytes SOLSA and BPTT actually allocate for one stream."""
+    from edge import memory_meter
+
+    sizes, T = (9, 7, 3), 11
+    for full, learn in ((True, True), (False, True), (True, False)):
+        spec = NetworkSpec(sizes=sizes, reset_grad=full, learn_syn_decay=learn)
+        params = init_params(spec, np.random.default_rng(0))  # float32, like training
+        rule = make_rule("solsa")
+        rule.init(spec, params, np.random.default_rng(0))
+        states = rule.initial_state(params, batch=1)
+        held = sum(st.e.nbytes + (st.q.nbytes + st.r.nbytes if learn else 0) for st in states)
+        held += sum(G.nbytes for G in rule.G) + sum(Ga.nbytes for Ga in rule.Ga if Ga is not None)
+        meter = sum(memory_meter.solsa_bytes(a, b, T, full, learn).total for a, b in zip(sizes[:-1], sizes[1:]))
+        assert held == meter
+    X = (np.random.default_rng(1).random((T, 1, sizes[0])) < 0.5).astype(np.uint8)
+    fwd = bptt.forward(spec, params, X, method="dense")
+    window = sum(r.inputs.dense.nbytes + r.current.nbytes + r.v_pre.nbytes + r.spikes.nbytes for r in fwd.records)
+    grads = bptt.backward(spec, params, fwd, np.ones((1, sizes[-1]), np.float32))
+    acc = sum(g["W"].nbytes for g in grads)
+    meters = [memory_meter.bptt_bytes(a, b, T, False) for a, b in zip(sizes[:-1], sizes[1:])]
+    assert window == sum(m.window for m in meters)
+    assert acc == sum(m.accumulators for m in meters)
