@@ -153,3 +153,19 @@ def test_firmware_learning_rules_match_numpy_int_for_50_steps(case):
     r = verify.compare_firmware_learning(model, X, labels)
     assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0, r
     assert r["weights_changed"] > 0
+
+
+def test_firmware_runtime_matches_forward_golden_vectors():
+    G = json.loads((GOLDEN / "forward_2layer.json").read_text())
+    layers = [IntLayer(np.array(L["W"], np.int8), np.array(L["a_syn"], np.int32), L["a_mem"], L["theta"],
+                       L["shift"], 0, L["kind"]) for L in G["network"]["layers"]]
+    net = verify.firmware_network(IntModel(layers, in_max=255))
+    net.reset()
+    for t, want in enumerate(G["steps"]):
+        s_in = G["network"]["inputs"][t]
+        idx = [i for i, v in enumerate(s_in) if v]
+        net.step(idx, [s_in[i] for i in idx])
+        for l, st in enumerate(net.states):
+            assert sorted(st.out) == [j for j, v in enumerate(want["spikes"][l]) if v]
+            assert list(st.V) == want["V"][l] and list(st.I) == want["I"][l]
+        assert net.nsat == want["nsat"]
