@@ -1,0 +1,100 @@
+"""The link's handler on top of Device (board_main.default_handler() imports make_handler from here).
+
+Maps the serial protocol's requests (firmware_py/link.py DeviceSession) onto Device calls: model and
+weights arrive in chunks, events in batches (a sample starts with its first batch), end-of-sample label
+-1 means none. Weights travel as a store.checkpoint_bytes image (all layers, CRC-checked). Errors are
+DeviceError (code + msg), which the session turns into ERROR frames; the loop keeps running.
+"""
+from firmware_py.device import Device, VERSION
+from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
+from firmware_py.store import Store, apply_checkpoint, checkpoint_bytes
+
+
+class DeviceHandler:
+    def __init__(self, device):
+        self.dev = device
+        self.model_buf = None
+        self.weights_buf = None
+
+    def hello(self):
+        return ("snn-edge-runtime %s" % VERSION).encode()
+
+    def _chunk(self, buf, offset, total, chunk, what):
+        if offset == 0:
+            buf = bytearray(total)
+        elif buf is None:
+            raise DeviceError(E_BAD_ARGUMENT, "%s chunk at %d without the chunk at 0" % (what, offset))
+        if len(buf) != total or offset + len(chunk) > total:
+            raise DeviceError(E_BAD_ARGUMENT, "%s chunk at %d (+%d) of %d, expected a total of %d"
+                              % (what, offset, len(chunk), total, len(buf)))
+        buf[offset:offset + len(chunk)] = chunk
+        return buf
+
+    def load_model(self, offset, total, chunk):
+        self.model_buf = self._chunk(self.model_buf, offset, total, chunk, "model")
+        if offset + len(chunk) == total:
+            buf = self.model_buf
+            self.model_buf = None
+            self.dev.load_model(buf)
+
+    def events(self, batch):
+        dev = self.dev
+        if not dev.in_sample:
+            dev.begin_sample()
+        n = batch.count
+        xs = [0] * n
+        ys = [0] * n
+        ts = [0] * n
+        ps = [0] * n
+        for i in range(n):
+            xs[i], ys[i], ts[i], ps[i] = batch.event(i)
+        dev.add_events(xs, ys, ts, ps)
+
+    def end_of_sample(self, label):
+        dev = self.dev
+        if not dev.in_sample:
+            dev.begin_sample()            # a sample with no events is still a sample
+        cls, measure, conf = dev.end_sample(None if label < 0 else label)
+        return cls, conf, measure
+
+    def get_stats(self):
+        s = self.dev.stats()
+        items = []
+        for k in ("samples", "labelled", "correct", "self_trained", "events", "bad_events", "nsat", "updates",
+                  "heap_free"):
+            if k in s:
+                items.append((k, s[k]))
+        mem = s.get("memory")
+        if mem:
+            for k in ("weights", "state", "traces", "buffers", "total"):
+                items.append(("mem_" + k, mem[k]))
+        return items
+
+    def get_weights(self, offset, length):
+        self.dev._need_model()
+        data = checkpoint_bytes(self.dev.net.model, self.dev.model_crc)
+        return data[offset:offset + length], len(data)
+
+    def put_weights(self, offset, total, chunk):
+        self.weights_buf = self._chunk(self.weights_buf, offset, total, chunk, "weights")
+        if offset + len(chunk) == total:
+            buf = self.weights_buf
+            self.weights_buf = None
+            self.dev._need_model()
+            apply_checkpoint(self.dev.net.model, buf, self.dev.model_crc)
+
+    def checkpoint(self):
+        self.dev.checkpoint()
+
+    def reset(self):
+        if self.dev.net is not None:
+            self.dev.reset()
+
+
+def make_handler(root=""):
+    dev = Device(store=Store(root))
+    try:
+        dev.boot()
+    except DeviceError:
+        pass            # a stored model that no longer loads: start without one, the host can send another
+    return DeviceHandler(dev)
