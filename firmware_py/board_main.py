@@ -94,20 +94,21 @@ def _boot_id():
         return time.ticks_us() & 0x3FFFFFFF
 
 
-def default_handler():
-    """The runtime's handler when it is on the board (module `handler` with make_handler()),
-    else the counting handler (link diagnostics: counts events, stores the model bytes)."""
-    for name in ("firmware_py.handler", "handler"):
+def make_handler(names=("firmware_py.handler", "handler", "firmware_py.counting_handler",
+                         "counting_handler")):
+    """The handler of the first module in `names` that the board has (each has make_handler()):
+    by default the runtime's (firmware_py/handler.py), else the counting handler (link checks)."""
+    if isinstance(names, str):
+        names = (names,)
+    for name in names:
         try:
             mod = __import__(name, None, None, ["make_handler"])
-            return mod.make_handler()
-        except ImportError:
-            pass
-    try:
-        from firmware_py.counting_handler import CountingHandler
-    except ImportError:
-        from counting_handler import CountingHandler
-    return CountingHandler()
+        except ImportError as exc:
+            if name.split(".")[-1] not in str(exc):
+                raise            # the module exists but one of its own imports failed: say so
+            continue
+        return mod.make_handler()
+    raise ImportError("no handler module among %r" % (names,))
 
 
 def link_stats(session, deframer):
@@ -174,8 +175,11 @@ def raw_sink(total, port=None):
 
 
 def main(handler=None, max_payload=None, window=None):
+    """handler: a handler object, a module name (with make_handler()), or None for the default."""
     if sys.platform == "microbit":
         max_payload = max_payload or MICROBIT_MAX_PAYLOAD
         window = window or MICROBIT_WINDOW
-    serve(handler or default_handler(), default_port(), max_payload or DEFAULT_MAX_PAYLOAD,
+    if handler is None or isinstance(handler, str):
+        handler = make_handler(handler) if handler else make_handler()
+    serve(handler, default_port(), max_payload or DEFAULT_MAX_PAYLOAD,
           window or DEFAULT_WINDOW)

@@ -379,7 +379,7 @@ class DeviceSession:
 
     Requests are applied in sequence order exactly once: the expected sequence number is applied and
     answered; a repeat of the last one gets the cached answer again (its response was lost); older
-    repeats get a cumulative ACK; a request from the future (one was lost) gets a NAK naming the
+    repeats get the same cached answer (it acknowledges cumulatively); a request from the future (one was lost) gets a NAK naming the
     expected one, once per gap. The handler has one method per request type (see PROTOCOL.md).
     """
 
@@ -415,10 +415,10 @@ class DeviceSession:
             return rtype, seq, rpayload
         behind = (self.expected - seq) & 0xFF
         if behind <= 128:
+            # a repeat (its answer was lost or late): the cached answer to the last request also
+            # acknowledges everything before it, and never reads as the answer to something else
             self.duplicates += 1
-            if seq == self.last_seq:
-                return self.last_type, seq, self.last_payload
-            return ACK, self.last_seq & 0xFF, b""
+            return self.last_type, self.last_seq & 0xFF, self.last_payload
         if self.nak_for == self.expected:
             return None
         self.nak_for = self.expected

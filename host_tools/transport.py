@@ -257,6 +257,9 @@ class RawRepl:
     def remove(self, path: str) -> None:
         self.exec(f"import os\nos.remove({path!r})")
 
+    def remove_if_exists(self, path: str) -> None:
+        self.exec(f"import os\ntry:\n os.remove({path!r})\nexcept OSError:\n pass")
+
     def put(self, path: str, data: bytes, verify: bool = True) -> bool:
         """Copy data to path unless the board already holds the same bytes; True if it wrote."""
         want = hashlib.sha256(data).hexdigest()

