@@ -1,0 +1,70 @@
+"""The QEMU micro:bit (MicroPython 1.9.2 on an emulated nRF51): the raw REPL transport with the
+micro:bit profile (32-byte writes every 5 ms, no raw-paste, no hashlib, no os.rename) writes a file,
+verifies it and reads it back; and the link's CRC-32 and byte stuffing, sent there function by
+function from firmware_py/link.py (the whole module is above the 1.9.2 compiler's ~3 KB limit), give
+the host's bytes."""
+from __future__ import annotations
+
+import ast
+import zlib
+from pathlib import Path
+
+import pytest
+
+from firmware_py import link as L
+
+from host_tools.link import open_serial
+from host_tools.transport import PROFILES, RawRepl
+from host_tools.virtual_board import MicrobitBoard
+
+pytestmark = [pytest.mark.microbit, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def microbit():
+    why = MicrobitBoard.missing()
+    if why:
+        pytest.skip(why)
+    with MicrobitBoard() as mb:
+        ser = open_serial(mb.path)
+        repl = RawRepl(ser, PROFILES["microbit"], timeout=20)
+        repl.enter()
+        yield repl
+        ser.close()
+
+
+def test_flash_verify_and_read_back_on_the_microbit(microbit):
+    repl = microbit
+    assert b"micro:bit" in repl.exec("import os\nprint(os.uname().machine)")
+    assert repl.use_raw_paste is False or repl.exec("print(1)") == b"1\r\n"
+    data = bytes(range(256)) + b"snn-edge\r\n" * 30            # binary, and bigger than one write
+    assert repl.put("t.bin", data) is True                       # written in pieces, verified
+    assert repl.use_raw_paste is False                          # 1.9.2 has no raw-paste: detected
+    assert repl.read_file("t.bin") == data
+    assert repl.put("t.bin", data) is False                      # unchanged: skipped
+    repl.remove("t.bin")
+    assert "t.bin" not in repl.listdir()
+
+
+def _link_source(*names):
+    src = (Path(__file__).resolve().parents[2] / "firmware_py" / "link.py").read_text()
+    tree = ast.parse(src)
+    found = {n.name: ast.get_source_segment(src, n) for n in tree.body
+             if isinstance(n, ast.FunctionDef) and n.name in names}
+    return [found[n] for n in names]
+
+
+def test_link_crc_and_stuffing_run_unchanged_on_micropython_1_9_2(microbit):
+    repl = microbit
+    repl.exec("END=0xC0\nESC=0xDB\nESC_END=0xDC\nESC_ESC=0xDD\nESC_INTR=0xDE\nINTR=0x03")
+    for code in _link_source("_crc32_tables", "crc32_halves", "crc32_py", "_stuff_into"):
+        repl.exec(code)
+    repl.exec("_CRC_LO, _CRC_HI = _crc32_tables()")
+    data = bytes(range(200)) + b"\x03\xc0\xdb"
+    assert int(repl.exec("print(crc32_py(b'123456789'))")) == 0xCBF43926
+    assert int(repl.exec(f"print(crc32_py({data!r}))")) == zlib.crc32(data)
+    stuffed = repl.exec(f"o=bytearray()\n_stuff_into(o,{data!r})\nprint(list(o))")
+    want = bytearray()
+    L._stuff_into(want, data)
+    assert ast.literal_eval(stuffed.decode()) == list(want)
+    assert int(repl.exec("import gc\ngc.collect()\nprint(gc.mem_free())")) > 4000
