@@ -87,7 +87,7 @@ class Model:
 
 class LayerState:
     """Explicit state of one layer (§4): I, V [n_out], input trace x [n_in] when a_syn is per-input,
-    plus per-step scratch: acc (list, so per-input sums may pass 31 bits), vpre, dense spikes s and
+    plus per-step scratch: acc, vpre, dense spikes s and
     the list of spiking indices (the next layer's active inputs)."""
 
     def __init__(self, layer):
@@ -97,7 +97,9 @@ class LayerState:
         # per-input path: the non-zero traces of this step (indices, values), preallocated
         self.nz = zeros("i", layer.n_in) if layer.per_input else None
         self.nzv = zeros("i", layer.n_in) if layer.per_input else None
-        self.acc = [0] * layer.n_out
+        # acc: int32 array for scalar-decay layers (bounded below 2**30 by the exporter, so viper kernels
+        # can use it), a list for per-input layers (their sums may pass 31 bits)
+        self.acc = [0] * layer.n_out if layer.per_input else zeros("i", layer.n_out)
         self.vpre = zeros("i", layer.n_out)
         self.s = bytearray(layer.n_out)
         self.out = []
@@ -180,7 +182,7 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
                 nz[m] = i
                 nzv[m] = v
                 m += 1
-        rows(L.W, n_out, nz, nzv, m, acc)
+        accumulate_rows(L.W, n_out, nz, nzv, m, acc)     # plain: fast kernels assume 31-bit sums
         sh = L.shift - frac
         for j in range(n_out):
             v = fp.scale_pow2(acc[j], sh)

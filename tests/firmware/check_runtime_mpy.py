@@ -1,6 +1,6 @@
 """Runtime checks that run unchanged under MicroPython and CPython (from the repo root).
 
-Usage: micropython -X heapsize=64K tests/firmware/check_runtime_mpy.py [FW_PATH]
+Usage: micropython -X heapsize=64K tests/firmware/check_runtime_mpy.py [FW_PATH [plain|fast]]
 Prints one line: "OK <n checks>" or "FAILED <n>" after "FAIL ..." lines. Checks the event-driven runtime
 against the golden forward vectors and against fixedpoint's reference network_step on random networks.
 """
@@ -15,6 +15,11 @@ if len(sys.argv) > 1 and sys.argv[1] != ".":
 from firmware_py import fixedpoint as fp  # noqa: E402
 from firmware_py import runtime as rt  # noqa: E402
 
+ROWS = rt.accumulate_rows
+if len(sys.argv) > 2 and sys.argv[2] == "fast":
+    from firmware_py import fast  # noqa: E402
+    ROWS = fast.best_rows()
+    print("kernel", "viper" if ROWS is fast.rows_viper else "numpy" if ROWS is fast.rows_numpy else "plain")
 fails = []
 checked = [0]
 
@@ -43,7 +48,7 @@ def sparse(frame):
 
 def compare(tag, ref_layers, inputs):
     gc.collect()
-    net = rt.Network(rt.Model([to_rt(L) for L in ref_layers]))
+    net = rt.Network(rt.Model([to_rt(L) for L in ref_layers]), ROWS)
     states = [fp.layer_state(L) for L in ref_layers]
     total = 0
     for t in range(len(inputs)):
@@ -70,7 +75,7 @@ for L in G["network"]["layers"]:
     flat = array("b", [w for row in L["W"] for w in row])
     layers.append(fp.Layer(flat, L["n_in"], L["n_out"], L["a_syn"], L["a_mem"], L["theta"], L["shift"],
                            L["kind"]))
-net = rt.Network(rt.Model([to_rt(L) for L in layers]))
+net = rt.Network(rt.Model([to_rt(L) for L in layers]), ROWS)
 for t in range(len(G["steps"])):
     idx, vals = sparse(G["network"]["inputs"][t])
     net.step(idx, vals)

@@ -156,3 +156,24 @@ def test_learning_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree, ki
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert got["lanes"] == ls.lanes.tolist(), interp
         assert got["nsat"] == nsat, interp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,rule", [("scalar", "none"), ("scalar", "solsa")])
+def test_fast_kernels_give_the_same_bits(tmp_path, data, mpy_tree, kind, rule):
+    """viper (MicroPython) and numpy (CPython) kernels vs intsim on the same 100 recordings."""
+    model = make_model(kind, rule)
+    X, y = _frames(data, model.binning)
+    if rule == "none":
+        preds, scores, nsat = host_infer(model, X)
+        W = model.layers[-1].W
+    else:
+        m2, preds, scores, nsat, _ = host_learn(model, X, y)
+        W = m2.layers[-1].W
+    mode = "infer" if rule == "none" else "learn"
+    for interp in ("micropython", "cpython"):
+        got = _device(tmp_path, model, data, mode, interp, kernel="fast",
+                      path=mpy_tree if interp == "micropython" else None)
+        assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
+        assert np.array_equal(np.array(got["W"], np.int8).reshape(W.shape), W), interp
+        assert got["nsat"] == int(np.sum(nsat)), interp
