@@ -38,9 +38,9 @@ NMNIST = REPO / ".." / "shared" / "data" / "nmnist-small"
 # Settings per rule, picked on the validation split (see the report): lr, rule options, network flags.
 RULES = {
     "bptt": dict(rule="bptt", lr=2e-3, options={}, net={}),
-    "solsa": dict(rule="solsa", lr=5e-3, options={"optimizer": "adam", "k_update": 10},
+    "solsa": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
                   net={"reset_grad": True, "learn_syn_decay": True}),
-    "solsa_fixed": dict(rule="solsa", lr=5e-3, options={"optimizer": "adam", "k_update": 10},
+    "solsa_fixed": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
                         net={"reset_grad": True, "learn_syn_decay": False}),
     "gem": dict(rule="gem", lr=1e-2, options={"k_train": 5, "k_infer": 5}, net={}),
 }
@@ -92,14 +92,15 @@ def learning_state_bytes(key: str, spec: NetworkSpec, T: int, options: dict) -> 
 
 
 def run_rule(key: str, X: np.ndarray, y: np.ndarray, train_idx, val_idx, hidden: int, epochs: int,
-             seed: int = 0, batch_size: int = 16, overrides: dict | None = None, progress: bool = False):
+             seed: int = 0, batch_size: int = 16, overrides: dict | None = None, progress: bool = False,
+             net_overrides: dict | None = None):
     """Train one configured rule; -> (rule, spec, fit result, metrics dict)."""
     cfg = RULES[key if key in RULES else key.split(":")[0]]
     options = {**cfg["options"], **(overrides or {})}
     lr = options.pop("lr", cfg["lr"])
     n_classes = int(y.max()) + 1
-    spec = NetworkSpec(sizes=(X.shape[2], hidden, n_classes), readout="spikes", a_syn=0.5, a_mem=0.8,
-                       theta=1.0, **cfg["net"])
+    net = {"readout": "spikes", "a_syn": 0.5, "a_mem": 0.8, "theta": 1.0, **cfg["net"], **(net_overrides or {})}
+    spec = NetworkSpec(sizes=(X.shape[2], hidden, n_classes), **net)
     params = init_params(spec, np.random.default_rng(seed))
     rule = make_rule(cfg["rule"], lr=lr, **options)
     t0 = time.perf_counter()

@@ -136,6 +136,7 @@ class SolsaRule(LearningRule):
         "lr_syn": (float, 1e-3, "learning rate of the per-input synaptic decays (adaptive filter)"),
         "optimizer": (str, "sgd", f"one of {OPTIMIZERS}: plain SGD is what the device runs"),
         "grad_clip": (float, 0.0, "clip each scheduled update's L2 norm per layer (0: off)"),
+        "learn_layers": (str, "all", "all, or last (what the device's integer SOLSA adapts)"),
     }
 
     def init(self, spec: NetworkSpec, params: list[LayerParams], rng: np.random.Generator) -> None:
@@ -148,6 +149,10 @@ class SolsaRule(LearningRule):
         if self.options["optimizer"] not in OPTIMIZERS:
             raise SnnEdgeError(f"rule solsa: optimizer: expected one of {OPTIMIZERS}, "
                                f"got {self.options['optimizer']!r}")
+        if self.options["learn_layers"] not in ("all", "last"):
+            raise SnnEdgeError(f"rule solsa: learn_layers: expected all or last, "
+                               f"got {self.options['learn_layers']!r}")
+        self.first_learned = spec.n_layers - 1 if self.options["learn_layers"] == "last" else 0
         self.full = bool(spec.reset_grad)
         self.learn_a = bool(spec.learn_syn_decay)
         self.G = [np.zeros_like(p.W) for p in params]
@@ -178,7 +183,8 @@ class SolsaRule(LearningRule):
         ell, loss = output_signal(steps[-1].out, y, self.is_readout(len(params) - 1))
         ell *= active[:, None]
         for i, (phi, psi) in enumerate(credit_step(steps, params, ell)):
-            accumulate(self.G[i], self.Ga[i], states[i], phi, psi)
+            if i >= self.first_learned:
+                accumulate(self.G[i], self.Ga[i], states[i], phi, psi)
             states[i] = apply_reset_factor(states[i], steps[i], params[i], self.is_readout(i))
         return steps[-1].out, loss, states
 
@@ -186,6 +192,8 @@ class SolsaRule(LearningRule):
         """The scheduled update: parameters move by the batch-mean accumulated ascent direction."""
         clip = self.options["grad_clip"]
         for i, p in enumerate(params):
+            if i < self.first_learned:
+                continue
             G = self.G[i] / batch
             if clip > 0:
                 norm = float(np.linalg.norm(G))

@@ -215,6 +215,19 @@ def test_learns_a_small_task_and_rejects_bad_options():
         make_rule("solsa", k_update=0).init(spec, params, rng)
     with pytest.raises(SnnEdgeError, match="optimizer"):
         make_rule("solsa", optimizer="rmsprop").init(spec, params, rng)
+    with pytest.raises(SnnEdgeError, match="learn_layers"):
+        make_rule("solsa", learn_layers="first").init(spec, params, rng)
+
+
+def test_learn_last_layer_only_leaves_hidden_weights():
+    spec, params, X, y = _net(sizes=(6, 5, 4))
+    rule = make_rule("solsa", lr=0.05, k_update=3, learn_layers="last")
+    work = [q.copy() for q in params]
+    rule.init(spec, work, np.random.default_rng(0))
+    rule.train_batch(work, X, y)
+    np.testing.assert_array_equal(work[0].W, params[0].W)
+    np.testing.assert_array_equal(work[0].a_syn, params[0].a_syn)
+    assert not np.array_equal(work[1].W, params[1].W)
 
 
 def test_memory_meter_matches_the_arrays_the_rules_hold():
