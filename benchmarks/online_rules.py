@@ -42,12 +42,14 @@ RULES = {
                   net={"reset_grad": True, "learn_syn_decay": True}),
     "solsa_fixed": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
                         net={"reset_grad": True, "learn_syn_decay": False}),
+    "solsa_no_reset_path": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
+                                net={"reset_grad": False, "learn_syn_decay": True}),
     "gem": dict(rule="gem", lr=1e-2, options={"k_train": 5, "k_infer": 5}, net={}),
 }
 
 
-def timing_patterns(n_classes: int = 4, n_per_class: int = 60, n_in: int = 40, T: int = 40,
-                    jitter: int = 1, noise: float = 0.05, seed: int = 0):
+def timing_patterns(n_classes: int = 10, n_per_class: int = 40, n_in: int = 40, T: int = 40,
+                    jitter: int = 2, noise: float = 0.2, seed: int = 0):
     """(X uint8 [S, T, n_in], y) where every input fires exactly once per sample in every class.
 
     Each class has a template firing time per input; a sample shifts every spike by a uniform
@@ -71,7 +73,7 @@ def load_task(name: str):
     """(X, y, description) for 'timing' or an N-MNIST folder."""
     if name == "timing":
         X, y = timing_patterns()
-        return X, y, "timing patterns (4 classes, 40 inputs x 40 steps, equal spike counts)"
+        return X, y, "timing patterns (10 classes, 40 inputs x 40 steps, one spike per input, jitter 2, 20% moved)"
     from edge.data import NMNIST_SPEC, load_frames
 
     X, y, _ = load_frames(name, NMNIST_SPEC, progress=False)
