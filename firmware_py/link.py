@@ -21,6 +21,9 @@ ESC_END = 0xDC
 ESC_ESC = 0xDD
 ESC_INTR = 0xDE
 INTR = 0x03
+_END_B = b"\xc0"
+_ESC_B = b"\xdb"
+_INTR_B = b"\x03"
 
 HEADER_LEN = 4          # type, seq, payload length (u16 LE)
 CRC_LEN = 4             # CRC-32 (zlib polynomial), little endian, over header + payload
@@ -144,33 +147,17 @@ def _crc_bytes(data):
 
 
 # ---------------------------------------------------------------- encoding
-def _stuff_into(out, data):
-    for b in data:
-        if b == END:
-            out.append(ESC)
-            out.append(ESC_END)
-        elif b == ESC:
-            out.append(ESC)
-            out.append(ESC_ESC)
-        elif b == INTR:
-            out.append(ESC)
-            out.append(ESC_INTR)
-        else:
-            out.append(b)
+def stuff(data):
+    """Escape the three reserved bytes (ESC first, so its own escapes are not escaped again)."""
+    return (bytes(data).replace(_ESC_B, b"\xdb\xdd").replace(_END_B, b"\xdb\xdc")
+            .replace(_INTR_B, b"\xdb\xde"))
 
 
 def encode_frame(mtype, seq, payload=b""):
     """One frame as bytes, delimited by END on both sides (the leading END flushes line noise)."""
     n = len(payload)
-    head = bytes((mtype, seq & 0xFF, n & 0xFF, (n >> 8) & 0xFF))
-    crc = _crc_bytes(head + bytes(payload))
-    out = bytearray()
-    out.append(END)
-    _stuff_into(out, head)
-    _stuff_into(out, payload)
-    _stuff_into(out, crc)
-    out.append(END)
-    return bytes(out)
+    body = bytes((mtype, seq & 0xFF, n & 0xFF, (n >> 8) & 0xFF)) + bytes(payload)
+    return _END_B + stuff(body + _crc_bytes(body)) + _END_B
 
 
 # ---------------------------------------------------------------- decoding
@@ -229,51 +216,85 @@ class Deframer:
     def feed(self, data, start=0, end=None):
         if end is None:
             end = len(data)
-        buf = self.buf
-        cap = self.max_frame
-        for i in range(start, end):
-            b = data[i]
-            if b == INTR:               # never part of a frame: noise, or the host's break
-                self.intr_run += 1
-                if self.break_on_intr and self.intr_run >= 2:
+        # Fast path (ports whose bytes/bytearray have find): copy each run of ordinary bytes inside
+        # a frame with one slice assignment; special bytes go through the per-byte state machine.
+        runs = hasattr(data, "find")
+        src = memoryview(data) if runs else None
+        p_end = p_esc = p_intr = -1
+        i = start
+        while i < end:
+            if runs and not self.dropping and not self.escaped:
+                if p_end < i:
+                    p_end = data.find(_END_B, i, end)
+                    if p_end < 0:
+                        p_end = end
+                if p_esc < i:
+                    p_esc = data.find(_ESC_B, i, end)
+                    if p_esc < 0:
+                        p_esc = end
+                if p_intr < i:
+                    p_intr = data.find(_INTR_B, i, end)
+                    if p_intr < 0:
+                        p_intr = end
+                j = p_end
+                if p_esc < j:
+                    j = p_esc
+                if p_intr < j:
+                    j = p_intr
+                k = j - i
+                if k and self.n + k <= self.max_frame:
+                    n = self.n
+                    self.view[n:n + k] = src[i:j]
+                    self.n = n + k
                     self.intr_run = 0
-                    raise KeyboardInterrupt
-                if not self.dropping:
-                    self._drop()
-                else:
-                    self.garbage_bytes += 1
-                continue
-            self.intr_run = 0
-            if b == END:
-                if self.dropping:
-                    self.dropping = False
-                    self.n = 0
-                    self.escaped = False
-                else:
-                    self._finish()
-                continue
-            if self.dropping:
-                self.garbage_bytes += 1
-                continue
-            if self.escaped:
-                self.escaped = False
-                if b == ESC_END:
-                    b = END
-                elif b == ESC_ESC:
-                    b = ESC
-                elif b == ESC_INTR:
-                    b = INTR
-                else:
-                    self._drop()
-                    continue
-            elif b == ESC:
-                self.escaped = True
-                continue
-            if self.n >= cap:
+                    i = j
+                    if i >= end:
+                        break
+            self._byte(data[i])
+            i += 1
+
+    def _byte(self, b):
+        if b == INTR:               # never part of a frame: noise, or the host's break
+            self.intr_run += 1
+            if self.break_on_intr and self.intr_run >= 2:
+                self.intr_run = 0
+                raise KeyboardInterrupt
+            if not self.dropping:
                 self._drop()
-                continue
-            buf[self.n] = b
-            self.n += 1
+            else:
+                self.garbage_bytes += 1
+            return
+        self.intr_run = 0
+        if b == END:
+            if self.dropping:
+                self.dropping = False
+                self.n = 0
+                self.escaped = False
+            else:
+                self._finish()
+            return
+        if self.dropping:
+            self.garbage_bytes += 1
+            return
+        if self.escaped:
+            self.escaped = False
+            if b == ESC_END:
+                b = END
+            elif b == ESC_ESC:
+                b = ESC
+            elif b == ESC_INTR:
+                b = INTR
+            else:
+                self._drop()
+                return
+        elif b == ESC:
+            self.escaped = True
+            return
+        if self.n >= self.max_frame:
+            self._drop()
+            return
+        self.buf[self.n] = b
+        self.n += 1
 
     def _drop(self):
         self.framing_errors += 1

@@ -54,6 +54,7 @@ class RawRepl:
         self.use_raw_paste = self.pacing.raw_paste
         self.in_raw = False
         self.bytes_written = 0
+        self.retries = 0            # garbled code re-sent (paced lines) and files re-written
         self._rx = bytearray()
 
     # ------------------------------------------------------------ wire
@@ -196,13 +197,23 @@ class RawRepl:
         return out, err
 
     def exec(self, code: str | bytes, timeout: float | None = None) -> bytes:
-        """Run code on the board; returns its stdout; raises RemoteError with the traceback."""
-        self.exec_no_follow(code)
-        out, err = self.follow(timeout)
-        if err:
-            raise RemoteError("the board raised: " + err.decode("utf-8", "replace").strip().splitlines()[-1]
-                              + "\n" + err.decode("utf-8", "replace"))
-        return out
+        """Run code on the board; returns its stdout; raises RemoteError with the traceback.
+
+        On a paced (slow UART) line, code that arrives garbled fails to compile and so has not run
+        at all: a SyntaxError there is retried (twice) rather than reported."""
+        attempts = 3 if self.pacing.pause else 1
+        for attempt in range(attempts):
+            self.exec_no_follow(code)
+            out, err = self.follow(timeout)
+            if not err:
+                return out
+            text = err.decode("utf-8", "replace")
+            last = text.strip().splitlines()[-1] if text.strip() else text
+            if last.startswith("SyntaxError") and attempt < attempts - 1:
+                self.retries += 1
+                continue
+            raise RemoteError("the board raised: " + last + "\n" + text)
+        raise AssertionError("unreachable")
 
     def eval(self, expr: str):
         import ast
@@ -265,10 +276,14 @@ class RawRepl:
         want = hashlib.sha256(data).hexdigest()
         if self.file_digest(path) == want:
             return False
-        self.write_file(path, data)
-        if verify:
+        attempts = 3 if self.pacing.pause else 1     # a slow UART can drop a byte inside a literal
+        for attempt in range(attempts):
+            self.write_file(path, data)
+            if not verify:
+                return True
             got = self.file_digest(path)
-            if got != want:
-                raise TransportError(f"{path}: verification failed after writing {len(data)} bytes "
-                                     f"(sha256 {got} on the board, expected {want})")
-        return True
+            if got == want:
+                return True
+            self.retries += 1
+        raise TransportError(f"{path}: verification failed after writing {len(data)} bytes "
+                             f"{attempts} time(s) (sha256 {got} on the board, expected {want})")

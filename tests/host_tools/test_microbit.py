@@ -56,15 +56,15 @@ def _link_source(*names):
 
 def test_link_crc_and_stuffing_run_unchanged_on_micropython_1_9_2(microbit):
     repl = microbit
-    repl.exec("END=0xC0\nESC=0xDB\nESC_END=0xDC\nESC_ESC=0xDD\nESC_INTR=0xDE\nINTR=0x03")
-    for code in _link_source("_crc32_tables", "crc32_halves", "crc32_py", "_stuff_into"):
+    repl.exec("_END_B=b'\\xc0'\n_ESC_B=b'\\xdb'\n_INTR_B=b'\\x03'")
+    for code in _link_source("_crc32_tables", "crc32_halves", "crc32_py", "stuff"):
         repl.exec(code)
     repl.exec("_CRC_LO, _CRC_HI = _crc32_tables()")
     data = bytes(range(200)) + b"\x03\xc0\xdb"
     assert int(repl.exec("print(crc32_py(b'123456789'))")) == 0xCBF43926
     assert int(repl.exec(f"print(crc32_py({data!r}))")) == zlib.crc32(data)
-    stuffed = repl.exec(f"o=bytearray()\n_stuff_into(o,{data!r})\nprint(list(o))")
-    want = bytearray()
-    L._stuff_into(want, data)
-    assert ast.literal_eval(stuffed.decode()) == list(want)
+    frame = data[:37] + b"\x03\xc0\xdb"                       # a micro:bit-sized frame
+    stuffed = repl.exec(f"import gc\ngc.collect()\nprint(list(stuff({frame!r})))")
+    assert ast.literal_eval(stuffed.decode()) == list(L.stuff(frame))
+    assert 0x03 not in L.stuff(data) and 0xC0 not in L.stuff(data)
     assert int(repl.exec("import gc\ngc.collect()\nprint(gc.mem_free())")) > 4000
