@@ -43,6 +43,7 @@ def intmodel_to_blob(model: IntModel, tables: dict[str, np.ndarray] | None = Non
     parts.append(struct.pack("<IB", rule.seed & fp.MASK32, len(rule.params)))
     for k in sorted(rule.params):
         parts.append(_name(k) + struct.pack("<i", int(rule.params[k])))
+    parts.append(struct.pack("<HI", int(model.compartments), int(model.fire_seed) & fp.MASK32))
     for L in model.layers:
         parts.append(struct.pack("<BBIIiiii", KIND_NAMES.index(L.kind), 1 if L.per_input else 0, L.n_in,
                                  L.n_out, int(L.a_mem), int(L.theta), int(L.shift), int(L.w_exp)))
@@ -51,12 +52,20 @@ def intmodel_to_blob(model: IntModel, tables: dict[str, np.ndarray] | None = Non
         else:
             parts.append(struct.pack("<i", int(L.a_syn)))
         parts.append(np.ascontiguousarray(L.W, dtype=np.int8).tobytes())
-    tables = tables or {}
+        if L.kind == "prob":
+            parts.append(struct.pack("<ii", int(L.a_fb), int(L.sig_shift)))
+            parts.append(L.bias.astype("<i4").tobytes() + L.w_fb.astype("<i4").tobytes())
+    tables = dict(tables or {})
+    if model.probabilistic:   # NUMERICS.md §8, §11: the device uses the stored tables
+        tables.setdefault("sigmoid_lut", np.array(fp.sigmoid_lut(), np.int32))
+        tables.setdefault("logsig_lut", np.array(fp.logsig_lut(), np.int32))
+        tables.setdefault("exp_lut", np.array(fp.exp_lut(), np.int32))
     parts.append(struct.pack("<B", len(tables)))
     for k in sorted(tables):
         t = np.asarray(tables[k])
-        tc = "h" if t.dtype.kind == "i" else "H"
-        parts.append(_name(k) + struct.pack("<HB", t.size, ord(tc)) + t.astype("<" + ("i2" if tc == "h" else "u2")).tobytes())
+        tc = {"u2": "H", "i2": "h"}.get(t.dtype.str[1:], "i")
+        parts.append(_name(k) + struct.pack("<HB", t.size, ord(tc))
+                     + t.astype({"H": "<u2", "h": "<i2", "i": "<i4"}[tc]).tobytes())
     body = b"".join(parts)
     total = fblob.HEADER_SIZE + len(body) + 4
     head = struct.pack(fblob.HEADER, fblob.MAGIC, fblob.FORMAT, fp.NUMERICS_VERSION, len(model.layers),
@@ -75,8 +84,13 @@ def blob_to_intmodel(data: bytes, where: str = "blob") -> IntModel:
     for L in m.layers:
         W = np.frombuffer(bytes(L.W), dtype=np.int8).reshape(L.n_in, L.n_out).copy()
         a_syn = (np.array(list(L.a_syn), np.int32) if L.per_input else np.array(L.a_syn, np.int32))
-        layers.append(IntLayer(W, a_syn, L.a_mem, L.theta, L.shift, L.w_exp, KIND_NAMES[L.kind]))
-    model = IntModel(layers, m.in_max, m.binning, LearnSpec(m.rule, m.seed, dict(m.params)), {})
+        extra = {}
+        if L.kind == 2:
+            extra = {"bias": np.array(list(L.bias), np.int32), "w_fb": np.array(list(L.w_fb), np.int32),
+                     "a_fb": L.a_fb, "sig_shift": L.sig_shift}
+        layers.append(IntLayer(W, a_syn, L.a_mem, L.theta, L.shift, L.w_exp, KIND_NAMES[L.kind], **extra))
+    model = IntModel(layers, m.in_max, m.binning, LearnSpec(m.rule, m.seed, dict(m.params)), {},
+                     m.compartments, m.fire_seed)
     validate(model, where)
     return model
 

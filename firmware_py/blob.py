@@ -5,9 +5,12 @@ Layout (little-endian; every count is checked against the bytes that remain):
   binning  u8 present | u16 sensor_w | u16 sensor_h | u32 dt_us | u16 n_steps | u16 downsample
            | u16 crop x, y, w, h | u8 mode
   rule     u8 len + name | u32 seed | u8 n_params | n_params x (u8 len + name | i32 value)
-  layers   n_layers x (u8 kind | u8 per_input | u32 n_in | u32 n_out | i32 a_mem | i32 theta | i32 shift
-           | i32 w_exp | a_syn: n_in x u16 if per_input else i32 | W: n_in * n_out x i8, row-major)
-  tables   u8 n_tables | n x (u8 len + name | u16 count | u8 typecode 'H' or 'h' | count items)
+  model    u16 compartments K | u32 fire_seed  (probabilistic models; 1 and 0 otherwise)
+  layers   n_layers x (u8 kind (0 lif, 1 integrator, 2 prob) | u8 per_input | u32 n_in | u32 n_out
+           | i32 a_mem | i32 theta | i32 shift | i32 w_exp | a_syn: n_in x u16 if per_input else i32
+           | W: n_in * n_out x i8, row-major | prob only: i32 a_fb | i32 sig_shift | n_out x i32 bias
+           | n_out x i32 w_fb)
+  tables   u8 n_tables | n x (u8 len + name | u16 count | u8 typecode 'H', 'h' or 'i' | count items)
   crc      u32 CRC-32 (zlib/binascii polynomial) of every byte before it
 The reader streams from a file (or bytes), reading each weight block straight into its array('b'),
 so loading needs about the model's own size, not the file's size on top.
@@ -23,7 +26,7 @@ MAGIC = b"SNNB"
 FORMAT = 1
 HEADER = "<4sHHHHI"
 HEADER_SIZE = struct.calcsize(HEADER)   # 16
-KNOWN_RULES = ("none", "readout_delta", "solsa")
+KNOWN_RULES = ("none", "readout_delta", "solsa", "gem")
 
 try:
     from binascii import crc32 as _crc32_native
@@ -127,16 +130,17 @@ class _Reader:
 
 
 def crc32_array(buf, tc, crc=0):
-    """CRC-32 of an array's little-endian bytes ('b', 'H' or 'h' items)."""
+    """CRC-32 of an array's little-endian bytes ('b', 'H', 'h' or 'i' items)."""
     if _crc32_native is not None:
         return _crc32_native(buf, crc) & 0xFFFFFFFF
     if tc == "b" or tc == "B":
         return crc32_plain([v & 0xFF for v in buf], crc)
+    nb = 4 if tc == "i" else 2
     out = []
     for v in buf:
-        v &= 0xFFFF
-        out.append(v & 0xFF)
-        out.append(v >> 8)
+        for _ in range(nb):
+            out.append(v & 0xFF)
+            v >>= 8
     return crc32_plain(out, crc)
 
 
@@ -187,6 +191,9 @@ def load(src, total, check_fit=None):
     for _ in range(rd.unpack("<B", "rule params")[0]):
         k = rd.name("rule parameter name")
         params[k] = rd.unpack("<i", "rule parameter " + k)[0]
+    compartments, fire_seed = rd.unpack("<HI", "model compartments")
+    if compartments < 1:
+        raise DeviceError(E_MODEL_FORMAT, "model compartments %d, expected >= 1" % compartments)
     # The heap check runs before each layer's weights are allocated, on the layers seen so far.
     layers = []
     dims = []
@@ -209,8 +216,11 @@ def load(src, total, check_fit=None):
         if kind == 1 and l != n_layers - 1:
             raise DeviceError(E_MODEL_FORMAT, "%s: only the last layer may be an integrator" % where)
         dims.append((n_in, n_out, per_input))
+        if (kind == 2) != (rule == "gem"):
+            raise DeviceError(E_UNSUPPORTED, "%s: kind %s with rule %s (GEM needs probabilistic layers and "
+                                             "they need GEM)" % (where, KIND_NAMES[kind], rule))
         if check_fit is not None:      # the rule's state belongs to the last layer: counted there
-            check_fit(dims, rule if l == n_layers - 1 else "none", params)
+            check_fit(dims, rule if l == n_layers - 1 or rule == "gem" else "none", params, compartments)
         if per_input:
             a16 = zeros("H", n_in)
             rd.into(a16, 2 * n_in, "H", where + " a_syn")
@@ -226,17 +236,27 @@ def load(src, total, check_fit=None):
                 raise DeviceError(E_MODEL_FORMAT, "%s: a_syn %d, expected 0..4096" % (where, a_syn))
         W = zeros("b", n_in * n_out)
         rd.into(W, n_in * n_out, "b", where + " W")
-        layers.append(Layer(W, n_in, n_out, a_syn, a_mem, theta, shift, w_exp, kind))
+        L = Layer(W, n_in, n_out, a_syn, a_mem, theta, shift, w_exp, kind)
+        if kind == 2:
+            L.a_fb, L.sig_shift = rd.unpack("<ii", where + " a_fb, sig_shift")
+            if not (0 <= L.a_fb <= fp.A_MAX and 0 <= L.sig_shift <= 30):
+                raise DeviceError(E_MODEL_FORMAT, "%s: a_fb %d (0..4096), sig_shift %d (0..30)"
+                                  % (where, L.a_fb, L.sig_shift))
+            L.bias = zeros("i", n_out)
+            rd.into(L.bias, 4 * n_out, "i", where + " bias")
+            L.w_fb = zeros("i", n_out)
+            rd.into(L.w_fb, 4 * n_out, "i", where + " w_fb")
+        layers.append(L)
         n_prev = n_out
     tables = {}
     for _ in range(rd.unpack("<B", "tables")[0]):
         k = rd.name("table name")
         count, tc = rd.unpack("<HB", "table " + k)
         tc = chr(tc)
-        if tc not in ("H", "h"):
-            raise DeviceError(E_MODEL_FORMAT, "table %s: typecode %r, expected 'H' or 'h'" % (k, tc))
+        if tc not in ("H", "h", "i"):
+            raise DeviceError(E_MODEL_FORMAT, "table %s: typecode %r, expected 'H', 'h' or 'i'" % (k, tc))
         t = zeros(tc, count)
-        rd.into(t, 2 * count, tc, "table " + k)
+        rd.into(t, (4 if tc == "i" else 2) * count, tc, "table " + k)
         tables[k] = t
     if rd.pos != total - 4:
         raise DeviceError(E_MODEL_FORMAT, "model blob: %d unexpected bytes before the CRC" % (total - 4 - rd.pos))
@@ -248,7 +268,7 @@ def load(src, total, check_fit=None):
     if got != want:
         raise DeviceError(E_MODEL_CRC, "model blob CRC 0x%08x, computed 0x%08x: corrupt file or transfer"
                           % (got, want))
-    return Model(layers, in_max, binning, rule, seed, params, tables)
+    return Model(layers, in_max, binning, rule, seed, params, tables, None, compartments, fire_seed)
 
 
 def loads(data, check_fit=None):

@@ -61,8 +61,8 @@ class Device:
             raise DeviceError(E_MODEL_FORMAT, "model blob truncated: %d bytes" % len(data))
         fact = self.factorised
 
-        def fit(dims, rule, params):
-            memory.check_fit(dims, rule, params, self.heap, factorised=fact)
+        def fit(dims, rule, params, compartments=1):
+            memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
         try:
             model = fblob.loads(data, fit)
         except MemoryError:
@@ -87,7 +87,11 @@ class Device:
             raise DeviceError(E_MODEL_FORMAT, "model binning gives %d inputs, layer 0 has %d"
                               % (spec.n_inputs, model.n_inputs))
         try:
-            net = Network(model, self.rows)
+            if model.probabilistic:
+                from firmware_py.gem import GlmNetwork
+                net = GlmNetwork(model)
+            else:
+                net = Network(model, self.rows)
             rule = learning.make_rule(net, None, self.factorised)
             binner = Binner(spec)
         except MemoryError:
@@ -110,8 +114,8 @@ class Device:
             crc = struct.unpack("<I", f.read(4))[0]
         fact = self.factorised
 
-        def fit(dims, rule, params):
-            memory.check_fit(dims, rule, params, self.heap, factorised=fact)
+        def fit(dims, rule, params, compartments=1):
+            memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
         model = fblob.load_file(path, fit)
         self._install(model, crc)
         wpath = self.store.weights_path()
@@ -187,7 +191,12 @@ class Device:
                               % (label, n_cls, n_cls - 1))
         self.in_sample = False
         rule = self.rule if self.learn else None
-        cls, measure, conf = learning.run_sample(self.net, rule, self.binner, label)
+        if rule is not None and label is not None and getattr(rule, "clamps", False):
+            # GEM learns with the output clamped to the label: the prediction comes from a free pass first
+            cls, measure, conf = learning.run_sample(self.net, None, self.binner, None)
+            learning.run_sample(self.net, rule, self.binner, label)
+        else:
+            cls, measure, conf = learning.run_sample(self.net, rule, self.binner, label)
         self.samples += 1
         if label is not None:
             self.labelled += 1

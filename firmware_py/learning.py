@@ -354,10 +354,12 @@ def state_bytes_for(rule, n_in, n_out, per_input, params, factorised=None):
         return b + 2 * 4 * n_out + lanes                       # h, phi
     if rule == "none":
         return 0
+    if rule == "gem":
+        raise DeviceError(E_UNSUPPORTED, "gem state depends on every layer: use gem.gem_state_bytes")
     raise DeviceError(E_UNSUPPORTED, "learning rule %r is not supported on the device" % (rule,))
 
 
-RULES = {"readout_delta": ReadoutDelta, "solsa": Solsa}
+RULES = {"readout_delta": ReadoutDelta, "solsa": Solsa, "gem": None}   # gem: firmware_py/gem.py
 
 
 def make_rule(net, rule=None, factorised=None):
@@ -370,6 +372,9 @@ def make_rule(net, rule=None, factorised=None):
         raise DeviceError(E_UNSUPPORTED, "learning rule %r is not supported on the device" % (name,))
     if name == "solsa":
         return Solsa(net, model.params, model.seed, factorised)
+    if name == "gem":
+        from firmware_py.gem import Gem
+        return Gem(net, model.params, model.seed)
     return RULES[name](net, model.params, model.seed)
 
 
@@ -392,6 +397,8 @@ def run_sample(net, rule, binner, label=None):
     learn = rule is not None and label is not None
     if learn:
         rule.begin_sample()
+    if hasattr(net, "clamp"):     # GEM: the observed (last-layer) neurons are clamped while learning
+        net.clamp = label if learn else None
     for t in range(binner.spec.n_steps):
         idx, vals = binner.step_inputs(t)
         if learn:

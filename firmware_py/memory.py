@@ -29,21 +29,37 @@ def layer_bytes(n_in, n_out, per_input):
     return weights, state
 
 
-def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0):
+def glm_layer_bytes(n_in, n_out, K):
+    """(weights, state) bytes of one probabilistic layer with K compartments (gem.GlmNetwork)."""
+    weights = n_in * n_out + 2 * (4 * n_out + OBJ_OVERHEAD) + OBJ_OVERHEAD     # W, bias, w_fb
+    state = 4 * K * n_in + OBJ_OVERHEAD                                         # x
+    state += 5 * (4 * K * n_out + OBJ_OVERHEAD) + K * n_out + OBJ_OVERHEAD      # f, f_prev, idx, P, lanes; s
+    state += 4 * 2 * n_in                                                       # nz, nzv scratch (bound)
+    return weights, state
+
+
+def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0, compartments=1):
     """{weights, state, traces, buffers, firmware, total} for layers dims [(n_in, n_out, per_input)]."""
     from firmware_py.learning import state_bytes_for
     params = params or {}
     w = 0
     s = 0
     for n_in, n_out, per_input in dims:
-        a, b = layer_bytes(n_in, n_out, per_input)
+        if rule == "gem":
+            a, b = glm_layer_bytes(n_in, n_out, compartments)
+        else:
+            a, b = layer_bytes(n_in, n_out, per_input)
         w += a
         s += b
     n_cls = dims[-1][1]
     s += 2 * (4 * n_cls + OBJ_OVERHEAD)                             # readout counts and scores
     w += tables
     n_in, n_out, per_input = dims[-1]
-    traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
+    if rule == "gem":
+        from firmware_py.gem import gem_state_bytes
+        traces = gem_state_bytes(dims, compartments)
+    else:
+        traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
     buffers = slots * SLOT_BYTES
     total = w + s + traces + buffers + FIRMWARE_BYTES
     return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "firmware": FIRMWARE_BYTES,
@@ -58,14 +74,14 @@ def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0):
     return None
 
 
-def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0):
+def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1):
     """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised."""
     fact = None
     if rule == "solsa":
         fact = choose_solsa_variant(dims, params, heap, slots, tables)
         b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables)
         return fact is not None, b, ("factorised" if fact else "full") if fact is not None else "factorised"
-    b = breakdown(dims, rule, params, None, slots, tables)
+    b = breakdown(dims, rule, params, None, slots, tables, compartments)
     return b["total"] <= heap, b, None
 
 
@@ -75,9 +91,9 @@ def format_bytes(n):
     return "%d" % n
 
 
-def check_fit(dims, rule, params, heap, slots=DEFAULT_SLOTS, factorised=None):
+def check_fit(dims, rule, params, heap, slots=DEFAULT_SLOTS, factorised=None, compartments=1):
     """Raise E_NO_MEMORY when the layers seen so far (plus their rule state) exceed the heap."""
-    b = breakdown(dims, rule, params, factorised, slots)
+    b = breakdown(dims, rule, params, factorised, slots, 0, compartments)
     if b["total"] > heap:
         raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d, "
                                        "firmware %d), the heap is %d" % (b["total"], b["weights"], b["state"],
@@ -92,8 +108,10 @@ def held(net, rule=None, binner=None):
     for t in net.model.tables.values():
         tables += 2 * len(t) + OBJ_OVERHEAD
     name = "none" if rule is None else rule.name
+    if net.model.probabilistic:
+        name = "gem"
     fact = getattr(rule, "factorised", None)
-    b = breakdown(dims, name, net.model.params, fact, 0, tables)
+    b = breakdown(dims, name, net.model.params, fact, 0, tables, net.model.compartments)
     used = 0
     if binner is not None:
         for d in binner.steps:

@@ -12,7 +12,8 @@ from firmware_py.errors import DeviceError, E_MODEL_FORMAT
 
 KIND_LIF = 0
 KIND_INTEGRATOR = 1
-KIND_NAMES = ("lif", "integrator")
+KIND_PROB = 2            # probabilistic GLM layer (GEM, NUMERICS.md §11): firmware_py/gem.py runs it
+KIND_NAMES = ("lif", "integrator", "prob")
 
 _ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
 
@@ -66,7 +67,7 @@ class Model:
     """A whole integer model: layers, input range, binning, learning rule and its integer parameters."""
 
     def __init__(self, layers, in_max=1, binning=None, rule="none", seed=1, params=None, tables=None,
-                 meta=None):
+                 meta=None, compartments=1, fire_seed=0):
         self.layers = layers
         self.in_max = in_max
         self.binning = binning        # (sensor_w, sensor_h, dt_us, n_steps, downsample, crop, mode) or None
@@ -75,6 +76,12 @@ class Model:
         self.params = params if params is not None else {}
         self.tables = tables if tables is not None else {}   # e.g. "sig": array('H') [256] for GEM
         self.meta = meta if meta is not None else {}
+        self.compartments = compartments   # K (probabilistic models)
+        self.fire_seed = fire_seed         # seed of the firing banks (probabilistic models)
+
+    @property
+    def probabilistic(self):
+        return self.layers[0].kind == KIND_PROB
 
     @property
     def n_inputs(self):

@@ -129,13 +129,16 @@ class Store:
 
 def checkpoint_bytes(model, model_crc):
     """A checkpoint of the learnable parameters: "SNNC" | u16 format | u32 model CRC | u16 n_layers |
-    per layer (u32 n_in | u32 n_out | u8 per_input | W int8 | a_syn u16 x n_in if per-input) | u32 CRC."""
+    per layer (u32 n_in | u32 n_out | u8 per_input | W int8 | a_syn u16 x n_in if per-input
+    | GEM layers: bias, w_fb i32 x n_out) | u32 CRC."""
     parts = [CKPT_MAGIC, struct.pack("<HIH", CKPT_FORMAT, model_crc, len(model.layers))]
     for L in model.layers:
         parts.append(struct.pack("<IIB", L.n_in, L.n_out, 1 if L.per_input else 0))
         parts.append(bytes(L.W))
         if L.per_input:
             parts.append(struct.pack("<%dH" % L.n_in, *L.a_syn))
+        if getattr(L, "bias", None) is not None:       # GEM layers also learn bias and w_fb
+            parts.append(struct.pack("<%di" % L.n_out, *L.bias) + struct.pack("<%di" % L.n_out, *L.w_fb))
     body = b"".join(parts)
     return body + struct.pack("<I", crc32(body))
 
@@ -164,10 +167,18 @@ def apply_checkpoint(model, data, model_crc):
         if per_input:
             a = struct.unpack("<%dH" % n_in, data[pos:pos + 2 * n_in])
             pos += 2 * n_in
-        plan.append((L, w, a))
+        bf = None
+        if getattr(L, "bias", None) is not None:
+            bf = struct.unpack("<%di" % (2 * n_out), data[pos:pos + 8 * n_out])
+            pos += 8 * n_out
+        plan.append((L, w, a, bf))
     if pos != len(data) - 4:
         raise DeviceError(E_MODEL_FORMAT, "weights checkpoint: %d unexpected bytes" % (len(data) - 4 - pos))
-    for L, w, a in plan:
+    for L, w, a, bf in plan:
+        if bf is not None:
+            for j in range(L.n_out):
+                L.bias[j] = bf[j]
+                L.w_fb[j] = bf[L.n_out + j]
         W = L.W
         for k in range(len(w)):
             v = w[k]

@@ -43,7 +43,8 @@ def plan_model(model, heap: int, slots: int | None = None) -> dict:
     dims = [(L.n_in, L.n_out, L.per_input) for L in model.layers]
     params = {k: int(v) for k, v in model.learn.params.items()}
     fits, b, variant = memory.plan(dims, model.learn.rule, params, heap,
-                                   memory.DEFAULT_SLOTS if slots is None else slots)
+                                   memory.DEFAULT_SLOTS if slots is None else slots, 0,
+                                   int(getattr(model, "compartments", 1)))
     out = {"fits": fits, "heap": heap, "rule": model.learn.rule, "breakdown": b,
            "sizes": [dims[0][0]] + [d[1] for d in dims]}
     if variant is not None:

@@ -177,3 +177,57 @@ def test_fast_kernels_give_the_same_bits(tmp_path, data, mpy_tree, kind, rule):
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert np.array_equal(np.array(got["W"], np.int8).reshape(W.shape), W), interp
         assert got["nsat"] == int(np.sum(nsat)), interp
+
+
+GEM_SPEC = (34, 34, 10000, 30, 4, (0, 0, 32, 32), 0)     # 8 x 8 x 2 = 128 inputs
+
+
+def make_gem_model(seed: int = 0, K: int = 2) -> IntModel:
+    """128-16-10 probabilistic (GLM) model with K compartments: GEM learns every layer."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for n_in, n_out in ((128, 16), (16, 10)):
+        layers.append(IntLayer(rng.integers(-60, 61, (n_in, n_out)).astype(np.int8), np.array(3000, np.int32),
+                               3600, 1, 4, 5, "prob", rng.integers(-3000, 1000, n_out).astype(np.int32),
+                               rng.integers(-2000, 500, n_out).astype(np.int32), 3000, 8))
+    learn = default_learn("gem")
+    learn.params["k_update"] = 10
+    return IntModel(layers, 1, GEM_SPEC, learn, {}, K, 7)
+
+
+def host_gem(model, X, y):
+    """intsim per sample: a free pass (the prediction), then the clamped learning pass."""
+    m = model.copy()
+    banks = intsim.initial_gem_learn_state(m).arrays["banks"]
+    preds, scores, nsat, rule_nsat = [], [], 0, 0
+    for s in range(X.shape[0]):
+        res = intsim.run(m, np.ascontiguousarray(X[s][:, None, :]))
+        preds.append(int(res.predictions[0]))
+        scores.append(res.scores[0])
+        nsat += int(res.nsat[-1].sum())
+        ls = intsim.initial_gem_learn_state(m)
+        ls.arrays["banks"] = banks
+        states = intsim.initial_glm_state(m, m.compartments)
+        for t in range(X.shape[1]):
+            steps, states, ls = intsim.gem_learn_step(m, X[s, t], states, ls, int(y[s]))
+            nsat += int(sum(o.nsat.sum() for o in steps))
+        banks = ls.arrays["banks"]
+        rule_nsat += ls.nsat
+    return m, np.array(preds), np.array(scores), nsat + rule_nsat, banks
+
+
+@pytest.mark.slow
+def test_gem_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree):
+    model = make_gem_model()
+    X, y = _frames(data, model.binning)
+    m2, preds, scores, nsat, banks = host_gem(model, X, y)
+    assert scores.sum() > 0 and len(set(preds.tolist())) > 1, "the GEM test model must be active"
+    assert (m2.layers[-1].W != model.layers[-1].W).any() and (m2.layers[0].W != model.layers[0].W).any()
+    for interp in ("micropython", "cpython"):
+        got = _device(tmp_path, model, data, "learn", interp, path=mpy_tree if interp == "micropython" else None)
+        W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
+        assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
+        assert [r[0] for r in got["results"]] == preds.tolist(), interp
+        assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
+        assert got["lanes"] == banks[-1].tolist(), interp
+        assert got["nsat"] == nsat, interp
