@@ -17,8 +17,8 @@ import numpy as np
 from edge.errors import SnnEdgeError
 from firmware_py import fixedpoint as fp
 
-KINDS = ("lif", "integrator")
-RULES = ("none", "readout_delta", "solsa")
+KINDS = ("lif", "integrator", "prob")
+RULES = ("none", "readout_delta", "solsa", "gem")
 INTMODEL_FORMAT = 1
 
 # Integer hyper-parameters of each rule and their allowed ranges (NUMERICS.md §7, §9, §10).
@@ -27,6 +27,8 @@ RULE_PARAMS = {
                       "tgt_lo": (0, 1 << 15), "v_shift": (0, 30)},
     "solsa": {"k_update": (1, 1 << 16), "lr_m": (0, 255), "lr_s": (0, 30), "lra_m": (0, 255),
               "lra_s": (0, 30), "sg_shift": (0, 30), "factorised": (0, 1), "reset_path": (0, 1)},
+    "gem": {"k_update": (1, 1 << 16), "lr_m": (0, 255), "lr_s": (0, 30), "lrb_m": (0, 255), "lrb_s": (0, 30),
+            "ll_decay": (0, 4096)},
 }
 
 
@@ -39,6 +41,11 @@ class IntLayer:
     shift: int               # F: a spike current is acc << F
     w_exp: int               # real weight ~ W * 2**-w_exp (informational)
     kind: str = "lif"
+    # probabilistic (GLM) layers only, NUMERICS.md §11:
+    bias: np.ndarray | None = None     # int32 [N_out], state units
+    w_fb: np.ndarray | None = None     # int32 [N_out], state units per (64 = one spike) of feedback trace
+    a_fb: int = 0                      # Q12 decay of the self-feedback trace
+    sig_shift: int = 0                 # 2**sig_shift state units = 1/16 real unit
 
     @property
     def n_in(self) -> int:
@@ -70,6 +77,12 @@ class IntModel:
     binning: tuple | None = None
     learn: LearnSpec = field(default_factory=LearnSpec)
     meta: dict = field(default_factory=dict)   # provenance (float spec, calibration), JSON-able
+    compartments: int = 1                 # K (probabilistic models)
+    fire_seed: int = 0                    # seed of the firing banks (probabilistic models)
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.layers[0].kind == "prob"
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -80,11 +93,12 @@ class IntModel:
         return "membrane" if self.layers[-1].kind == "integrator" else "spikes"
 
     def copy(self) -> "IntModel":
-        layers = [IntLayer(L.W.copy(), L.a_syn.copy(), L.a_mem, L.theta, L.shift, L.w_exp, L.kind)
-                  for L in self.layers]
+        cp = lambda a: None if a is None else a.copy()  # noqa: E731
+        layers = [IntLayer(L.W.copy(), L.a_syn.copy(), L.a_mem, L.theta, L.shift, L.w_exp, L.kind, cp(L.bias),
+                           cp(L.w_fb), L.a_fb, L.sig_shift) for L in self.layers]
         return IntModel(layers, self.in_max, self.binning, LearnSpec(self.learn.rule, self.learn.seed,
                                                                      dict(self.learn.params)),
-                        json.loads(json.dumps(self.meta)))
+                        json.loads(json.dumps(self.meta)), self.compartments, self.fire_seed)
 
 
 def _check_int(where: str, value, lo: int, hi: int) -> int:
@@ -125,13 +139,31 @@ def validate(model: IntModel, where: str = "model") -> None:
             raise SnnEdgeError(f"{w} kind: expected one of {KINDS}, got {L.kind!r}")
         if L.kind == "integrator" and l != len(model.layers) - 1:
             raise SnnEdgeError(f"{w} kind: only the last layer may be an integrator")
+        if (L.kind == "prob") != (model.layers[0].kind == "prob"):
+            raise SnnEdgeError(f"{w} kind: {L.kind!r}, but a probabilistic (GEM) model has every layer 'prob'")
+        if L.kind == "prob":
+            if L.per_input:
+                raise SnnEdgeError(f"{w} a_syn: probabilistic layers have one kernel decay, got shape "
+                                   f"{list(L.a_syn.shape)}")
+            for name in ("bias", "w_fb"):
+                arr = getattr(L, name)
+                if arr is None or arr.shape != (L.n_out,) or arr.dtype != np.int32:
+                    raise SnnEdgeError(f"{w} {name}: expected int32 [{L.n_out}], got "
+                                       f"{None if arr is None else (arr.dtype, list(arr.shape))}")
+                if np.abs(arr.astype(np.int64)).max(initial=0) > fp.STATE_MAX:
+                    raise SnnEdgeError(f"{w} {name}: values beyond the 20-bit state range +-{fp.STATE_MAX}")
+            _check_int(f"{w} a_fb", L.a_fb, 0, fp.A_MAX)
+            _check_int(f"{w} sig_shift", L.sig_shift, 0, 30)
         in_max = model.in_max if l == 0 else 1
         col = np.abs(L.W.astype(np.int64)).sum(axis=0).max() if L.n_in else 0
-        if not L.per_input and col * in_max * (1 << L.shift) >= (1 << 30):
+        if not L.per_input and L.kind != "prob" and col * in_max * (1 << L.shift) >= (1 << 30):
             raise SnnEdgeError(
                 f"{w} W: weights overflow the declared width: max column sum |W| * in_max * 2**shift = "
                 f"{col} * {in_max} * 2**{L.shift} = {col * in_max << L.shift}, expected < 2**30")
         n_prev = L.n_out
+    if model.probabilistic:
+        _check_int(f"{where}: compartments", model.compartments, 1, 1024)
+        _check_int(f"{where}: fire_seed", model.fire_seed, 0, fp.MASK32)
     rule = model.learn.rule
     if rule not in RULES:
         raise SnnEdgeError(f"{where}: learning rule {rule!r}, expected one of {RULES}")
@@ -146,6 +178,9 @@ def validate(model: IntModel, where: str = "model") -> None:
             _check_int(f"{where}: {rule}.{name}", model.learn.params[name], lo, hi)
         if rule == "solsa" and model.layers[-1].kind != "lif":
             raise SnnEdgeError(f"{where}: solsa needs a spiking (lif) last layer, got {model.layers[-1].kind}")
+        if (rule == "gem") != model.probabilistic:
+            raise SnnEdgeError(f"{where}: rule {rule} {'needs' if rule == 'gem' else 'cannot run on'} a "
+                               f"probabilistic (GEM) model")
 
 
 def save_intmodel(path, model: IntModel) -> None:
@@ -158,10 +193,14 @@ def save_intmodel(path, model: IntModel) -> None:
         arrays[f"L{l}_a_syn"] = L.a_syn.astype(np.int32)
         layers.append({"a_mem": int(L.a_mem), "theta": int(L.theta), "shift": int(L.shift),
                        "w_exp": int(L.w_exp), "kind": L.kind})
+        if L.kind == "prob":
+            arrays[f"L{l}_bias"] = L.bias
+            arrays[f"L{l}_w_fb"] = L.w_fb
+            layers[-1].update(a_fb=int(L.a_fb), sig_shift=int(L.sig_shift))
     header = {"format": INTMODEL_FORMAT, "numerics_version": fp.NUMERICS_VERSION, "layers": layers,
               "in_max": model.in_max, "binning": model.binning,
               "learn": {"rule": model.learn.rule, "seed": model.learn.seed, "params": model.learn.params},
-              "meta": model.meta}
+              "meta": model.meta, "compartments": model.compartments, "fire_seed": model.fire_seed}
     arrays["header"] = np.array(json.dumps(header, sort_keys=True))
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -201,13 +240,21 @@ def load_intmodel(path) -> IntModel:
             for name in ("W", "a_syn"):
                 if f"L{l}_{name}" not in data:
                     raise SnnEdgeError(f"{path}: missing array L{l}_{name}")
-            layers.append(IntLayer(data[f"L{l}_W"], data[f"L{l}_a_syn"].astype(np.int32), int(d["a_mem"]),
-                                   int(d["theta"]), int(d["shift"]), int(d["w_exp"]), str(d["kind"])))
+            layer = IntLayer(data[f"L{l}_W"], data[f"L{l}_a_syn"].astype(np.int32), int(d["a_mem"]),
+                             int(d["theta"]), int(d["shift"]), int(d["w_exp"]), str(d["kind"]))
+            if layer.kind == "prob":
+                for name in ("bias", "w_fb"):
+                    if f"L{l}_{name}" not in data:
+                        raise SnnEdgeError(f"{path}: missing array L{l}_{name}")
+                layer.bias, layer.w_fb = data[f"L{l}_bias"], data[f"L{l}_w_fb"]
+                layer.a_fb, layer.sig_shift = int(d["a_fb"]), int(d["sig_shift"])
+            layers.append(layer)
         lr = header["learn"]
         model = IntModel(layers, int(header["in_max"]),
                          None if header["binning"] is None else _tuplify(header["binning"]),
                          LearnSpec(lr["rule"], int(lr["seed"]), {k: int(v) for k, v in lr["params"].items()}),
-                         header.get("meta", {}))
+                         header.get("meta", {}), int(header.get("compartments", 1)),
+                         int(header.get("fire_seed", 0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise SnnEdgeError(f"{path}: malformed integer model header ({exc!r})") from None
     validate(model, str(path))
@@ -221,6 +268,9 @@ def default_learn(rule: str, seed: int = 1) -> LearnSpec:
     if rule == "readout_delta":
         return LearnSpec(rule, seed, {"k_update": 30, "lr_m": 1, "lr_s": 6, "tgt_hi": 8, "tgt_lo": 0,
                                       "v_shift": 10})
+    if rule == "gem":
+        return LearnSpec(rule, seed, {"k_update": 30, "lr_m": 1, "lr_s": 10, "lrb_m": 1, "lrb_s": 6,
+                                      "ll_decay": 4096})
     if rule == "solsa":
         return LearnSpec(rule, seed, {"k_update": 10, "lr_m": 1, "lr_s": 12, "lra_m": 1, "lra_s": 16,
                                       "sg_shift": 4, "factorised": 0, "reset_path": 1})

@@ -135,6 +135,8 @@ def check_input(model: IntModel, X: np.ndarray, where: str = "input") -> None:
 
 def run(model: IntModel, X: np.ndarray, states: list[LayerState] | None = None) -> SimResult:
     """The integer forward pass over a window X [T, B, N_in] (uint8), every step recorded."""
+    if model.probabilistic:
+        return run_gem(model, X)
     check_input(model, X)
     T, B, _ = X.shape
     states = initial_state(model, B) if states is None else states
@@ -300,4 +302,194 @@ def learn_sequence(model: IntModel, X: np.ndarray, labels: np.ndarray, states=No
         trace["a_syn"].append(model.layers[-1].a_syn.copy())
         trace["lanes"].append(ls.lanes.copy())
         trace["rule"].append({k: v.copy() for k, v in ls.arrays.items()})
+    return trace, states, ls
+
+
+# ---- GEM: probabilistic GLM layers with K compartments (NUMERICS.md §11) -----------------------
+
+SIG = np.array(fp.sigmoid_lut(), np.int64)
+LOGSIG = np.array(fp.logsig_lut(), np.int64)
+EXP_LUT = np.array(fp.exp_lut(), np.int64)
+
+
+def lane_seeds(seed: int, n: int) -> np.ndarray:
+    """fixedpoint.lane_seeds vectorised: uint64 [n] (values < 2**32)."""
+    k = np.arange(1, n + 1, dtype=np.uint64)
+    s = (np.uint64(seed & fp.MASK32) ^ ((k * np.uint64(fp.LANE_MUL)) & MASK32)) & MASK32
+    s = np.where(s == 0, np.uint64(fp.ZERO_SEED_STATE), s)
+    for _ in range(fp.LANE_WARMUP):
+        s = xorshift32(s)
+    return s
+
+
+@dataclass
+class GlmState:
+    x: np.ndarray       # [R, N_in] int64 input trace
+    f: np.ndarray       # [R, N_out] int64 self-feedback trace
+    lanes: np.ndarray   # [R * N_out] uint64 firing bank
+
+
+def initial_glm_state(model: IntModel, rows: int) -> list[GlmState]:
+    return [GlmState(np.zeros((rows, L.n_in), np.int64), np.zeros((rows, L.n_out), np.int64),
+                     lane_seeds(model.fire_seed + l, rows * L.n_out)) for l, L in enumerate(model.layers)]
+
+
+@dataclass
+class GlmStep:
+    s: np.ndarray        # [R, N_out] uint8 spikes (sampled or clamped)
+    u: np.ndarray        # potential
+    idx: np.ndarray      # sigmoid table index
+    P: np.ndarray        # SIG[idx]
+    f_prev: np.ndarray   # feedback trace used in u
+    nsat: np.ndarray     # [R]
+
+
+def glm_layer_step(L: IntLayer, s_in: np.ndarray, st: GlmState, clamp: np.ndarray | None = None):
+    """§11 steps 1-5 for one layer over rows R: -> (GlmStep, new state)."""
+    x, n0 = sat(mul_q12(st.x, int(L.a_syn)) + (s_in.astype(np.int64) << fp.TRACE_FRAC), fp.STATE_MAX)
+    fb = trunc_div_pow2(L.w_fb.astype(np.int64) * st.f, fp.TRACE_FRAC)
+    u, n1 = sat(scale_pow2(exact_matmul(x, L.W), L.shift - fp.TRACE_FRAC) + fb + L.bias.astype(np.int64),
+                fp.STATE_MAX)
+    idx = np.clip((u >> L.sig_shift) + 128, 0, fp.SIG_LUT_SIZE - 1)
+    P = SIG[idx]
+    lanes = xorshift32(st.lanes)
+    s = (lanes >> np.uint64(16)).astype(np.int64).reshape(u.shape) < P
+    if clamp is not None:
+        s = clamp.astype(bool)
+    s = s.astype(np.uint8)
+    f, n2 = sat(mul_q12(st.f, L.a_fb) + (s.astype(np.int64) << fp.TRACE_FRAC), fp.STATE_MAX)
+    return GlmStep(s, u, idx, P, st.f, n0 + n1 + n2), GlmState(x, f, lanes)
+
+
+def glm_network_step(model: IntModel, s_rows: np.ndarray, states: list[GlmState], clamp_last=None):
+    steps, new = [], []
+    x = s_rows
+    for l, (L, st) in enumerate(zip(model.layers, states)):
+        out, st2 = glm_layer_step(L, x, st, clamp_last if l == len(model.layers) - 1 else None)
+        steps.append(out)
+        new.append(st2)
+        x = out.s
+    return steps, new
+
+
+def run_gem(model: IntModel, X: np.ndarray) -> SimResult:
+    """Inference of a probabilistic model: rows r = b * K + c. In the result, V holds the potential u and
+    I the feedback trace f (per layer [T, B*K, N]); scores are spike counts over t and compartments."""
+    check_input(model, X)
+    T, B, _ = X.shape
+    K = model.compartments
+    states = initial_glm_state(model, B * K)
+    spikes = [np.zeros((T, B * K, L.n_out), np.uint8) for L in model.layers]
+    U = [np.zeros((T, B * K, L.n_out), np.int32) for L in model.layers]
+    Fs = [np.zeros((T, B * K, L.n_out), np.int32) for L in model.layers]
+    nsat = np.zeros((T, B * K), np.int64)
+    total = np.zeros(B * K, np.int64)
+    for t in range(T):
+        steps, states = glm_network_step(model, np.repeat(X[t], K, axis=0), states)
+        for l, (o, st) in enumerate(zip(steps, states)):
+            spikes[l][t], U[l][t], Fs[l][t] = o.s, o.u, st.f
+            total = total + o.nsat
+        nsat[t] = total
+    C = model.layers[-1].n_out
+    scores = spikes[-1].astype(np.int64).reshape(T, B, K, C).sum(axis=(0, 2))
+    return SimResult(spikes, U, Fs, nsat, scores)
+
+
+def glm_apply_update(L: IntLayer, GW, Gb, Gf, prm: dict, lanes: np.ndarray):
+    """§11 scheduled update of one layer: N_in ticks for W (§7), one for bias, one for w_fb."""
+    R = np.empty((L.n_in + 2, lanes.size), np.uint64)
+    s = lanes
+    for i in range(L.n_in + 2):
+        s = xorshift32(s)
+        R[i] = s
+    n = L.n_out
+    lr_m, lr_s, lrb_m, lrb_s = (int(prm[k]) for k in ("lr_m", "lr_s", "lrb_m", "lrb_s"))
+    W = L.W.astype(np.int64) + ((GW * lr_m + draw_bits(R[:L.n_in, :n], lr_s)) >> lr_s)
+    Wc = np.clip(W, -fp.W_MAX, fp.W_MAX)
+    b = L.bias.astype(np.int64) + ((Gb * lrb_m + draw_bits(R[L.n_in, :n], lrb_s)) >> lrb_s)
+    bc = np.clip(b, -fp.STATE_MAX, fp.STATE_MAX)
+    f = L.w_fb.astype(np.int64) + ((Gf * lrb_m + draw_bits(R[L.n_in + 1, :n], lrb_s)) >> lrb_s)
+    fc = np.clip(f, -fp.STATE_MAX, fp.STATE_MAX)
+    nsat = int((Wc != W).sum() + (bc != b).sum() + (fc != f).sum())
+    return Wc.astype(np.int8), bc.astype(np.int32), fc.astype(np.int32), s, nsat
+
+
+def initial_gem_learn_state(model: IntModel) -> LearnState:
+    K = model.compartments
+    arrays = {"ll": np.zeros(K, np.int64)}
+    banks = []
+    for l, L in enumerate(model.layers):
+        arrays[f"L{l}_eW"] = np.zeros((K, L.n_in, L.n_out), np.int64)
+        arrays[f"L{l}_eb"] = np.zeros((K, L.n_out), np.int64)
+        arrays[f"L{l}_ef"] = np.zeros((K, L.n_out), np.int64)
+        arrays[f"L{l}_GW"] = np.zeros((L.n_in, L.n_out), np.int64)
+        arrays[f"L{l}_Gb"] = np.zeros(L.n_out, np.int64)
+        arrays[f"L{l}_Gf"] = np.zeros(L.n_out, np.int64)
+        banks.append(lane_seeds(model.learn.seed + l, L.n_out + 1))
+    return LearnState(banks[-1], 0, 0, arrays | {"banks": banks})   # .lanes unused by GEM: see "banks"
+
+
+def gem_learn_step(model: IntModel, s_in: np.ndarray, states: list[GlmState], ls: LearnState, label: int):
+    """§11 forward (last layer clamped when labelled) + GEM traces + scheduled update, one stream."""
+    K = model.compartments
+    prm = model.learn.params
+    A = ls.arrays
+    last = model.layers[-1]
+    clamp = None
+    if label >= 0:
+        clamp = np.zeros((K, last.n_out), np.uint8)
+        clamp[:, label] = 1
+    steps, states = glm_network_step(model, np.repeat(s_in[None, :], K, axis=0), states, clamp)
+    nsat = 0
+    if label >= 0:
+        for l, (L, o, st) in enumerate(zip(model.layers, steps, states)):
+            g = (o.s.astype(np.int64) << fp.Q) - (o.P >> 4)
+            eW, n1 = sat1(mul_q12(A[f"L{l}_eW"], L.a_mem) + mul_q12(st.x[:, :, None], g[:, None, :]), fp.TRACE_MAX)
+            eb, n2 = sat1(mul_q12(A[f"L{l}_eb"], L.a_mem) + mul_q12(np.int64(1 << fp.TRACE_FRAC), g),
+                          fp.TRACE_MAX)
+            ef, n3 = sat1(mul_q12(A[f"L{l}_ef"], L.a_mem) + mul_q12(o.f_prev, g), fp.TRACE_MAX)
+            A[f"L{l}_eW"], A[f"L{l}_eb"], A[f"L{l}_ef"] = eW, eb, ef
+            nsat += n1 + n2 + n3
+        o = steps[-1]
+        step_ll = np.where(o.s == 1, LOGSIG[o.idx], LOGSIG[fp.SIG_LUT_SIZE - 1 - o.idx]).sum(axis=1)
+        ll, n = sat1(mul_q12(A["ll"], int(prm["ll_decay"])) + step_ll, fp.GRAD_MAX)
+        A["ll"] = ll
+        nsat += n
+        w = EXP_LUT[np.minimum(fp.SIG_LUT_SIZE - 1, (ll.max() - ll) >> 4)]
+        wn = (w * fp.Q_ONE) // w.sum()          # non-negative: floor == trunc
+        for l in range(len(model.layers)):
+            GW, n1 = sat1(A[f"L{l}_GW"] + mul_q12(A[f"L{l}_eW"], wn[:, None, None]).sum(axis=0), fp.GRAD_MAX)
+            Gb, n2 = sat1(A[f"L{l}_Gb"] + mul_q12(A[f"L{l}_eb"], wn[:, None]).sum(axis=0), fp.GRAD_MAX)
+            Gf, n3 = sat1(A[f"L{l}_Gf"] + mul_q12(A[f"L{l}_ef"], wn[:, None]).sum(axis=0), fp.GRAD_MAX)
+            A[f"L{l}_GW"], A[f"L{l}_Gb"], A[f"L{l}_Gf"] = GW, Gb, Gf
+            nsat += n1 + n2 + n3
+        A["wn"] = wn
+    if (ls.t + 1) % int(prm["k_update"]) == 0:
+        for l, L in enumerate(model.layers):
+            L.W, L.bias, L.w_fb, A["banks"][l], n = glm_apply_update(L, A[f"L{l}_GW"], A[f"L{l}_Gb"],
+                                                                      A[f"L{l}_Gf"], prm, A["banks"][l])
+            nsat += n
+            for k in ("GW", "Gb", "Gf"):
+                A[f"L{l}_{k}"] = np.zeros_like(A[f"L{l}_{k}"])
+    ls.t += 1
+    ls.nsat += nsat
+    return steps, states, ls
+
+
+def gem_learn_sequence(model: IntModel, X: np.ndarray, labels: np.ndarray):
+    """`gem_learn_step` over X [T, N_in] with labels [T]; the trace holds every step's spikes, u, f,
+    every layer's W/bias/w_fb/bank and the rule's arrays (what the bit-exact tests compare)."""
+    states = initial_glm_state(model, model.compartments)
+    ls = initial_gem_learn_state(model)
+    trace = {"spikes": [], "V": [], "I": [], "W": [], "bias": [], "w_fb": [], "banks": [], "rule": []}
+    for t in range(X.shape[0]):
+        steps, states, ls = gem_learn_step(model, X[t], states, ls, int(labels[t]))
+        trace["spikes"].append([o.s.copy() for o in steps])
+        trace["V"].append([o.u.copy() for o in steps])
+        trace["I"].append([st.f.copy() for st in states])
+        trace["W"].append([L.W.copy() for L in model.layers])
+        trace["bias"].append([L.bias.copy() for L in model.layers])
+        trace["w_fb"].append([L.w_fb.copy() for L in model.layers])
+        trace["banks"].append([b.copy() for b in ls.arrays["banks"]])
+        trace["rule"].append({k: v.copy() for k, v in ls.arrays.items() if k not in ("banks", "wn")})
     return trace, states, ls

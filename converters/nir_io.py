@@ -46,6 +46,9 @@ def _dt_of(model: IntModel) -> float:
 def to_nir_graph(model: IntModel):
     import nir
     validate(model, "model to export as NIR")
+    if model.probabilistic:
+        raise SnnEdgeError("NIR export: layer 0 kind 'prob': NIR has no probabilistic (GLM/sigmoid-sampling) "
+                           "neuron; expected 'lif' or 'integrator' layers")
     dt = _dt_of(model)
     nodes = {"input": nir.Input({"input": np.array([model.layers[0].n_in])})}
     edges = []

@@ -420,6 +420,9 @@ def initializers(model: IntModel) -> list[onnx.TensorProto]:
                 numpy_helper.from_array(np.array(L.theta, np.int32), f"L{l}_theta"),
                 numpy_helper.from_array(np.array(L.shift, np.int32), f"L{l}_shift"),
                 numpy_helper.from_array(np.array(L.kind == "lif"), f"L{l}_spiking")]
+    if model.probabilistic:
+        from converters import onnx_gem
+        out += onnx_gem.initializers(model)
     for k in sorted(model.learn.params):
         out.append(numpy_helper.from_array(np.array(model.learn.params[k], np.int64), f"learn_{k}"))
     return out
@@ -437,10 +440,15 @@ def metadata(model: IntModel) -> dict[str, str]:
         "snn_edge.rule_version": str(RULE_VERSION),
         "snn_edge.learn_seed": str(model.learn.seed),
         "snn_edge.meta": dumps(model.meta),
+        "snn_edge.compartments": str(model.compartments),
+        "snn_edge.fire_seed": str(model.fire_seed),
     }
 
 
 def functions(model: IntModel) -> list[onnx.FunctionProto]:
+    if model.probabilistic:
+        from converters import onnx_gem
+        return onnx_gem.functions(model)
     fs = []
     if any(not L.per_input for L in model.layers):
         fs.append(lif_step_function())
@@ -460,6 +468,9 @@ def _state_zeros(b: Body, batch: str, n: int, dtype) -> str:
 def sequence_graph(model: IntModel) -> onnx.GraphProto:
     """Main graph: spikes_in uint8 [T, B, N_in] -> every step's spikes/V/I per layer, cumulative nsat [T, B],
     scores [B, C] (spike counts, or summed membrane), prediction [B]."""
+    if model.probabilistic:
+        from converters import onnx_gem
+        return onnx_gem.sequence_graph(model)
     n = len(model.layers)
     vi = helper.make_tensor_value_info
     b = Body("sequence")
@@ -589,6 +600,9 @@ def learn_model(proto: onnx.ModelProto, model: IntModel) -> onnx.ModelProto:
     state, and the saturation counts."""
     if model.learn.rule == "none":
         raise SnnEdgeError("learning graph: the model has no on-device rule (snn_edge.rule = none)")
+    if model.learn.rule == "gem":
+        from converters import onnx_gem
+        return onnx_gem.learn_model(proto, model)
     n = len(model.layers)
     last = n - 1
     vi = helper.make_tensor_value_info

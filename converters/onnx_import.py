@@ -25,12 +25,14 @@ ALLOWED_OPS = frozenset({
     "ConstantOfShape", "Div", "Equal", "Greater", "GreaterOrEqual", "Identity", "If", "MatMul",
     "MatMulInteger", "Max", "Mod", "Mul", "Neg", "Not", "ReduceSum", "Scan", "Shape", "Slice", "Squeeze",
     "Sub", "Unsqueeze", "Where",
+    # probabilistic (GEM) graphs
+    "Expand", "Gather", "Less", "Min", "Range", "ReduceMax", "Reshape",
 })
-KNOWN_FUNCTIONS = frozenset({"CubaLifStep", "CubaLifStepFiltered", "NetworkStep", "ApplyUpdate"}
-                            | set(RULE_FUNCTION.values()))
+KNOWN_FUNCTIONS = frozenset({"CubaLifStep", "CubaLifStepFiltered", "NetworkStep", "ApplyUpdate", "GlmStep",
+                             "GlmNetworkStep", "GlmApplyUpdate", "GemLearnStep"} | set(RULE_FUNCTION.values()))
 REQUIRED_META = ("snn_edge.format", "snn_edge.numerics_version", "snn_edge.layers", "snn_edge.in_max",
                  "snn_edge.binning", "snn_edge.rule", "snn_edge.rule_version", "snn_edge.learn_seed",
-                 "snn_edge.meta")
+                 "snn_edge.meta", "snn_edge.compartments", "snn_edge.fire_seed")
 
 
 def read_proto(path) -> onnx.ModelProto:
@@ -134,6 +136,8 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
         extra = json.loads(meta["snn_edge.meta"])
         in_max = int(meta["snn_edge.in_max"])
         seed = int(meta["snn_edge.learn_seed"])
+        compartments = int(meta["snn_edge.compartments"])
+        fire_seed = int(meta["snn_edge.fire_seed"])
     except (ValueError, TypeError) as exc:
         raise SnnEdgeError(f"{where}: malformed snn_edge metadata ({exc})") from None
     layers = []
@@ -150,15 +154,31 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
         kind = lm.get("kind")
         if spiking != (kind == "lif"):
             raise SnnEdgeError(f"{where}: initializer L{l}_spiking is {spiking} but metadata says kind {kind!r}")
-        layers.append(IntLayer(W.copy(), a_syn.astype(np.int32), scalar["a_mem"], scalar["theta"],
-                               scalar["shift"], int(lm.get("w_exp", 0)), kind))
+        layer = IntLayer(W.copy(), a_syn.astype(np.int32), scalar["a_mem"], scalar["theta"],
+                         scalar["shift"], int(lm.get("w_exp", 0)), kind)
+        if kind == "prob":
+            layer.bias = _tensor(inits, f"L{l}_bias", np.int32, (W.shape[1],), where).copy()
+            layer.w_fb = _tensor(inits, f"L{l}_w_fb", np.int32, (W.shape[1],), where).copy()
+            layer.a_fb = int(_tensor(inits, f"L{l}_a_fb", np.int32, (), where))
+            layer.sig_shift = int(_tensor(inits, f"L{l}_sig_shift", np.int32, (), where))
+        layers.append(layer)
     rule = meta["snn_edge.rule"]
     params = {}
     for name in sorted(n for n in inits if n.startswith("learn_")):
         params[name[len("learn_"):]] = int(_tensor(inits, name, np.int64, (), where))
     model = IntModel(layers, in_max, None if binning is None else _tuplify(binning),
-                     LearnSpec(rule, seed, params), extra)
+                     LearnSpec(rule, seed, params), extra, compartments, fire_seed)
     known = {f"L{l}_{k}" for l in range(len(layers)) for k in ("W", "a_syn", "a_mem", "theta", "shift", "spiking")}
+    if model.probabilistic:
+        known |= {f"L{l}_{k}" for l in range(len(layers)) for k in ("bias", "w_fb", "a_fb", "sig_shift")}
+        for name, builder in (("sigmoid_lut", fp.sigmoid_lut), ("logsig_lut", fp.logsig_lut), ("exp_lut", fp.exp_lut)):
+            table = _tensor(inits, name, np.int32, (fp.SIG_LUT_SIZE,), where)
+            want = np.array(builder(), np.int32)
+            if (table != want).any():
+                k = int(np.flatnonzero(table != want)[0])
+                raise SnnEdgeError(f"{where}: initializer {name}[{k}] = {table[k]}, expected {want[k]} "
+                                   f"(NUMERICS.md §8 table)")
+            known.add(name)
     unknown = sorted(n for n in inits if n not in known and not n.startswith("learn_"))
     if unknown:
         raise SnnEdgeError(f"{where}: unexpected initializers {unknown}")

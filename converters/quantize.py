@@ -178,3 +178,61 @@ def format_report(rep: dict) -> str:
         if a is not None:
             lines.append(f"layer {l} spike agreement {100 * a:.3f}%")
     return "\n".join(lines)
+
+
+# ---- probabilistic (GEM) models: NUMERICS.md §11 ---------------------------------------------
+
+def quantize_gem(spec, params, X_calib: np.ndarray, rule_options: dict, learn: LearnSpec | None = None) -> IntModel:
+    """A float GEM network (edge.probabilistic.GLMLayerParams, exponential kernel) -> probabilistic IntModel.
+
+    Scales: the weight exponent keeps every weight; F is the largest shift that keeps the calibrated
+    peak |u| (float network, one sampled pass over X_calib) with a margin inside the state, and leaves
+    sig_shift = w_exp + F - 4 >= 0.
+    """
+    from edge.probabilistic import Kernels, draw_uniforms, network_window
+    kind = rule_options.get("kernel", "raised_cosine")
+    if kind != "exponential" or any(p.W_more.shape[0] for p in params):
+        raise SnnEdgeError(f"GEM checkpoint: kernel {kind!r} with {1 + params[0].W_more.shape[0]} basis "
+                           "kernel(s); the integer form needs the exponential kernel (train with --set "
+                           "kernel=exponential --set n_basis=1)")
+    kernels = Kernels("exponential", 1, int(rule_options.get("kernel_len", 8)), int(rule_options.get("fb_len", 8)))
+    T, B, _ = X_calib.shape
+    U = draw_uniforms(np.random.default_rng(0), T, B, 1, spec.sizes)
+    wins = network_window([p.astype(np.float64) for p in params], X_calib.astype(np.float64), kernels, U, None)
+    layers = []
+    for l, (p, win) in enumerate(zip(params, wins)):
+        w_exp = weight_exponent(p.W)
+        peak = max(float(np.abs(win.u).max()), 8.0) * STATE_MARGIN
+        F = next((f for f in range(MAX_SHIFT, -1, -1) if peak * 2.0 ** (w_exp + f) <= fp.STATE_MAX), 0)
+        F = max(F, 4 - w_exp, 0)
+        scale = 2.0 ** (w_exp + F)
+        q = lambda v: np.clip(np.rint(np.asarray(v, np.float64) * scale), -fp.STATE_MAX, fp.STATE_MAX).astype(np.int32)  # noqa: E731
+        layers.append(IntLayer(quantize_weights(p.W, w_exp), np.array(fp.q12_from_float(float(p.a_syn)), np.int32),
+                               fp.q12_from_float(float(p.a_mem)), 1, F, w_exp, "prob", q(p.bias), q(p.w_fb),
+                               fp.q12_from_float(kernels.fb_decay), w_exp + F - 4))
+    model = IntModel(layers, in_max_of(spec), spec.binning, learn or LearnSpec(),
+                     {"float_spec": spec.to_dict(), "calibration_samples": int(B), "gem_options": rule_options},
+                     int(rule_options.get("k_infer", 5)), int(rule_options.get("seed", 0)))
+    validate(model, "quantized GEM model")
+    return model
+
+
+def compare_gem(spec, params, rule_options: dict, model: IntModel, X: np.ndarray, y: np.ndarray,
+                batch: int = 100) -> dict:
+    """Float GEM (its own sampler) vs integer GEM accuracy on X [S, T, N_in]; spikes are random in both,
+    so only accuracies and the agreement of predictions are reported."""
+    from edge.rules import make_rule
+    rule = make_rule("gem", **rule_options)
+    params = [p.copy() for p in params]
+    rule.init(spec, params, np.random.default_rng(0))   # GLM params pass through unchanged
+    S = X.shape[0]
+    f_correct = i_correct = same = 0
+    for b0 in range(0, S, batch):
+        xb = np.ascontiguousarray(X[b0:b0 + batch].transpose(1, 0, 2))
+        fpred = rule.predict(params, xb).argmax(axis=1)
+        ipred = intsim.run(model, xb).predictions
+        f_correct += int((fpred == y[b0:b0 + batch]).sum())
+        i_correct += int((ipred == y[b0:b0 + batch]).sum())
+        same += int((fpred == ipred).sum())
+    return {"samples": S, "float_accuracy": f_correct / S, "int_accuracy": i_correct / S,
+            "prediction_agreement": same / S, "spike_agreement": []}

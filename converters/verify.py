@@ -167,3 +167,36 @@ def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray
     return {"rule": model.learn.rule, "steps": int(X.shape[0]), "spikes_compared": spikes_cmp,
             "spike_mismatches": spikes_bad, "values_compared": values_cmp, "value_mismatches": values_bad,
             "weights_changed": int((trace["W"][-1] != model.layers[-1].W).sum())}
+
+
+def compare_learning_gem(model: IntModel, proto: onnx.ModelProto, X: np.ndarray, labels: np.ndarray,
+                         sess=None) -> dict:
+    """GEM (§11) on one stream X [T, N_in]: every step's spikes and u/f of the K compartments, every
+    layer's W, bias, w_fb and learning bank, and the rule's traces, intsim vs onnxruntime."""
+    sess = sess or session(learn_model(proto, model))
+    got = dict(zip([o.name for o in sess.get_outputs()],
+                   sess.run(None, {"spikes_in": np.ascontiguousarray(X[:, None, :], np.uint8),
+                                   "labels": labels.astype(np.int64)})))
+    trace, _, ls = intsim.gem_learn_sequence(model.copy(), X, labels)
+    spikes_cmp = spikes_bad = values_cmp = values_bad = 0
+
+    def cmp(a, b):
+        nonlocal values_cmp, values_bad
+        values_cmp += np.size(a)
+        values_bad += int((np.asarray(a) != np.asarray(b)).sum())
+
+    for t in range(X.shape[0]):
+        for l in range(len(model.layers)):
+            ref = trace["spikes"][t][l]
+            spikes_cmp += ref.size
+            spikes_bad += int((got[f"L{l}_spikes"][t] != ref).sum())
+            cmp(got[f"seq_L{l}_f"][t], trace["I"][t][l])
+            for name in ("W", "bias", "w_fb"):
+                cmp(got[f"seq_L{l}_{name}"][t], trace[name][t][l])
+            cmp(got[f"seq_L{l}_bank"][t], trace["banks"][t][l])
+        for name, ref in trace["rule"][t].items():
+            cmp(got[f"seq_{name}"][t], ref)
+    return {"rule": "gem", "steps": int(X.shape[0]), "spikes_compared": spikes_cmp, "spike_mismatches": spikes_bad,
+            "values_compared": values_cmp, "value_mismatches": values_bad,
+            "rule_saturation_mismatch": abs(int(got["nsat_rule"].sum()) - ls.nsat),
+            "weights_changed": int(sum((w != L.W).sum() for w, L in zip(trace["W"][-1], model.layers)))}

@@ -14,7 +14,7 @@ import os
 
 from edge.errors import SnnEdgeError
 
-RULE_CHOICES = ("none", "readout_delta", "solsa")
+RULE_CHOICES = ("none", "readout_delta", "solsa", "gem")
 
 
 def register(sub) -> None:
@@ -90,7 +90,8 @@ def _explicit(args) -> set[str]:
 def _quantize_checkpoint(args, report: bool):
     import numpy as np
 
-    from converters.quantize import auto_rule_params, compare, format_report, quantize
+    from converters.quantize import (auto_rule_params, compare, compare_gem, format_report, quantize,
+                                     quantize_gem)
     from edge.data import load_frames, split_stratified
     from edge.model import load_checkpoint
     if not args.data:
@@ -102,11 +103,17 @@ def _quantize_checkpoint(args, report: bool):
                           limit=args.limit)
     train, val = split_stratified(y, 0.2, 0)
     calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
-    model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
-    auto_rule_params(model, keep=_explicit(args))
+    gem = hasattr(params[0], "w_fb")   # a GEM checkpoint (edge.probabilistic.GLMLayerParams)
+    if gem:
+        options = (extra.get("rule") or {}).get("options", {})
+        model = quantize_gem(spec, params, calib, options, learn=_learn(args))
+    else:
+        model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
+        auto_rule_params(model, keep=_explicit(args))
     model.meta["source"] = os.path.basename(path)
     if report:
-        rep = compare(spec, params, model, X[val], y[val])
+        rep = (compare_gem(spec, params, options, model, X[val], y[val]) if gem
+               else compare(spec, params, model, X[val], y[val]))
         model.meta["report"] = rep
         print(format_report(rep))
     return model
@@ -180,6 +187,9 @@ def cmd_verify(args) -> int:
     if Xt.max(initial=0) > model.in_max:
         Xt = np.minimum(Xt, model.in_max).astype(np.uint8)
     rows = [("numpy-int vs onnxruntime", verify.compare_forward(model, verify.session(proto), Xt))]
+    if model.probabilistic and not args.no_firmware:
+        print("firmware_py: no probabilistic (GEM) kernels on the device runtime yet; compared host executors only")
+        args.no_firmware = True
     if not args.no_firmware:
         rows.append(("numpy-int vs firmware_py", verify.compare_firmware(model, Xt)))
     learn_rows = []
@@ -188,8 +198,8 @@ def cmd_verify(args) -> int:
         reps = -(-args.learn_steps // T)
         stream = np.concatenate([X[i % len(X)] for i in range(reps)])[: args.learn_steps]
         labels = np.concatenate([np.full(T, y[i % len(X)]) for i in range(reps)])[: args.learn_steps]
-        learn_rows.append(("learning: numpy-int vs onnxruntime",
-                           verify.compare_learning(model, proto, stream, labels)))
+        compare = verify.compare_learning_gem if model.learn.rule == "gem" else verify.compare_learning
+        learn_rows.append(("learning: numpy-int vs onnxruntime", compare(model, proto, stream, labels)))
         if not args.no_firmware:
             learn_rows.append(("learning: numpy-int vs firmware_py",
                                verify.compare_firmware_learning(model, stream, labels)))

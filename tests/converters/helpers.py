@@ -23,3 +23,17 @@ def random_input(rng, model, T, B, density=0.3):
     on = rng.random((T, B, n_in)) < density
     vals = rng.integers(1, model.in_max + 1, (T, B, n_in))
     return (on * vals).astype(np.uint8)
+
+
+def gem_model(rng, n_in=20, n_hidden=8, n_out=4, K=3):
+    """A small probabilistic (GEM) model: 2 GLM layers, K compartments."""
+    from converters.intmodel import IntLayer
+    layers = []
+    for a, b, w_exp, F in ((n_in, n_hidden, 7, 4), (n_hidden, n_out, 7, 4)):
+        L = IntLayer(rng.integers(-127, 128, (a, b)).astype(np.int8), np.array(3000, np.int32), 3600, 1, F, w_exp,
+                     "prob", bias=rng.integers(-3000, 500, b).astype(np.int32),
+                     w_fb=rng.integers(-4000, 0, b).astype(np.int32), a_fb=2458, sig_shift=w_exp + F - 4)
+        layers.append(L)
+    learn = default_learn("gem")
+    learn.params.update(k_update=10, lr_s=6)
+    return IntModel(layers, 1, None, learn, {}, K, 7)

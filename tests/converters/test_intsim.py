@@ -130,3 +130,38 @@ def test_input_outside_declared_range_is_refused():
     X = np.full((3, 1, 20), 2, np.uint8)
     with pytest.raises(SnnEdgeError, match=r"input values must be in \[0, 1\]"):
         intsim.run(model, X)
+
+
+def test_vectorised_lane_seeding_matches_fixedpoint():
+    for seed, n in ((0, 5), (7, 300), (2 ** 32 - 1, 17)):
+        assert intsim.lane_seeds(seed, n).tolist() == fp.lane_seeds(seed, n)
+
+
+def test_gem_firing_follows_the_sigmoid_table():
+    """With W = 0 and feedback off, u = bias: the firing rate must match SIG[idx(bias)] / 65536."""
+    from tests.converters.helpers import gem_model
+    model = gem_model(np.random.default_rng(34), K=50)
+    for L in model.layers:
+        L.W[:] = 0
+        L.w_fb[:] = 0
+    L = model.layers[-1]
+    L.bias[:] = [-(1 << L.sig_shift) * 16, 0, 1 << L.sig_shift * 1, (1 << L.sig_shift) * 24]
+    res = intsim.run(model, np.zeros((200, 1, 20), np.uint8))
+    rate = res.spikes[-1].mean(axis=(0, 1))
+    idx = np.clip((L.bias.astype(np.int64) >> L.sig_shift) + 128, 0, 255)
+    np.testing.assert_allclose(rate, intsim.SIG[idx] / 65536, atol=0.02)
+
+
+def test_gem_learning_raises_the_labelled_log_likelihood():
+    from tests.converters.helpers import gem_model, random_input as rnd
+    rng = np.random.default_rng(35)
+    model = gem_model(rng, K=4)
+    model.learn.params.update(k_update=25, lr_s=4, lrb_s=2)
+    X = rnd(rng, model, 25, 1, density=0.4)[:, 0]
+    first = last = None
+    for epoch in range(8):
+        trace, _, ls = intsim.gem_learn_sequence(model, X, np.full(25, 3))
+        ll = trace["rule"][-2]["ll"].max()         # the window's log-likelihood before the reset update
+        first = ll if first is None else first
+        last = ll
+    assert last > first

@@ -82,3 +82,10 @@ def test_not_a_nir_file(tmp_path):
     (tmp_path / "x.nir").write_bytes(b"hello")
     with pytest.raises(SnnEdgeError, match="x.nir: not a readable NIR file"):
         import_nir(tmp_path / "x.nir")
+
+
+def test_probabilistic_model_is_refused_by_nir_export(tmp_path):
+    from tests.converters.helpers import gem_model
+    with pytest.raises(SnnEdgeError, match="NIR has no probabilistic"):
+        export_nir(gem_model(np.random.default_rng(23)), tmp_path / "g.nir")
+    assert not (tmp_path / "g.nir").exists()

@@ -169,3 +169,52 @@ def test_firmware_runtime_matches_forward_golden_vectors():
             assert sorted(st.out) == [j for j, v in enumerate(want["spikes"][l]) if v]
             assert list(st.V) == want["V"][l] and list(st.I) == want["I"][l]
         assert net.nsat == want["nsat"]
+
+
+# ---- probabilistic (GEM) models, NUMERICS.md §11 ----
+
+def test_gem_forward_is_bit_exact_with_in_graph_lane_seeding():
+    from tests.converters.helpers import gem_model
+    rng = np.random.default_rng(30)
+    model = gem_model(rng)
+    proto = ox.to_onnx(model)
+    ox.check(proto)
+    X = random_input(rng, model, 30, 3, density=0.4)
+    r = verify.compare_forward(model, verify.session(proto), X)
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r
+    assert r["spikes_compared"] == 30 * 3 * 3 * 12 and r["total_spikes"] > 0
+
+
+def test_gem_learning_is_bit_exact_for_50_steps():
+    from tests.converters.helpers import gem_model
+    rng = np.random.default_rng(31)
+    model = gem_model(rng)
+    proto = ox.to_onnx(model)
+    X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
+    labels = np.full(50, 1)
+    labels[:6] = -1
+    r = verify.compare_learning_gem(model, proto, X, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
+    assert r["weights_changed"] > 0
+
+
+def test_gem_export_import_export_is_byte_identical(tmp_path):
+    from tests.converters.helpers import gem_model
+    model = gem_model(np.random.default_rng(32))
+    first = ox.export(model, tmp_path / "g.onnx")
+    back = oi.load_onnx(tmp_path / "g.onnx")
+    assert back.compartments == model.compartments and back.fire_seed == model.fire_seed
+    assert all((a.bias == b.bias).all() and (a.w_fb == b.w_fb).all() for a, b in zip(back.layers, model.layers))
+    assert ox.export(back, tmp_path / "g2.onnx") == first
+
+
+def test_gem_tampered_sigmoid_table_is_named():
+    from tests.converters.helpers import gem_model
+    proto = ox.to_onnx(gem_model(np.random.default_rng(33)))
+    for t in proto.graph.initializer:
+        if t.name == "sigmoid_lut":
+            table = numpy_helper.to_array(t).copy()
+            table[200] += 1
+            t.CopyFrom(numpy_helper.from_array(table, "sigmoid_lut"))
+    with pytest.raises(SnnEdgeError, match=r"initializer sigmoid_lut\[200\] = \d+, expected \d+"):
+        oi.from_proto(proto, "g.onnx")

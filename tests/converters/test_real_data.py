@@ -107,3 +107,40 @@ def test_firmware_runtime_matches_numpy_int_on_real_recordings(frames, trained):
     model = quantize(spec, params, calib(frames, 100), calibrate_theta=False)
     r = verify.compare_firmware(model, np.ascontiguousarray(X[val[:10]].transpose(1, 0, 2)))
     assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0 and r["prediction_mismatches"] == 0, r
+
+
+@pytest.fixture(scope="module")
+def gem_int_model(frames):
+    """A GEM network in the float engine's own GLM form (edge.rules.gem.to_glm_params, exponential kernel),
+    quantised by converters.quantize.quantize_gem; untrained: bit-exactness does not depend on training."""
+    from edge.data import NMNIST_SPEC
+    from edge.model import NetworkSpec, init_params
+    from edge.probabilistic import Kernels
+    from edge.rules.gem import to_glm_params
+    from converters.quantize import quantize_gem
+    spec = NetworkSpec(sizes=(578, 32, 10), binning=NMNIST_SPEC.as_tuple())
+    rng = np.random.default_rng(0)
+    params = to_glm_params(init_params(spec, rng), Kernels("exponential", 1), rng, -2.0, -1.0)
+    options = {"kernel": "exponential", "n_basis": 1, "k_infer": 4, "seed": 3}
+    return quantize_gem(spec, params, calib(frames, 50), options, learn=default_learn("gem"))
+
+
+def test_gem_bit_exact_on_100_real_recordings(frames, gem_int_model):
+    X, _, _, val = frames
+    proto = ox.to_onnx(gem_int_model)
+    ox.check(proto)
+    r = verify.compare_forward(gem_int_model, verify.session(proto),
+                               np.ascontiguousarray(X[val[:100]].transpose(1, 0, 2)))
+    assert r["samples"] == 100 and r["spike_mismatches"] == 0 and r["state_mismatches"] == 0, r
+    assert r["prediction_mismatches"] == 0 and r["total_spikes"] > 1000
+
+
+def test_gem_learning_bit_exact_for_50_steps_on_real_recordings(frames, gem_int_model):
+    X, y, _, val = frames
+    model = gem_int_model.copy()
+    model.learn.params.update(k_update=10)
+    stream = np.concatenate([X[val[0]], X[val[1]]])[:50]
+    labels = np.concatenate([np.full(30, y[val[0]]), np.full(30, y[val[1]])])[:50]
+    r = verify.compare_learning_gem(model, ox.to_onnx(model), stream, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
+    assert r["weights_changed"] > 0
