@@ -71,8 +71,12 @@ def _crc32_tables():
     # The reflected zlib CRC-32 split into two 16-bit tables, so that the pure-Python path never
     # builds an int above 2**30 (those live on the heap in MicroPython).
     from array import array
-    lo = array("H", [0] * 256)
-    hi = array("H", [0] * 256)
+    try:
+        lo = array("H", bytearray(512))     # MicroPython: the raw bytes become 256 zero items
+        hi = array("H", bytearray(512))
+    except TypeError:                       # CPython refuses a buffer for 'H'
+        lo = array("H", [0] * 256)
+        hi = array("H", [0] * 256)
     for i in range(256):
         c_lo = i
         c_hi = 0

@@ -56,6 +56,7 @@ def _link_source(*names):
 
 def test_link_crc_and_stuffing_run_unchanged_on_micropython_1_9_2(microbit):
     repl = microbit
+    repl.exec("import gc\ngc.collect()")
     repl.exec("_END_B=b'\\xc0'\n_ESC_B=b'\\xdb'\n_INTR_B=b'\\x03'")
     for code in _link_source("_crc32_tables", "crc32_halves", "crc32_py", "stuff"):
         repl.exec(code)
