@@ -218,3 +218,13 @@ def test_gem_tampered_sigmoid_table_is_named():
             t.CopyFrom(numpy_helper.from_array(table, "sigmoid_lut"))
     with pytest.raises(SnnEdgeError, match=r"initializer sigmoid_lut\[200\] = \d+, expected \d+"):
         oi.from_proto(proto, "g.onnx")
+
+
+def test_imported_model_whose_weights_overflow_the_declared_width_is_refused():
+    """A file edited to a state shift that lets the spike current pass 2**30 is refused on import."""
+    proto = ox.to_onnx(small_model(np.random.default_rng(18), in_max=255))
+    for t in proto.graph.initializer:
+        if t.name == "L0_shift":
+            t.CopyFrom(numpy_helper.from_array(np.array(20, np.int32), "L0_shift"))
+    with pytest.raises(SnnEdgeError, match=r"m.onnx: layer 0 W: weights overflow the declared width.*expected < 2\*\*30"):
+        oi.from_proto(proto, "m.onnx")
