@@ -185,7 +185,8 @@ def cmd_verify(args) -> int:
     X, y, _ = load_frames(args.data, _bin_spec(model.binning, args.model), progress=False, limit=args.limit)
     Xt = np.ascontiguousarray(X.transpose(1, 0, 2))
     if Xt.max(initial=0) > model.in_max:
-        Xt = np.minimum(Xt, model.in_max).astype(np.uint8)
+        raise SnnEdgeError(f"{args.model}: --data binned to values up to {Xt.max()}, but the model's in_max is "
+                           f"{model.in_max} (binning mode and model disagree)")
     rows = [("numpy-int vs onnxruntime", verify.compare_forward(model, verify.session(proto), Xt))]
     if model.probabilistic and not args.no_firmware:
         print("firmware_py: no probabilistic (GEM) kernels on the device runtime yet; compared host executors only")
