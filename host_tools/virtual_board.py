@@ -107,6 +107,7 @@ class VirtualBoard:
         self.to_host: FaultModel | None = None
         self.proc: subprocess.Popen | None = None
         self.boots = 0
+        self._line_free = [0.0, 0.0]        # when each direction of a paced line is free again
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -192,11 +193,18 @@ class VirtualBoard:
             except OSError:
                 return
 
-    def _pace(self, n: int, since: float) -> None:
-        if self.baud:
-            delay = n * 10 / self.baud - (time.monotonic() - since)
-            if delay > 0:
-                time.sleep(delay)
+    def _pace(self, n: int, direction: int) -> None:
+        """Hold the relay until the line (one per direction: a UART is full duplex) would have sent
+        n more bytes at 10 bits each; a late wake-up is made up by the next chunks, so the average
+        rate is the baud rate however coarse the sleeps are."""
+        if not self.baud:
+            return
+        now = time.monotonic()
+        start = max(now, self._line_free[direction])
+        self._line_free[direction] = start + n * 10 / self.baud
+        delay = self._line_free[direction] - now
+        if delay > 0:
+            time.sleep(delay)
 
     def _relay(self) -> None:
         while not self._stop.is_set():
@@ -204,7 +212,6 @@ class VirtualBoard:
                 master_a, proc = self.master_a, self.proc
             ready, _, _ = select.select([self.master_b, master_a], [], [], 0.05)
             if self.master_b in ready:
-                t0 = time.monotonic()
                 try:
                     data = os.read(self.master_b, 4096 if not self.baud else 256)
                 except (BlockingIOError, OSError):
@@ -212,10 +219,9 @@ class VirtualBoard:
                 if data:
                     if self.to_board is not None:
                         data = self.to_board.apply(data)
+                    self._pace(len(data), 0)
                     self._write_all(master_a, data, drop_if_full=False)
-                    self._pace(len(data), t0)
             if master_a in ready:
-                t0 = time.monotonic()
                 try:
                     data = os.read(master_a, 4096 if not self.baud else 256)
                 except BlockingIOError:
@@ -231,8 +237,8 @@ class VirtualBoard:
                 if data:
                     if self.to_host is not None:
                         data = self.to_host.apply(data)
+                    self._pace(len(data), 1)
                     self._write_all(self.master_b, data, drop_if_full=True)
-                    self._pace(len(data), t0)
 
 
 class MicrobitBoard:
