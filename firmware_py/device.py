@@ -256,10 +256,10 @@ class Device:
         self._need_model()
         if self.store is None:
             raise DeviceError(E_BAD_ARGUMENT, "no filesystem store on this device")
-        from firmware_py.store import checkpoint_bytes
-        data = checkpoint_bytes(self.net.model, self.model_crc)
-        self.store.save_weights(data)
-        return len(data)
+        from firmware_py.store import checkpoint_segments
+        segs, total = checkpoint_segments(self.net.model, self.model_crc)
+        self.store.save_weights(segs)     # the weight arrays are written in place: no full copy in RAM
+        return total
 
     def reset(self):
         """Zero the network state, the rule's traces and its generator bank, and the statistics."""

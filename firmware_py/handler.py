@@ -7,7 +7,7 @@ DeviceError (code + msg), which the session turns into ERROR frames; the loop ke
 """
 from firmware_py.device import Device, VERSION
 from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
-from firmware_py.store import Store, apply_checkpoint, checkpoint_bytes
+from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, read_segments
 
 
 class DeviceHandler:
@@ -15,6 +15,7 @@ class DeviceHandler:
         self.dev = device
         self.model_buf = None
         self.weights_buf = None
+        self.segs = None
 
     def hello(self):
         return ("snn-edge-runtime %s" % VERSION).encode()
@@ -71,9 +72,12 @@ class DeviceHandler:
         return items
 
     def get_weights(self, offset, length):
+        """A slice of the checkpoint image, read from the weight arrays in place (no full copy)."""
         self.dev._need_model()
-        data = checkpoint_bytes(self.dev.net.model, self.dev.model_crc)
-        return data[offset:offset + length], len(data)
+        if offset == 0 or self.segs is None:
+            self.segs = checkpoint_segments(self.dev.net.model, self.dev.model_crc)
+        segs, total = self.segs
+        return read_segments(segs, offset, length), total
 
     def put_weights(self, offset, total, chunk):
         self.weights_buf = self._chunk(self.weights_buf, offset, total, chunk, "weights")

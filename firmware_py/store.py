@@ -9,7 +9,7 @@ first: an update that was not committed did not happen), so a reset never loses 
 import os
 import struct
 
-from firmware_py.blob import crc32, check_file
+from firmware_py.blob import crc32, crc32_array, check_file
 from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC
 
 MODEL_FILE = "model.blob"
@@ -57,7 +57,8 @@ class Store:
             self.hook(what)
 
     def write_atomic(self, name, data):
-        """Replace file `name` by `data` so that a reset at any point keeps a complete copy."""
+        """Replace file `name` by `data` (bytes, or a list of buffers written one after the other) so
+        that a reset at any point keeps a complete copy."""
         path = self.path(name)
         tmp = path + ".new"
         old = path + ".old"
@@ -65,12 +66,13 @@ class Store:
             _remove(tmp)
             f = open(tmp, "wb")
             try:
-                mv = memoryview(data)
-                for k in range(0, len(data), self.chunk):
-                    f.write(mv[k:k + self.chunk])
-                    if hasattr(f, "flush"):
-                        f.flush()
-                    self._op("write")
+                for seg in (data if isinstance(data, list) else [data]):
+                    mv = memoryview(seg)
+                    for k in range(0, len(seg), self.chunk):
+                        f.write(mv[k:k + self.chunk])
+                        if hasattr(f, "flush"):
+                            f.flush()
+                        self._op("write")
             finally:
                 f.close()
             self._op("close")
@@ -125,6 +127,43 @@ class Store:
     def clear_weights(self):
         for suffix in ("", ".new", ".old"):
             _remove(self.path(WEIGHTS_FILE) + suffix)
+
+
+def checkpoint_segments(model, model_crc):
+    """The checkpoint image as a list of buffers (weights stay in their arrays: nothing big is copied)
+    and its total length including the CRC; see checkpoint_bytes for the layout."""
+    segs = [CKPT_MAGIC + struct.pack("<HIH", CKPT_FORMAT, model_crc, len(model.layers))]
+    for L in model.layers:
+        segs.append(struct.pack("<IIB", L.n_in, L.n_out, 1 if L.per_input else 0))
+        segs.append(L.W)
+        if L.per_input:
+            segs.append(struct.pack("<%dH" % L.n_in, *L.a_syn))
+        if getattr(L, "bias", None) is not None:
+            segs.append(struct.pack("<%di" % L.n_out, *L.bias) + struct.pack("<%di" % L.n_out, *L.w_fb))
+    crc = 0
+    total = 4
+    for seg in segs:
+        crc = crc32_array(seg, "b", crc) if not isinstance(seg, bytes) else crc32(seg, crc)
+        total += len(seg)
+    segs.append(struct.pack("<I", crc))
+    return segs, total
+
+
+def read_segments(segs, offset, length):
+    """bytes [offset, offset + length) of the concatenated segments."""
+    out = bytearray()
+    pos = 0
+    end = offset + length
+    for seg in segs:
+        n = len(seg)
+        if pos + n > offset and pos < end:
+            a = max(offset, pos) - pos
+            b = min(end, pos + n) - pos
+            out.extend(bytes(memoryview(seg)[a:b]))
+        pos += n
+        if pos >= end:
+            break
+    return bytes(out)
 
 
 def checkpoint_bytes(model, model_crc):
