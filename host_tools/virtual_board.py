@@ -152,10 +152,10 @@ class VirtualBoard:
             proc = self.proc
         proc.kill()
         deadline = time.monotonic() + 10
-        while self.boots_seen(proc) and time.monotonic() < deadline:
+        while self._running(proc) and time.monotonic() < deadline:   # until the relay rebooted it
             time.sleep(0.01)
 
-    def boots_seen(self, proc) -> bool:
+    def _running(self, proc) -> bool:
         with self._lock:
             return self.proc is proc
 
