@@ -93,6 +93,9 @@ class Device:
             else:
                 net = Network(model, self.rows)
             rule = learning.make_rule(net, None, self.factorised)
+            if rule is not None and self.rows is not accumulate_rows and hasattr(rule, "use_kernel"):
+                from firmware_py import fast     # fast rows asked for: the fast learning kernel too
+                rule.use_kernel(fast.best_solsa_full())
             binner = Binner(spec)
         except MemoryError:
             gc.collect()

@@ -1,6 +1,7 @@
 """Optional fast kernels for the hot loop (the sum of the weight rows of the active inputs).
 
-Same signature and same bits as runtime.accumulate_rows(W, n_out, idx, vals, n, acc):
+Same signature and same bits as runtime.accumulate_rows(W, n_out, idx, vals, n, acc) (and, for SOLSA's
+full traces, as the e/G loop of learning.Solsa.after_step):
 - MicroPython: an @micropython.viper kernel (machine-word integers; safe because the exporter bounds
   every scalar-decay layer's sum below 2**30, NUMERICS.md §1, so nothing can wrap);
 - CPython: a numpy kernel (guarded import; int64 products, exact).
@@ -16,6 +17,7 @@ except ImportError:
     _VIPER = False
 
 rows_viper = None
+solsa_full_viper = None
 if micropython is not None:
     try:
         exec("""
@@ -40,9 +42,77 @@ def rows_viper(W, n_out: int, idx, vals, n: int, acc):
                 if v > 127:
                     v -= 256
                 a[j] += c * v
+
+
+@micropython.viper
+def solsa_full_viper(e, G, x, vec) -> int:
+    # vec = [n_in, n_out, a_mem, reset_path, phi[n_out], h[n_out], s[n_out]] (array('i'));
+    # returns the number of saturations. Products stay below 2**31: |e| < 2**19, a, |phi| <= 4096.
+    pe = ptr32(e)
+    pg = ptr32(G)
+    px = ptr32(x)
+    pv = ptr32(vec)
+    n_in = pv[0]
+    n_out = pv[1]
+    a_mem = pv[2]
+    reset_path = pv[3]
+    m = 524287
+    gm = 8388607
+    n = 0
+    for i in range(n_in):
+        xi = px[i]
+        if xi > 0x7FFFFFFF:   # ptr32 loads zero-extend on 64-bit ports: restore the sign (no-op on 32-bit)
+            xi = xi - 0x7FFFFFFF - 0x7FFFFFFF - 2
+        base = i * n_out
+        for j in range(n_out):
+            v = pe[base + j]
+            if v == 0 and xi == 0:
+                continue
+            if v > 0x7FFFFFFF:
+                v = v - 0x7FFFFFFF - 0x7FFFFFFF - 2
+            if v >= 0:
+                v = (v * a_mem) >> 12
+            else:
+                v = 0 - (((0 - v) * a_mem) >> 12)
+            v += xi
+            if v > m:
+                v = m
+                n += 1
+            elif v < 0 - m:
+                v = 0 - m
+                n += 1
+            if reset_path and pv[4 + 2 * n_out + j]:
+                k = 4096 - pv[4 + n_out + j]
+                if v >= 0:
+                    v = (v * k) >> 12
+                else:
+                    v = 0 - (((0 - v) * k) >> 12)
+            pe[base + j] = v
+            f = pv[4 + j]
+            if f > 0x7FFFFFFF:
+                f = f - 0x7FFFFFFF - 0x7FFFFFFF - 2
+            if f != 0 and v != 0:
+                p = v * f
+                if p >= 0:
+                    p = p >> 12
+                else:
+                    p = 0 - ((0 - p) >> 12)
+                g = pg[base + j]
+                if g > 0x7FFFFFFF:
+                    g = g - 0x7FFFFFFF - 0x7FFFFFFF - 2
+                g = g + p
+                if g > gm:
+                    g = gm
+                    n += 1
+                elif g < 0 - gm:
+                    g = 0 - gm
+                    n += 1
+                pg[base + j] = g
+    return n
 """, globals())
     except (SyntaxError, NameError, AttributeError, ImportError):
         rows_viper = None      # a port built without the native emitters
+        solsa_full_viper = None
 
 try:
     import numpy as _np
@@ -62,6 +132,11 @@ def rows_numpy(W, n_out, idx, vals, n, acc):
     out = v @ Wm[ix].astype(_np.int64)
     for j in range(n_out):
         acc[j] = int(out[j])
+
+
+def best_solsa_full():
+    """The SOLSA full-trace kernel for this interpreter, or None (learning.py's plain loop)."""
+    return solsa_full_viper
 
 
 def best_rows():

@@ -142,9 +142,22 @@ class Solsa:
             self.q = self.r = self.Ga = None
         self.h = [0] * n_out
         self.phi = [0] * n_out
+        self.full_kernel = None     # fast.solsa_full_viper when the Device asks for fast kernels
+        self.vec = None
         self.lanes = fp.lane_seeds(seed + self.l, n_out + 1)
         self.nsat = 0
         self.updates = 0
+
+    def use_kernel(self, kernel):
+        """Run the full-trace e/G loop with a fast kernel (same bits; fast.py)."""
+        if kernel is None or self.factorised:
+            return
+        n_in, n_out = self.L.n_in, self.L.n_out
+        self.vec = zeros("i", 4 + 3 * n_out)
+        self.vec[0] = n_in
+        self.vec[1] = n_out
+        self.vec[3] = self.p["reset_path"]
+        self.full_kernel = kernel
 
     def reset(self):
         self.lanes = fp.lane_seeds(self.seed + self.l, self.L.n_out + 1)
@@ -263,6 +276,14 @@ class Solsa:
                                 g = -gm
                                 n += 1
                             G[base + j] = g
+        elif self.full_kernel is not None:
+            vec = self.vec
+            vec[2] = a_mem
+            for j in range(n_out):
+                vec[4 + j] = phi[j]
+                vec[4 + n_out + j] = h[j]
+                vec[4 + 2 * n_out + j] = s[j]
+            n += self.full_kernel(e, G, x, vec)
         else:
             reset_path = self.p["reset_path"]
             for i in range(n_in):
