@@ -100,13 +100,14 @@ def normad_runs(seeds, quick=False, done=frozenset()):
     ep = 60 if quick else 400
     for seed in seeds:
         X, S, _ = xor_task(seed=seed)
-        for variant, hs in (("normad", 0.3), ("normad-output-only", 0.0)):
+        for variant, hs in (("normad", 0.03), ("normad-output-only", 0.0)):
             if f"xor/{variant}/{seed}" in done:
                 continue
             spec, params, rng = spike_task_network((X.shape[2], 20, 1), 0.5, 0.8, seed, (0.05, 0.1), (0.3, 0.3))
             t0 = time.perf_counter()
             conv, curve, learned = train_spike_trains("normad", spec, params, rng, X, S, ep, 0.05, hs)
-            yield f"xor/{variant}/{seed}", dict(task="xor", rule=variant, seed=seed, layers=2, epochs_to_exact=conv,
+            yield f"xor/{variant}/{seed}", dict(task="xor", rule=variant, seed=seed, layers=2, hidden_lr_scale=hs,
+                                                 epochs_to_exact=conv,
                                                  fraction_learned=learned, van_rossum=curve,
                                                  seconds=time.perf_counter() - t0)
         # NormAD vs ReSuMe-style, one trainable layer (the setting of the single-layer comparison).
@@ -125,22 +126,24 @@ def normad_runs(seeds, quick=False, done=frozenset()):
                                                                seconds=time.perf_counter() - t0)
         # Three weight layers: random input patterns -> random target trains.
         X, S = random_mapping_task(n_patterns=DEEP["patterns"], n_in=DEEP["n_in"], n_out=1, n_steps=DEEP["T"],
-                                   rate=DEEP["rate"], n_target_spikes=DEEP["spikes"], min_isi=8, t_min=8, seed=seed)
+                                   rate=DEEP["rate"], n_target_spikes=DEEP["spikes"], min_isi=10, t_min=10, seed=seed)
         for variant, hs in (("normad", DEEP["hidden_lr_scale"]), ("normad-output-only", 0.0)):
             if f"deep/{variant}/{seed}" in done:
                 continue
-            spec, params, rng = spike_task_network((DEEP["n_in"], DEEP["hidden"], DEEP["hidden"], 1), 0.5, 0.8,
-                                                   seed + 200, DEEP["mu"], DEEP["sd"])
+            spec, params, rng = spike_task_network((DEEP["n_in"], DEEP["hidden"], DEEP["hidden"], 1), DEEP["a_syn"],
+                                                   DEEP["a_mem"], seed + 200, DEEP["mu"], DEEP["sd"])
             t0 = time.perf_counter()
             conv, curve, learned = train_spike_trains("normad", spec, params, rng, X, S, ep, DEEP["lr"], hs,
                                                       a_hat=DEEP["a_hat"])
             yield f"deep/{variant}/{seed}", dict(task="3-layer mapping", rule=variant, seed=seed, layers=3,
-                                                 epochs_to_exact=conv, fraction_learned=learned, van_rossum=curve,
-                                                 seconds=time.perf_counter() - t0)
+                                                 hidden_lr_scale=hs, epochs_to_exact=conv, fraction_learned=learned,
+                                                 van_rossum=curve, seconds=time.perf_counter() - t0)
 
 
-DEEP = dict(patterns=5, n_in=50, T=60, rate=0.05, spikes=3, hidden=30, mu=(0.0, 0.0, 0.0), sd=(0.3, 0.3, 0.3),
-            lr=0.03, hidden_lr_scale=0.3, a_hat=0.6)
+# The 3-weight-layer task: 100 inputs at 20 Hz (1 ms steps) -> 100 -> 100 -> 1, four target spikes in
+# 100 ms per pattern. Init sd per layer chosen so the hidden layers fire at ~3% and ~5% per step.
+DEEP = dict(patterns=3, n_in=100, T=100, rate=0.02, spikes=4, hidden=100, a_syn=0.8, a_mem=0.9,
+            mu=(0.0, 0.0, 0.0), sd=(0.07, 0.07, 0.02), lr=0.01, hidden_lr_scale=0.01, a_hat=0.6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@ membrane of neuron m above by W_jm (g[t - t_s + 1] - g[t - t_s]), g the synapse+
 layer above. So the membrane error of layer l+1 propagated back to the spikes of layer l is
     e_l[j, t_s] = s_j[t_s] / slope_j(t_s) * (G_j[t_s - 1] - G_j[t_s]),
     G_j[tau] = sum_m W_jm sum_{t >= tau} e_{l+1}[m, t] g_{l+1}[t - tau]   (anti-causal filtering),
-and layer l learns with the same normalised rule and its own rate r_l. Deeper layers repeat the step.
+and layer l learns with the same normalised rule and its own rate r_l. The output errors are +-1 per
+wrong step but e_l has an arbitrary scale (it grows with W and 1/slope), so for the update each
+sample's e_l is divided by its largest |e_l|: the biggest hidden step then equals one output step and
+r_l / r_L is a meaningful ratio (without this, hidden updates swamped the output ones and the 3-layer
+task oscillated). Deeper layers repeat the step with the unscaled e_l.
 """
 from __future__ import annotations
 
@@ -77,6 +81,12 @@ def backpropagate_error(e_above: np.ndarray, p_above: LayerParams, a_hat_above, 
     return rec.spikes * earlier / slope
 
 
+def unit_scaled(e: np.ndarray) -> np.ndarray:
+    """e / max|e| per sample: a hidden layer's largest step has the size of one output error step."""
+    peak = np.abs(e).max(axis=(0, 2), keepdims=True)
+    return e / np.where(peak > 0, peak, 1.0)
+
+
 def normad_step(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, S_des: np.ndarray,
                 a_hat: tuple[float, ...] | None = None, min_slope: float = 0.1) -> NormADStep:
     """Forward pass and the per-layer NormAD directions for inputs X [T, B, N_in], targets [T, B, N_out]."""
@@ -99,7 +109,8 @@ def normad_step(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, S_d
     for l in range(L):
         layer_in = X if l == 0 else fwd.layer_spikes[l - 1]
         d = filtered_inputs(layer_in, params[l].a_syn, a_hat[l])
-        directions.append(normalised_direction(d, errors[l]) / B)
+        e = errors[l] if l == L - 1 else unit_scaled(errors[l])
+        directions.append(normalised_direction(d, e) / B)
     return NormADStep(directions, errors, fwd)
 
 

@@ -94,11 +94,11 @@ def test_exact_targets_are_a_fixed_point_and_bad_setups_are_refused():
 def test_two_layer_network_learns_spike_xor_exactly():
     X, S, _ = xor_task()
     spec = NetworkSpec(sizes=(X.shape[2], 20, 1), a_syn=0.5, a_mem=0.8, theta=1.0)
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(3)
     params = init_params(spec, rng)
     params[0].W[:] = rng.normal(0.05, 0.3, params[0].W.shape)
     params[1].W[:] = rng.normal(0.1, 0.3, params[1].W.shape)
-    rule = make_rule("normad", lr=0.05, hidden_lr_scale=0.3)
+    rule = make_rule("normad", lr=0.05, hidden_lr_scale=0.03)
     rule.init(spec, params, rng)
     for epoch in range(300):
         exact = sum(rule.train_spike_trains(params, X[k][:, None], S[k][:, None].astype(np.float32))["exact"]
