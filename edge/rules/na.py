@@ -38,8 +38,8 @@ start further than the radius from their threshold, no neighbour can make them f
 differences are all 0 and training stalls (21% accuracy), the "dead neuron" failure; a neighbourhood
 a few thresholds wide reaches them.
 
-Cost: h needs only P - theta and a per-step table, one searchsorted over [T, B, N]; a batch costs
-the same BPTT plus a few element-wise passes.
+Cost: h needs only P - theta and a per-step table, a few element-wise passes and one gather over
+[T, B, N]; a batch costs the same BPTT plus that (measured: 1.5-2.5x BPTT, benchmarks/seed_rules.py).
 """
 from __future__ import annotations
 
@@ -96,11 +96,11 @@ def na_spike_derivative(v_pre: np.ndarray, theta, a_mem, radius: float = 4.0, po
     total = 2.0 * weights.sum(axis=1)  # both sides of the neighbourhood
     table = (tail / total[:, None]).astype(v_pre.dtype)
     x = v_pre - theta
-    firing = x > 0
-    # Not firing (x <= 0): flip iff delta > -x. Firing (x > 0): flip iff delta >= x.
-    dist = np.abs(x)
-    j = np.where(firing, np.searchsorted(deltas, dist.ravel(), side="left").reshape(x.shape),
-                 np.searchsorted(deltas, dist.ravel(), side="right").reshape(x.shape))
+    # The grid is uniform, delta_k = step * (k + 1/2), so the first neighbour that reaches the threshold
+    # is arithmetic: not firing (x <= 0) flips iff delta_k > -x, firing iff delta_k >= x.
+    q = np.abs(x) * (points / (radius * theta)) - 0.5
+    j = np.where(x > 0, np.ceil(q), np.floor(q) + 1.0)
+    j = np.clip(j, 0, points, out=j).astype(np.intp)
     rows = np.broadcast_to(np.arange(T).reshape((T,) + (1,) * (x.ndim - 1)), x.shape)
     return table[rows, j]
 
