@@ -65,6 +65,21 @@ COUNTING = "firmware_py.counting_handler"
 EVENT_BYTES = 6
 
 
+def nmnist_shaped_blob() -> bytes:
+    """A 578-128-10 integer model with the default N-MNIST binning and random int8 weights: the size
+    and layout of the N-MNIST model's blob (flash time depends on nothing else)."""
+    from converters.blob import intmodel_to_blob
+    from converters.intmodel import IntLayer, IntModel, default_learn
+    from firmware_py.binning import BinSpec
+    rng = np.random.default_rng(0)
+    l0 = IntLayer(rng.integers(-127, 128, (578, 128)).astype(np.int8), np.array(3000, np.int32), 3500,
+                  3000, 3, 7)
+    l1 = IntLayer(rng.integers(-127, 128, (128, 10)).astype(np.int8), np.array(2000, np.int32), 3800,
+                  5000, 5, 7)
+    binning = BinSpec(34, 34, dt_us=10_000, n_steps=30, downsample=2).as_tuple()
+    return intmodel_to_blob(IntModel([l0, l1], 1, binning, default_learn("readout_delta")))
+
+
 def raw_rate(board_path: str, n_bytes: int) -> float:
     """Bytes/s the board reads through its main loop's read path."""
     ser = open_serial(board_path)
@@ -137,8 +152,8 @@ def main() -> None:
             out["flash_firmware_files"] = len(r["written"])
             out["flash_firmware_bytes"] = sum((REPO / "firmware_py" / Path(n).name).stat().st_size
                                               for n in r["written"] if n.startswith("firmware_py/"))
-            model = Path(tmp) / "nmnist_578_128_10.bin"
-            model.write_bytes(os.urandom(578 * 128 + 128 * 10 + 1024))
+            model = Path(tmp) / "nmnist_578_128_10.blob"
+            model.write_bytes(nmnist_shaped_blob())
             t0 = time.perf_counter()
             flash(vb.path, str(model), files=[], write_main=False, log=lambda *a: None)
             out["flash_model_s"] = round(time.perf_counter() - t0, 2)

@@ -120,6 +120,7 @@ def link_stats(session, deframer):
     return [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
             ("link_framing_errors", deframer.framing_errors), ("link_garbage_bytes", deframer.garbage_bytes),
             ("link_applied", session.applied), ("link_duplicates", session.duplicates),
+            ("link_errors", session.errors),
             ("mem_free", gc.mem_free() if hasattr(gc, "mem_free") else -1)]
 
 

@@ -422,6 +422,7 @@ class DeviceSession:
         self.batch = EventBatch()
         self.applied = 0
         self.duplicates = 0
+        self.errors = 0             # ERROR answers (an answer to a pipelined request can be lost)
         self.extra_stats = None     # board_main adds the link counters and the free heap
 
     def on_frame(self, mtype, seq, payload):
@@ -432,6 +433,8 @@ class DeviceSession:
             return ERROR, seq, pack_error(E_NO_SESSION, "no session: send hello first (board was reset)")
         if seq == self.expected:
             rtype, rpayload = self._apply(mtype, payload)
+            if rtype == ERROR:
+                self.errors += 1
             self.last_seq = seq
             self.last_type = rtype
             self.last_payload = rpayload

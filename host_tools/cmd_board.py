@@ -90,7 +90,7 @@ def cmd_board_sim(args) -> int:
 
 def device_files(names: list[str] | None = None) -> list[Path]:
     src = REPO / "firmware_py"
-    if names:
+    if names is not None:
         out = []
         for n in names:
             p = src / n if not os.path.sep in n else Path(n)

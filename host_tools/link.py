@@ -12,7 +12,7 @@ import select
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,6 @@ class LinkCounters:
     responses: int = 0
     crc_errors: int = 0
     framing_errors: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def open_serial(port: str, baudrate: int = 115200):

@@ -137,6 +137,7 @@ r = s.on_frame(L.END_SAMPLE, 3, b"\x63\x00")
 check("bad label -> error, loop survives", (r[0], r[2][0]), (L.ERROR, L.E_BAD_PAYLOAD))
 check("short payload -> error", s.on_frame(L.GET_WEIGHTS, 4, b"\x01")[0], L.ERROR)
 check("unknown type", s.on_frame(0x42, 5, b"")[2][0], L.E_UNKNOWN_TYPE)
+check("errors counted", s.errors, 3)
 check("same hello nonce keeps the session", s.on_frame(L.HELLO, 0, b"abcd")[0], L.INFO)
 check("... and the sequence", s.on_frame(L.GET_STATS, 6, b"")[0], L.STATS)
 
