@@ -81,8 +81,11 @@ class BytesSource:
             dst = memoryview(buf)
             try:
                 dst.cast("B")[:] = raw             # CPython
-            except AttributeError:                 # MicroPython: no cast; same-typecode views copy
-                dst[:] = memoryview(array(tc, bytes(raw)))
+            except AttributeError:                 # MicroPython: no cast
+                if tc == "b" or tc == "B":
+                    dst[:] = raw                   # byte items: copied in place, no temporary
+                else:                              # wider items: same-typecode views copy
+                    dst[:] = memoryview(array(tc, bytes(raw)))
         self.pos += n
         return n
 

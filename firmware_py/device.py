@@ -55,7 +55,8 @@ class Device:
     # ---- model ----------------------------------------------------------------------------------
 
     def load_model(self, data, persist=True):
-        """Parse, check and install a model blob; on any error the previous model stays. Returns info()."""
+        """Parse, check and install a model (blob, or the .onnx file); on any error the previous model
+        stays. Returns info(). Only blobs are persisted (boot reads model.blob; see store.py)."""
         data = memoryview(data)
         if len(data) < fblob.HEADER_SIZE + 4:
             raise DeviceError(E_MODEL_FORMAT, "model blob truncated: %d bytes" % len(data))
@@ -63,14 +64,22 @@ class Device:
 
         def fit(dims, rule, params, compartments=1):
             memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
+        is_blob = bytes(data[:4]) == fblob.MAGIC
         try:
-            model = fblob.loads(data, fit)
+            if is_blob:
+                model = fblob.loads(data, fit)
+                crc = struct.unpack("<I", bytes(data[len(data) - 4:]))[0]
+            else:                             # the .onnx file itself (firmware_py/onnx_reader.py)
+                from firmware_py import onnx_reader
+                model = onnx_reader.read_model(data)
+                dims = [(L.n_in, L.n_out, L.per_input) for L in model.layers]
+                fit(dims, model.rule, model.params, model.compartments)
+                crc = fblob.crc32(data)
         except MemoryError:
             gc.collect()
             raise DeviceError(E_NO_MEMORY, "out of heap while loading the model (previous model kept)")
-        crc = struct.unpack("<I", bytes(data[len(data) - 4:]))[0]
         self._install(model, crc)
-        if persist and self.store is not None:
+        if persist and self.store is not None and is_blob:
             self.store.save_model(data)
             self.store.clear_weights()
         return self.info()

@@ -182,3 +182,26 @@ def test_handler_adapts_device_to_the_link_interface(tmp_path):
     h.put_weights(0, total, w)
     h.checkpoint()
     assert (tmp_path / "weights.ckpt").exists() and (tmp_path / "model.blob").exists()
+
+
+def test_device_reads_the_onnx_file_directly_with_the_same_results():
+    import onnx
+    from converters.onnx_export import to_onnx
+    m = _model(7)
+    proto = to_onnx(m)
+    data = proto.SerializeToString()
+    a, b = Device(), Device()
+    a.load_model(intmodel_to_blob(m))
+    b.load_model(data)
+    rng = np.random.default_rng(8)
+    for k in range(10):
+        ev = _events(rng)
+        assert _run(a, ev, k % 4) == _run(b, ev, k % 4)
+    assert a.get_weights(1) == b.get_weights(1)
+    # a model-local function the board does not know: refused by name, previous model kept
+    proto.functions[0].name = "MysteryStep"
+    code, msg = b.call("load_model", proto.SerializeToString())
+    assert code == E.E_UNSUPPORTED and "MysteryStep" in msg
+    assert b.get_weights(1) == a.get_weights(1)
+    code, msg = b.call("load_model", data[: len(data) // 2])
+    assert code == E.E_MODEL_FORMAT, msg

@@ -231,3 +231,24 @@ def test_gem_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree):
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert got["lanes"] == banks[-1].tolist(), interp
         assert got["nsat"] == nsat, interp
+
+
+@pytest.mark.slow
+def test_onnx_file_read_on_micropython_equals_the_blob(tmp_path, data, mpy_tree):
+    """The board reading the .onnx file itself (firmware_py/onnx_reader.py) learns exactly as from the blob.
+    The .onnx file (graphs and functions included) is held in RAM while it is parsed: 256K on this port."""
+    from converters.onnx_export import to_onnx
+    model = make_model("per_input", "solsa")
+    items = data[:20]
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(to_onnx(model).SerializeToString())
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{f} {d}\n" for f, d in items))
+    out_onnx = tmp_path / "onnx.json"
+    run_script("micropython", "run_device_mpy.py", str(onnx_path), str(lst), str(out_onnx), "learn",
+               heap="256K", path=mpy_tree)
+    from_blob = _device(tmp_path, model, items, "learn", "micropython", heap="256K", path=mpy_tree)
+    lines = [json.loads(x) for x in out_onnx.read_text().splitlines()]
+    assert [r[1] for r in lines[:20]] == [r[1] for r in from_blob["results"]]
+    assert [w for piece in lines[21:] for w in piece] == from_blob["W"]
+    assert lines[20]["a_syn"] == from_blob["a_syn"]
