@@ -428,6 +428,12 @@ def initializers(model: IntModel) -> list[onnx.TensorProto]:
     return out
 
 
+def widths() -> dict[str, int]:
+    """The bit widths and fixed-point constants of NUMERICS.md §1 (recorded in every file)."""
+    return {"w_bits": fp.W_BITS, "state_bits": fp.STATE_BITS, "trace_bits": fp.TRACE_BITS,
+            "grad_bits": fp.GRAD_BITS, "q": fp.Q, "trace_frac": fp.TRACE_FRAC, "sig_lut_size": fp.SIG_LUT_SIZE}
+
+
 def metadata(model: IntModel) -> dict[str, str]:
     dumps = lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"))  # noqa: E731
     return {
@@ -440,6 +446,7 @@ def metadata(model: IntModel) -> dict[str, str]:
         "snn_edge.rule_version": str(RULE_VERSION),
         "snn_edge.learn_seed": str(model.learn.seed),
         "snn_edge.meta": dumps(model.meta),
+        "snn_edge.widths": dumps(widths()),
         "snn_edge.compartments": str(model.compartments),
         "snn_edge.fire_seed": str(model.fire_seed),
     }

@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
-from converters.onnx_export import DOMAIN, FORMAT_VERSION, RULE_FUNCTION, RULE_VERSION
+from converters.onnx_export import DOMAIN, FORMAT_VERSION, RULE_FUNCTION, RULE_VERSION, widths
 from edge.errors import SnnEdgeError
 from firmware_py import fixedpoint as fp
 
@@ -32,7 +32,7 @@ KNOWN_FUNCTIONS = frozenset({"CubaLifStep", "CubaLifStepFiltered", "NetworkStep"
                              "GlmNetworkStep", "GlmApplyUpdate", "GemLearnStep"} | set(RULE_FUNCTION.values()))
 REQUIRED_META = ("snn_edge.format", "snn_edge.numerics_version", "snn_edge.layers", "snn_edge.in_max",
                  "snn_edge.binning", "snn_edge.rule", "snn_edge.rule_version", "snn_edge.learn_seed",
-                 "snn_edge.meta", "snn_edge.compartments", "snn_edge.fire_seed")
+                 "snn_edge.meta", "snn_edge.compartments", "snn_edge.fire_seed", "snn_edge.widths")
 
 
 def read_proto(path) -> onnx.ModelProto:
@@ -101,6 +101,12 @@ def _meta(proto: onnx.ModelProto, where: str) -> dict[str, str]:
     if meta["snn_edge.numerics_version"] != str(fp.NUMERICS_VERSION):
         raise SnnEdgeError(f"{where}: snn_edge.numerics_version {meta['snn_edge.numerics_version']}, "
                            f"expected {fp.NUMERICS_VERSION}")
+    try:
+        got_widths = json.loads(meta.get("snn_edge.widths", "null"))
+    except ValueError:
+        got_widths = meta.get("snn_edge.widths")
+    if got_widths != widths():
+        raise SnnEdgeError(f"{where}: snn_edge.widths {got_widths}, expected {widths()} (NUMERICS.md §1)")
     if meta["snn_edge.rule_version"] != str(RULE_VERSION):
         raise SnnEdgeError(f"{where}: snn_edge.rule_version {meta['snn_edge.rule_version']}, expected {RULE_VERSION}")
     return meta

@@ -228,3 +228,12 @@ def test_imported_model_whose_weights_overflow_the_declared_width_is_refused():
             t.CopyFrom(numpy_helper.from_array(np.array(20, np.int32), "L0_shift"))
     with pytest.raises(SnnEdgeError, match=r"m.onnx: layer 0 W: weights overflow the declared width.*expected < 2\*\*30"):
         oi.from_proto(proto, "m.onnx")
+
+
+def test_file_declaring_other_widths_is_refused():
+    proto = ox.to_onnx(small_model(np.random.default_rng(19)))
+    for p in proto.metadata_props:
+        if p.key == "snn_edge.widths":
+            p.value = p.value.replace('"state_bits":20', '"state_bits":24')
+    with pytest.raises(SnnEdgeError, match=r"snn_edge.widths .*'state_bits': 24.*expected .*'state_bits': 20"):
+        oi.from_proto(proto, "m.onnx")
