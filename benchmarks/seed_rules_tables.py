@@ -222,11 +222,13 @@ def tables(results: dict) -> str:
     spike = [r for r in rows if r["task"] != "nmnist"]
     if spike:
         out += ["## NormAD spike-time tasks (epochs to exact target trains; budget in results.jsonl)", "",
-                "| task | rule | lr | seed | weight layers | epochs to exact | fraction learned | seconds |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| task | rule | lr | hidden lr scale | seed | weight layers | epochs to exact | fraction learned | "
+                "last-epoch van Rossum | seconds |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in spike:
-            out.append(f"| {r['task']} | {r['rule']} | {r.get('lr', '')} | {r['seed']} | {r['layers']} | "
-                       f"{_fmt_epochs(r['epochs_to_exact'])} | {r['fraction_learned']:.2f} | {r['seconds']:.1f} |")
+            out.append(f"| {r['task']} | {r['rule']} | {r.get('lr', '')} | {r.get('hidden_lr_scale', '')} | "
+                       f"{r['seed']} | {r['layers']} | {_fmt_epochs(r['epochs_to_exact'])} | "
+                       f"{r['fraction_learned']:.2f} | {r['van_rossum'][-1]:.3f} | {r['seconds']:.1f} |")
         out.append("")
         single = [r for r in spike if r["task"] == "single-layer mapping"]
         if single:

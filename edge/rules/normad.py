@@ -77,8 +77,11 @@ def backpropagate_error(e_above: np.ndarray, p_above: LayerParams, a_hat_above, 
     earlier = np.empty_like(G)          # G[t-1] - G[t]; a spike at step 0 cannot move earlier
     earlier[0] = 0.0
     earlier[1:] = G[:-1] - G[1:]
-    slope = np.maximum(spike_slopes(rec.v_pre, rec.spikes, theta), min_slope * float(theta))
-    return rec.spikes * earlier / slope
+    spikes = rec.spikes
+    if spikes is None or rec.v_pre is None:  # only a leaky readout lacks them, and it is never hidden
+        raise SnnEdgeError("rule normad: a hidden layer without spikes (readout 'membrane' is not supported)")
+    slope = np.maximum(spike_slopes(rec.v_pre, spikes, theta), min_slope * float(theta))
+    return spikes * earlier / slope
 
 
 def unit_scaled(e: np.ndarray) -> np.ndarray:
