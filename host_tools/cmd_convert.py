@@ -41,7 +41,10 @@ def register(sub) -> None:
     v.add_argument("--limit", type=int, default=100, help="number of recordings")
     v.add_argument("--learn-steps", type=int, default=50, help="steps of the model's learning rule to compare "
                    "(0: skip)")
-    v.add_argument("--no-firmware", action="store_true", help="skip the (slower) pure-Python firmware runtime")
+    v.add_argument("--no-firmware", action="store_true", help="skip the (slower) pure-Python firmware runtime "
+                   "(under CPython and under MicroPython)")
+    v.add_argument("--mpy-limit", type=int, default=20, help="recordings run under the MicroPython unix port "
+                   "(0: skip; needs the `micropython` binary)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     v.set_defaults(func=cmd_verify)
 
@@ -193,6 +196,9 @@ def cmd_verify(args) -> int:
         args.no_firmware = True
     if not args.no_firmware:
         rows.append(("numpy-int vs firmware_py", verify.compare_firmware(model, Xt)))
+        import shutil
+        if args.mpy_limit > 0 and shutil.which("micropython"):
+            rows.append(("numpy-int vs MicroPython", verify.compare_micropython(model, Xt[:, : args.mpy_limit])))
     learn_rows = []
     if args.learn_steps > 0 and model.learn.rule != "none":
         T = X.shape[1]

@@ -237,3 +237,14 @@ def test_file_declaring_other_widths_is_refused():
             p.value = p.value.replace('"state_bits":20', '"state_bits":24')
     with pytest.raises(SnnEdgeError, match=r"snn_edge.widths .*'state_bits': 24.*expected .*'state_bits': 20"):
         oi.from_proto(proto, "m.onnx")
+
+
+@pytest.mark.skipif(__import__("shutil").which("micropython") is None, reason="micropython binary not installed")
+@pytest.mark.parametrize("case", [dict(), dict(per_input_last=True, kind="integrator", in_max=255)], ids=str)
+def test_micropython_runtime_matches_numpy_int(case):
+    """The fourth executor: firmware_py.runtime under the real MicroPython unix port."""
+    rng = np.random.default_rng(40)
+    model = small_model(rng, **case)
+    r = verify.compare_micropython(model, random_input(rng, model, 20, 3))
+    assert r["spikes_compared"] == 20 * 3 * 12
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0, r

@@ -144,3 +144,12 @@ def test_gem_learning_bit_exact_for_50_steps_on_real_recordings(frames, gem_int_
     r = verify.compare_learning_gem(model, ox.to_onnx(model), stream, labels)
     assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
     assert r["weights_changed"] > 0
+
+
+@pytest.mark.skipif(__import__("shutil").which("micropython") is None, reason="micropython binary not installed")
+def test_micropython_runtime_matches_numpy_int_on_real_recordings(frames, trained):
+    X, _, _, val = frames
+    spec, params = trained
+    model = quantize(spec, params, calib(frames, 100), calibrate_theta=False)
+    r = verify.compare_micropython(model, np.ascontiguousarray(X[val[:10]].transpose(1, 0, 2)))
+    assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0, r

@@ -1,0 +1,48 @@
+"""Run firmware_py.runtime on binned frames and print every step's spikes and states (MicroPython script).
+
+Usage (from the repo root): micropython -X heapsize=8M converters/mpy_driver.py model.json frames.bin
+model.json: {"layers": [{"W": [flat row-major], "n_in", "n_out", "a_syn": int or [n_in], "a_mem", "theta",
+"shift", "w_exp", "kind": 0 lif / 1 integrator}], "in_max", "S", "T", "N"}; frames.bin: S*T*N bytes.
+Output: one line per (sample, step, layer): "spike indices|V values|I values" (comma-separated), then
+"nsat <n>" after each step. converters/verify.py parses it and compares it with the numpy simulator; the
+script imports only firmware_py, so the board's own arithmetic is what runs.
+"""
+import json
+import sys
+
+sys.path.insert(0, ".")
+from firmware_py import runtime as rt  # noqa: E402
+
+
+def main():
+    with open(sys.argv[1]) as fh:
+        spec = json.load(fh)
+    layers = []
+    for d in spec["layers"]:
+        layers.append(rt.Layer(d["W"], d["n_in"], d["n_out"], d["a_syn"], d["a_mem"], d["theta"], d["shift"],
+                               d["w_exp"], d["kind"]))
+    spec["layers"] = None       # free the JSON weight lists before running (board-sized heaps)
+    net = rt.Network(rt.Model(layers, spec["in_max"]))
+    S, T, N = spec["S"], spec["T"], spec["N"]
+    with open(sys.argv[2], "rb") as fh:
+        frames = fh.read()
+    out = sys.stdout
+    for s in range(S):
+        net.reset()
+        for t in range(T):
+            base = (s * T + t) * N
+            idx = []
+            vals = []
+            for i in range(N):
+                v = frames[base + i]
+                if v:
+                    idx.append(i)
+                    vals.append(v)
+            net.step(idx, vals)
+            for st in net.states:
+                out.write(",".join([str(j) for j in sorted(st.out)]) + "|" + ",".join([str(v) for v in st.V])
+                          + "|" + ",".join([str(v) for v in st.I]) + "\n")
+            out.write("nsat %d\n" % net.nsat)
+
+
+main()
