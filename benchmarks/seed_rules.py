@@ -1,8 +1,8 @@
 """The two seed rules of issue 8, one JSON line per rule, each side by side with its baseline:
 
   normad: spike XOR with 2 weight layers (epochs to exact target trains), and one trainable layer
-          mapping 5 random patterns to random target trains, NormAD vs the ReSuMe-style rule
-          (epochs to exact; ratio resume/normad).
+          mapping 5 random patterns to random target trains, NormAD (lr 0.03, a_hat 0.6) vs the
+          ReSuMe-style rule (lr 0.003, 10-step window): epochs to exact, ratio resume/normad.
   na:     N-MNIST (../shared/data/nmnist-small, T = 5, 10 epochs, seed 0) NA vs surrogate BPTT on the
           same 578-128-10 network: validation accuracy and the seconds ratio na/bptt.
 
@@ -39,10 +39,11 @@ def normad_line(epochs: int = 400) -> dict:
     X, S = random_mapping_task(n_patterns=5, n_in=100, n_out=1, n_steps=100, rate=0.02, n_target_spikes=4,
                                min_isi=10, t_min=10, seed=0)
     single = {}
-    for rule_name, lr in (("normad", 0.03), ("resume", 0.01)):
+    for rule_name, lr in (("normad", 0.03), ("resume", 0.003)):
         spec, params, rng = tables.spike_task_network((100, 1), 0.8, 0.9, 100, (0.0,), (0.1,))
         t0 = time.perf_counter()
-        conv, curve, learned = tables.train_spike_trains(rule_name, spec, params, rng, X, S, epochs, lr, a_hat=0.6)
+        conv, curve, learned = tables.train_spike_trains(rule_name, spec, params, rng, X, S, epochs, lr, a_hat=0.6,
+                                                         resume_tau=10.0)
         single[rule_name] = dict(epochs=conv, learned=learned, final_van_rossum=curve[-1],
                                  seconds=time.perf_counter() - t0)
     n_ep, r_ep = single["normad"]["epochs"], single["resume"]["epochs"]
