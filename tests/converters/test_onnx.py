@@ -78,6 +78,7 @@ def test_learning_step_is_bit_exact_for_50_steps(case):
     X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
     labels = np.full(50, 2)
     labels[:7] = -1
+    onnx.checker.check_model(ox.learn_model(proto, model), full_check=True)
     r = verify.compare_learning(model, proto, X, labels)
     assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
     assert r["weights_changed"] > 0, "50 steps should move some weights"
@@ -190,6 +191,7 @@ def test_gem_learning_is_bit_exact_for_50_steps():
     rng = np.random.default_rng(31)
     model = gem_model(rng)
     proto = ox.to_onnx(model)
+    onnx.checker.check_model(ox.learn_model(proto, model), full_check=True)
     X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
     labels = np.full(50, 1)
     labels[:6] = -1
