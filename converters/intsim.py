@@ -359,8 +359,14 @@ class GlmState:
 
 
 def initial_glm_state(model: IntModel, rows: int) -> list[GlmState]:
+    """Zero traces; every stream's K rows start from the same firing bank lane_seeds(fire_seed + l, K * N_out),
+    so a sample's spikes do not depend on its position in a batch (§11)."""
+    K = model.compartments
+    if rows % K:
+        raise SnnEdgeError(f"GEM state: {rows} rows is not a whole number of streams of K = {K} compartments")
     return [GlmState(np.zeros((rows, L.n_in), np.int64), np.zeros((rows, L.n_out), np.int64),
-                     lane_seeds(model.fire_seed + l, rows * L.n_out)) for l, L in enumerate(model.layers)]
+                     np.tile(lane_seeds(model.fire_seed + l, K * L.n_out), rows // K))
+            for l, L in enumerate(model.layers)]
 
 
 @dataclass

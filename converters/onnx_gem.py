@@ -334,8 +334,10 @@ def sequence_graph(model: IntModel) -> onnx.GraphProto:
     for l, L in enumerate(model.layers):
         init.append(ox._state_zeros(b, R, L.n_in, np.int32))
         init.append(ox._state_zeros(b, R, L.n_out, np.int32))
-        n_lanes = b.op("Squeeze", [b.op("Mul", [R, b.const([L.n_out], np.int64)]), b.const([0], np.int64)])
-        init.append(lane_seeds(b, model.fire_seed + l, n_lanes))
+        bank = lane_seeds(b, model.fire_seed + l, b.const(K * L.n_out, np.int64))   # one stream's bank
+        per_stream = b.op("Expand", [b.op("Unsqueeze", [bank, b.const([0], np.int64)]),
+                                     b.op("Concat", [B, b.const([K * L.n_out], np.int64)], axis=0)])
+        init.append(b.op("Reshape", [per_stream, b.const([-1], np.int64)]))
     nsat0 = b.op("ConstantOfShape", [R], value=numpy_helper.from_array(np.zeros(1, np.int64)))
     clamp0 = ox._state_zeros(b, R, model.layers[-1].n_out, np.uint8)
     sb = ox.Body("sequence/step", tag="step_")

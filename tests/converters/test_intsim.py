@@ -165,3 +165,16 @@ def test_gem_learning_raises_the_labelled_log_likelihood():
         first = ll if first is None else first
         last = ll
     assert last > first
+
+
+def test_gem_sample_does_not_depend_on_its_batch_position():
+    from tests.converters.helpers import gem_model, random_input as rnd
+    rng = np.random.default_rng(36)
+    model = gem_model(rng)
+    X = rnd(rng, model, 15, 3, density=0.4)
+    batch = intsim.run(model, X)
+    for b in range(3):
+        alone = intsim.run(model, X[:, b:b + 1])
+        assert (alone.scores[0] == batch.scores[b]).all()
+        K = model.compartments
+        assert (alone.spikes[0] == batch.spikes[0][:, b * K:(b + 1) * K]).all()
