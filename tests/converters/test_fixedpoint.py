@@ -35,7 +35,7 @@ def test_golden_check_passes_under_cpython():
 
 @pytest.mark.skipif(shutil.which("micropython") is None, reason="micropython binary not installed")
 def test_golden_check_passes_under_micropython():
-    out = subprocess.run(["micropython", "-X", "heapsize=256K", "tests/golden/check_golden_mpy.py"],
+    out = subprocess.run(["micropython", "-X", "heapsize=64K", "tests/golden/check_golden_mpy.py"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().startswith("OK"), out
 
