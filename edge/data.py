@@ -38,7 +38,7 @@ class Preprocess:
 @dataclass(frozen=True)
 class BuiltinSource:
     """The synthetic generator as a data source: n_per_class x 10 classes from `seed`, optional shift."""
-    n_per_class: int = 60
+    n_per_class: int = 150
     seed: int = 0
     shift: str = ""  # SensorShift.parse syntax
 

@@ -100,14 +100,14 @@ def _background(rng, rate_hz: float, hot: np.ndarray, hot_rate_hz: float):
 
 
 def generate_sample(label: int, rng: np.random.Generator, shift: SensorShift = SensorShift(),
-                    base_noise_hz: float = 2.0, fire_prob: float = 0.8) -> Recording:
+                    base_noise_hz: float = 0.5, fire_prob: float = 0.8) -> Recording:
     """One synthetic recording of class `label` (0..9)."""
     if not 0 <= label < N_CLASSES:
         raise ValueError(f"label {label} outside 0..{N_CLASSES - 1}")
     shape, direction = SHAPES[label // 2], DIRECTIONS[label % 2]
     size = int(rng.integers(9, 13))
     mask = _shape_mask(shape, size)
-    speed = rng.uniform(0.06, 0.09)  # pixels per ms
+    speed = rng.uniform(0.035, 0.05)  # pixels per ms: 10-15 pixels over the recording
     dx, dy = direction
     norm = np.hypot(dx, dy)
     vx, vy = dx / norm * speed, dy / norm * speed

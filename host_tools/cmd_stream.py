@@ -1,0 +1,282 @@
+"""`snn-edge stream`, `monitor` and `pull`: use a flashed board, live.
+
+stream   sends recordings (and labels, for supervised adaptation) and prints the board's running accuracy;
+monitor  polls the board's statistics (accuracy, events, updates, saturations, memory, weight drift) and
+         plots them, or plots the log a `stream --log` run wrote;
+pull     reads the adapted weights back into a model file that `verify` and `eval` accept.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from edge.errors import SnnEdgeError
+
+
+def register(sub) -> None:
+    s = sub.add_parser("stream", help="send recordings (and labels) to a board; print its running accuracy")
+    s.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    s.add_argument("--data", default="builtin", help="recording, folder (N-MNIST layout) or 'builtin'")
+    s.add_argument("--labels", action="store_true", help="send labels: the board learns from them")
+    pace = s.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="send events at their recorded pace")
+    pace.add_argument("--fast", action="store_true", help="as fast as the link goes (the default)")
+    s.add_argument("--shift", default="", help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
+    s.add_argument("--limit", type=int, default=None, help="at most this many recordings")
+    s.add_argument("--per-class", type=int, default=20, help="builtin: recordings per class")
+    s.add_argument("--seed", type=int, default=1, help="builtin generator seed / folder sample order")
+    s.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    s.add_argument("--checkpoint-every", type=int, default=10,
+                   help="labelled samples between weight checkpoints (a reset resends from the last one)")
+    s.add_argument("--log", default=None, help="write per-sample outcomes as JSON lines (for monitor --log)")
+    s.set_defaults(func=cmd_stream)
+
+    m = sub.add_parser("monitor", help="live board statistics; --plot writes the curves as PNG")
+    m.add_argument("--port", default=None, help="board to poll (omit with --log)")
+    m.add_argument("--log", default=None, help="plot a `stream --log` file instead of polling a board")
+    m.add_argument("--model", default=None, help="the flashed model: enables weight-drift tracking")
+    m.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    m.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    m.add_argument("--plot", default=None, help="PNG with accuracy, activity, memory and weight drift")
+    m.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    m.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("pull", help="read the adapted weights back into a model file")
+    p.add_argument("--port", required=True)
+    p.add_argument("--model", required=True, help="the model the board was flashed with (.onnx or .blob)")
+    p.add_argument("-o", "--output", required=True, help="adapted model: .onnx, .blob or .npz")
+    p.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    p.set_defaults(func=cmd_pull)
+
+
+def _connect(port: str, profile: str):
+    from host_tools.link import connect, open_serial
+
+    ser = open_serial(port)
+    return ser, connect(ser, profile=profile)
+
+
+def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift: str = "", limit=None,
+               per_class: int = 20, seed: int = 1, realtime: bool = False, profile: str = "unix",
+               checkpoint_every: int = 10, log: str | None = None, progress: bool = True) -> dict:
+    """Stream and return a summary: accuracy overall and per quarter, link and board figures."""
+    from tqdm import tqdm
+
+    from host_tools.link import open_serial
+    from host_tools.stream import Streamer, samples_from, write_log
+
+    samples = samples_from(data, shift=shift, limit=limit, seed=seed, n_per_class=per_class)
+    if not samples:
+        raise SnnEdgeError(f"--data {data}: no recordings to stream")
+    streamer = Streamer(port, open_serial, profile=profile, send_labels=labels,
+                        checkpoint_every=checkpoint_every, realtime=realtime)
+    done: dict[int, bool] = {}
+    bar = tqdm(total=len(samples), desc="stream", unit="sample", disable=not progress)
+
+    def on_outcome(o) -> None:
+        if o.index not in done:
+            bar.update(1)
+        done[o.index] = o.correct
+        labelled = [v for i, v in done.items() if samples[i].label >= 0]
+        if labelled:
+            bar.set_postfix(acc=f"{sum(labelled) / len(labelled):.3f}")
+
+    t0 = time.monotonic()
+    try:
+        outcomes = streamer.run(samples, on_outcome)
+        stats = streamer.link.get_stats()
+        counters = streamer.link.counters
+    finally:
+        bar.close()
+        streamer.close()
+    seconds = time.monotonic() - t0
+    if log:
+        write_log(log, outcomes, [stats])
+    known = [o for o in outcomes if o.label >= 0]
+    quarters = [known[k * len(known) // 4:(k + 1) * len(known) // 4] for k in range(4)]
+    n_events = int(sum(len(s.t) for s in samples))
+    return {
+        "samples": len(outcomes),
+        "labelled_sent": sum(o.sent_label for o in outcomes),
+        "accuracy": sum(o.correct for o in known) / len(known) if known else None,
+        "accuracy_by_quarter": [sum(o.correct for o in q) / len(q) if q else None for q in quarters],
+        "events": n_events,
+        "events_per_s": n_events / seconds if seconds else None,
+        "seconds": seconds,
+        "reconnects": streamer.reconnects,
+        "retransmits": counters.retransmits,
+        "crc_errors": counters.crc_errors,
+        "board": stats,
+    }
+
+
+def cmd_stream(args) -> int:
+    summary = run_stream(args.port, args.data, labels=args.labels, shift=args.shift, limit=args.limit,
+                         per_class=args.per_class, seed=args.seed, realtime=args.realtime,
+                         profile=args.profile, checkpoint_every=args.checkpoint_every, log=args.log)
+    acc = summary["accuracy"]
+    q = ", ".join("-" if a is None else f"{a:.3f}" for a in summary["accuracy_by_quarter"])
+    print(f"stream: {summary['samples']} samples ({summary['labelled_sent']} with labels), "
+          f"accuracy {'-' if acc is None else f'{acc:.3f}'} (by quarter: {q}), "
+          f"{summary['events_per_s']:,.0f} events/s, {summary['reconnects']} reconnects, "
+          f"{summary['retransmits']} retransmits")
+    b = summary["board"]
+    print("board: " + ", ".join(f"{k}={v}" for k, v in b.items()))
+    return 0
+
+
+def pull(port: str, model_path: str, out: str, profile: str = "unix") -> dict:
+    from converters.blob import intmodel_to_blob, load_any_model, write_blob
+    from converters.checkpoint import apply_board_checkpoint, weight_drift
+
+    base = load_any_model(model_path)
+    ser, link = _connect(port, profile)
+    try:
+        ckpt = link.get_weights()
+    finally:
+        ser.close()
+    adapted = apply_board_checkpoint(base, ckpt, f"{port}: weights")
+    if out.endswith(".onnx"):
+        from converters.onnx_export import export
+
+        export(adapted, out)
+    elif out.endswith(".npz"):
+        from converters.intmodel import save_intmodel
+
+        save_intmodel(out, adapted)
+    else:
+        write_blob(out, intmodel_to_blob(adapted))
+    return {"output": out, "bytes": len(ckpt), "drift": weight_drift(base, adapted)}
+
+
+def cmd_pull(args) -> int:
+    r = pull(args.port, args.model, args.output, args.profile)
+    drift = "; ".join(f"layer {d['layer']}: {100 * d['changed']:.1f}% of weights changed, "
+                      f"mean |dW| {d['mean_abs_lsb']:.3f} LSB" for d in r["drift"])
+    print(f"pull: wrote {r['output']} from {r['bytes']} bytes of board weights ({drift})")
+    return 0
+
+
+def _poll(port: str, profile: str, interval: float, duration: float | None, model_path: str | None):
+    """Poll stats (and weights, for drift) until Ctrl-C or duration; yields one row per poll."""
+    base = None
+    if model_path:
+        from converters.blob import load_any_model
+        from converters.checkpoint import apply_board_checkpoint, weight_drift
+
+        base = load_any_model(model_path)
+    ser, link = _connect(port, profile)
+    t0 = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - t0 < duration:
+            row = {"time": round(time.monotonic() - t0, 3), **link.get_stats()}
+            if base is not None:
+                adapted = apply_board_checkpoint(base, link.get_weights())
+                row["drift"] = [d["rel_l1"] for d in weight_drift(base, adapted)]
+            yield row
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    finally:
+        ser.close()
+
+
+def _status_line(row: dict) -> str:
+    acc = row["correct"] / row["labelled"] if row.get("labelled") else None
+    parts = [f"t={row['time']:7.1f}s", f"samples={row.get('samples', 0)}",
+             f"acc={'-' if acc is None else f'{acc:.3f}'}", f"events={row.get('events', 0)}",
+             f"updates={row.get('updates', 0)}", f"sat={row.get('nsat', 0)}",
+             f"mem={row.get('mem_total', '?')}B", f"heap_free={row.get('heap_free', '?')}"]
+    if "drift" in row:
+        parts.append("drift=" + "/".join(f"{d:.4f}" for d in row["drift"]))
+    return "  ".join(parts)
+
+
+def cmd_monitor(args) -> int:
+    if args.log:
+        rows = [json.loads(line) for line in open(args.log) if line.strip()]
+        if not args.plot:
+            raise SnnEdgeError("monitor --log: give --plot FILE.png (the log is already complete)")
+        plot_stream_log(rows, args.plot)
+        print(f"wrote {args.plot}")
+        return 0
+    if not args.port:
+        raise SnnEdgeError("monitor: give --port (a board to poll) or --log (a stream log to plot)")
+    history = []
+    tty = sys.stdout.isatty()
+    for row in _poll(args.port, args.profile, args.interval, args.duration, args.model):
+        history.append(row)
+        print(("\r" if tty else "") + _status_line(row), end="" if tty else "\n", flush=True)
+    if tty:
+        print()
+    if args.plot:
+        plot_monitor(history, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def plot_stream_log(rows: list[dict], out: str) -> None:
+    """Running accuracy over the streamed samples and the board's confidence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    samples = [r for r in rows if r.get("kind") == "sample" and r["label"] >= 0]
+    if not samples:
+        raise SnnEdgeError("monitor --log: the log has no labelled samples to plot")
+    correct = np.array([r["cls"] == r["label"] for r in samples], dtype=float)
+    window = max(5, len(correct) // 10)
+    running = np.convolve(correct, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax[0].plot(np.arange(window, len(correct) + 1), running, label=f"accuracy over the last {window}")
+    ax[0].plot(np.arange(1, len(correct) + 1), np.cumsum(correct) / np.arange(1, len(correct) + 1),
+               label="cumulative accuracy", alpha=0.7)
+    ax[0].set_xlabel("sample")
+    ax[0].set_ylim(0, 1)
+    ax[0].legend()
+    ax[0].set_title("on-board accuracy while streaming")
+    ax[1].scatter(np.arange(len(samples)), [r["confidence"] for r in samples], c=correct, cmap="coolwarm_r",
+                  s=8)
+    ax[1].set_xlabel("sample")
+    ax[1].set_ylabel("board confidence (0-255)")
+    ax[1].set_title("confidence (blue: correct, red: wrong)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_monitor(history: list[dict], out: str) -> None:
+    """Accuracy, activity, memory and weight drift over wall-clock time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        raise SnnEdgeError("monitor: no statistics were read, nothing to plot")
+    t = [r["time"] for r in history]
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
+    ax[0].plot(t, [r["correct"] / r["labelled"] if r.get("labelled") else float("nan") for r in history])
+    ax[0].set_title("accuracy (labelled samples)")
+    ax[0].set_ylim(0, 1)
+    ax[1].plot(t, [r.get("events", 0) for r in history], label="events")
+    ax[1].plot(t, [r.get("updates", 0) for r in history], label="weight updates")
+    ax[1].legend()
+    ax[1].set_title("activity (cumulative)")
+    ax[2].plot(t, [r.get("heap_free", float("nan")) for r in history], label="heap free")
+    ax[2].plot(t, [r.get("mem_total", float("nan")) for r in history], label="runtime bytes")
+    ax[2].legend()
+    ax[2].set_title("memory (bytes)")
+    if "drift" in history[0]:
+        for l in range(len(history[0]["drift"])):
+            ax[3].plot(t, [r["drift"][l] for r in history], label=f"layer {l}")
+        ax[3].legend()
+    ax[3].set_title("weight drift (relative L1)")
+    for a in ax:
+        a.set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
