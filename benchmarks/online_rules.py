@@ -38,12 +38,17 @@ NMNIST = REPO / ".." / "shared" / "data" / "nmnist-small"
 # Settings per rule, picked on the validation split (see the report): lr, rule options, network flags.
 RULES = {
     "bptt": dict(rule="bptt", lr=2e-3, options={}, net={}),
-    "solsa": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
-                  net={"reset_grad": True, "learn_syn_decay": True}),
-    "solsa_fixed": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
-                        net={"reset_grad": True, "learn_syn_decay": False}),
-    "solsa_no_reset_path": dict(rule="solsa", lr=2e-3, options={"optimizer": "adam", "k_update": 10},
-                                net={"reset_grad": False, "learn_syn_decay": True}),
+    # leaky readout, per-step CE (the rule's documented alternative to the spike-train target):
+    # 0.935 vs 0.859 with the spiking readout at lr 1e-3 on the validation split (6 epochs)
+    "solsa": dict(rule="solsa", lr=1e-3, options={"optimizer": "adam", "k_update": 10},
+                  net={"readout": "membrane", "reset_grad": True, "learn_syn_decay": True}),
+    "solsa_fixed": dict(rule="solsa", lr=1e-3, options={"optimizer": "adam", "k_update": 10},
+                        net={"readout": "membrane", "reset_grad": True, "learn_syn_decay": False}),
+    "solsa_no_reset_path": dict(rule="solsa", lr=1e-3, options={"optimizer": "adam", "k_update": 10},
+                                net={"readout": "membrane", "reset_grad": False, "learn_syn_decay": True}),
+    # the device's form (NUMERICS §10): spiking last layer, target spike train
+    "solsa_spiking_readout": dict(rule="solsa", lr=5e-4, options={"optimizer": "adam", "k_update": 10},
+                                  net={"readout": "spikes", "reset_grad": True, "learn_syn_decay": True}),
     "gem": dict(rule="gem", lr=1e-2, options={"k_train": 5, "k_infer": 5}, net={}),
 }
 

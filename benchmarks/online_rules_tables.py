@@ -39,8 +39,8 @@ from edge import memory_meter, metrics  # noqa: E402
 from edge.data import split_stratified  # noqa: E402
 
 K_VALUES = (1, 2, 5, 10)
-TIMING_LRS = (2e-3, 5e-3, 1e-2)
-SOLSA_VS_BPTT = ("bptt", "solsa", "solsa_fixed", "solsa_no_reset_path")
+TIMING_LRS = (1e-3, 2e-3, 5e-3, 1e-2)
+SOLSA_VS_BPTT = ("bptt", "solsa", "solsa_fixed", "solsa_no_reset_path", "solsa_spiking_readout")
 
 
 def _write(path: Path, text: str) -> None:
