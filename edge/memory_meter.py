@@ -60,12 +60,12 @@ def network_table(sizes: tuple[int, ...], Ts=(10, 30, 100, 300), K_values=(1, 5,
     rows = []
     layers = list(zip(sizes[:-1], sizes[1:]))
     for T in Ts:
-        makers = [("bptt", lambda a, b: bptt_bytes(a, b, T, learn_a, itemsize)),
-                  ("solsa-full", lambda a, b: solsa_bytes(a, b, T, True, learn_a, itemsize)),
-                  ("solsa-factorised", lambda a, b: solsa_bytes(a, b, T, False, learn_a, itemsize))]
-        makers += [(f"gem-K{K}", lambda a, b, K=K: gem_bytes(a, b, T, K, n_basis, itemsize)) for K in K_values]
-        for name, make in makers:
-            per_layer = [make(a, b) for a, b in layers]
+        tables = {"bptt": [bptt_bytes(a, b, T, learn_a, itemsize) for a, b in layers],
+                  "solsa-full": [solsa_bytes(a, b, T, True, learn_a, itemsize) for a, b in layers],
+                  "solsa-factorised": [solsa_bytes(a, b, T, False, learn_a, itemsize) for a, b in layers]}
+        for K in K_values:
+            tables[f"gem-K{K}"] = [gem_bytes(a, b, T, K, n_basis, itemsize) for a, b in layers]
+        for name, per_layer in tables.items():
             rows.append({"rule": name, "T": T, "layers": [m.total for m in per_layer],
                          "window": sum(m.window for m in per_layer),
                          "total": sum(m.total for m in per_layer)})

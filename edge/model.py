@@ -205,7 +205,7 @@ def save_checkpoint(path, spec: NetworkSpec, params: list[LayerParams], extra: d
 LAYER_TYPES = {"W_more": "edge.probabilistic:GLMLayerParams"}
 
 
-def _layer_class(data: dict) -> type:
+def _layer_class(data: dict) -> type[LayerParams]:
     import importlib
 
     for array, target in LAYER_TYPES.items():

@@ -37,7 +37,7 @@ class GLMLayerParams(LayerParams):
     bias: np.ndarray     # [N_out]
     w_fb: np.ndarray     # [N_out] weight of the self-feedback kernel
 
-    NAMES = LayerParams.NAMES + ("W_more", "bias", "w_fb")
+    NAMES = LayerParams.NAMES + ("W_more", "bias", "w_fb")  # type: ignore[assignment]  # extends the base
 
     def copy(self) -> "GLMLayerParams":
         return GLMLayerParams(*(getattr(self, n).copy() for n in self.NAMES))

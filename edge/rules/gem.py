@@ -116,7 +116,7 @@ def online_gradients(params: list[GLMLayerParams], X: np.ndarray, y: np.ndarray,
     tgt = target_spikes(y, T, params[-1].W.shape[1], dtype)
     for t in range(T):
         layer_in = np.broadcast_to(X[t].astype(dtype)[:, None, :], (B, K, X.shape[2]))
-        step_ll = None
+        step_ll = np.zeros((B, K))
         for i, p in enumerate(params):
             hist_in[i] = np.roll(hist_in[i], 1, axis=0)
             hist_in[i][0] = layer_in
@@ -130,7 +130,7 @@ def online_gradients(params: list[GLMLayerParams], X: np.ndarray, y: np.ndarray,
             u = sum(pre[b] @ Wb[b] for b in range(p.n_basis)) + p.w_fb * fb + p.bias
             if i == len(params) - 1:
                 s = np.broadcast_to(tgt[t][:, None, :], u.shape).astype(dtype)
-                step_ll = spike_log_prob(s, u).sum(axis=-1)
+                step_ll = spike_log_prob(s, u).sum(axis=-1)  # the visible (last) layer
             else:
                 s = (uniforms[i][t] < sigmoid(u)).astype(dtype)
             d = s - sigmoid(u)
@@ -188,8 +188,9 @@ class GemRule(LearningRule):
 
     def set_lr(self, lr: float) -> None:
         super().set_lr(lr)
-        if getattr(self, "adam", None) is not None:
-            self.adam.lr = self.lr
+        adam = getattr(self, "adam", None)  # set_lr may come before init
+        if adam is not None:
+            adam.lr = self.lr
 
     def _check(self, params) -> None:
         if not all(isinstance(p, GLMLayerParams) for p in params):

@@ -109,16 +109,17 @@ def output_signal(out: np.ndarray, y: np.ndarray, readout: bool) -> tuple[np.nda
     return ell, 0.5 * np.sum(ell.astype(np.float64) ** 2, axis=1)
 
 
-def credit_step(steps: list[SolsaStep], params: list[LayerParams], ell_out: np.ndarray) -> list[tuple]:
-    """Per layer (phi = h * ell [B, N_out], psi = phi @ W^T [B, N_in]), top layer first in the loop."""
-    out = [None] * len(steps)
+def credit_step(steps: list[SolsaStep], params: list[LayerParams],
+                ell_out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer (phi = h * ell [B, N_out], psi = phi @ W^T [B, N_in]), computed from the top layer down."""
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     ell = ell_out
     for i in range(len(steps) - 1, -1, -1):
         phi = steps[i].h * ell
         psi = phi @ params[i].W.T
-        out[i] = (phi, psi)
+        out.append((phi, psi))
         ell = psi  # x of layer i = filtered spikes of layer i-1: dx[t]/ds[t] = 1
-    return out
+    return out[::-1]
 
 
 def accumulate(G: np.ndarray, Ga: np.ndarray | None, st: SolsaLayerState, phi: np.ndarray, psi: np.ndarray):
@@ -127,7 +128,7 @@ def accumulate(G: np.ndarray, Ga: np.ndarray | None, st: SolsaLayerState, phi: n
         G += np.einsum("bij,bj->ij", st.e, phi, optimize=True)
     else:
         G += st.e.T @ phi
-    if Ga is not None:
+    if Ga is not None and st.r is not None:
         Ga += np.einsum("bi,bi->i", st.r, psi)
 
 
@@ -168,8 +169,9 @@ class SolsaRule(LearningRule):
 
     def set_lr(self, lr: float) -> None:
         super().set_lr(lr)
-        if getattr(self, "adam", None) is not None:
-            self.adam.lr = self.lr
+        adam = getattr(self, "adam", None)  # set_lr may come before init
+        if adam is not None:
+            adam.lr = self.lr
 
     def is_readout(self, i: int) -> bool:
         return i == self.spec.n_layers - 1 and self.spec.readout == "membrane"
@@ -211,10 +213,11 @@ class SolsaRule(LearningRule):
                 self.adam.step({f"L{i}_W": (p.W, -G)})
             else:
                 p.W += (self.lr * G).astype(p.W.dtype, copy=False)
-            if self.Ga[i] is not None:
-                p.a_syn += (self.options["lr_syn"] * self.Ga[i] / batch).astype(p.a_syn.dtype, copy=False)
+            Ga = self.Ga[i]
+            if Ga is not None:
+                p.a_syn += (self.options["lr_syn"] * Ga / batch).astype(p.a_syn.dtype, copy=False)
                 np.clip(p.a_syn, 0.0, MAX_DECAY, out=p.a_syn)
-                self.Ga[i][...] = 0
+                Ga[...] = 0
             self.G[i][...] = 0
         self.updates += 1
 
@@ -252,7 +255,8 @@ class SolsaRule(LearningRule):
         for i in range(len(self.G)):
             if f"G{i}" in state:
                 self.G[i][...] = state[f"G{i}"]
-            if self.Ga[i] is not None and f"Ga{i}" in state:
-                self.Ga[i][...] = state[f"Ga{i}"]
+            Ga = self.Ga[i]
+            if Ga is not None and f"Ga{i}" in state:
+                Ga[...] = state[f"Ga{i}"]
         if self.adam is not None and "adam.steps" in state:
             self.adam.load_state_dict(state)
