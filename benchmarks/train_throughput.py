@@ -20,6 +20,7 @@ import concurrent.futures
 import importlib.util
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -70,23 +71,25 @@ def run_ours(data_dir: str, downsample: int, epochs: int) -> dict:
     spec, params = _initial(Xtr.shape[2])
     rule = BPTTRule(lr=SETTINGS["lr"])
     rule.init(spec, params, np.random.default_rng(0))
-    B, train_time, seen, accs = SETTINGS["batch"], 0.0, 0, []
+    B, train_time, cpu_time, seen, accs = SETTINGS["batch"], 0.0, 0.0, 0, []
     for epoch in range(epochs):
         rule.set_lr(scheduled_lr(SETTINGS["lr"], epoch, epochs, SETTINGS["schedule"]))
         order = np.random.default_rng([SETTINGS["seed"], epoch]).permutation(len(Xtr))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in range(0, len(order), B):
             idx = order[b:b + B]
             rule.train_batch(params, np.ascontiguousarray(Xtr[idx].transpose(1, 0, 2)), ytr[idx])
             seen += len(idx)
         train_time += time.perf_counter() - t0
+        cpu_time += time.process_time() - c0
         accs.append(metrics.accuracy(predict_logits(rule, params, Xva, B), yva))
     t0 = time.perf_counter()
     predict_logits(rule, params, Xva, B)
     infer = len(Xva) / (time.perf_counter() - t0)
     methods = [r.inputs.method for r in __import__("edge.bptt", fromlist=["forward"]).forward(
         spec, params, np.ascontiguousarray(Xtr[:B].transpose(1, 0, 2))).records]
-    return {"train_samples_per_s": seen / train_time, "infer_samples_per_s": infer,
+    return {"train_samples_per_s": seen / train_time, "train_samples_per_cpu_s": seen / cpu_time,
+            "infer_samples_per_s": infer,
             "val_acc_final": accs[-1], "val_acc_best": max(accs), "val_acc_per_epoch": accs,
             "peak_rss_mb": _peak_rss_mb(), "kernels": methods}
 
@@ -131,7 +134,7 @@ def run_snntorch(data_dir: str, downsample: int, epochs: int, threads: int) -> d
         net.fc2.weight.copy_(torch.from_numpy(params[1].W.T.copy()))
     opt = torch.optim.Adam(net.parameters(), lr=SETTINGS["lr"])
     loss_fn = SF.ce_count_loss()
-    B, train_time, seen, accs = SETTINGS["batch"], 0.0, 0, []
+    B, train_time, cpu_time, seen, accs = SETTINGS["batch"], 0.0, 0.0, 0, []
 
     def evaluate():
         correct = 0
@@ -145,7 +148,7 @@ def run_snntorch(data_dir: str, downsample: int, epochs: int, threads: int) -> d
         for g in opt.param_groups:
             g["lr"] = scheduled_lr(SETTINGS["lr"], epoch, epochs, SETTINGS["schedule"])
         order = np.random.default_rng([SETTINGS["seed"], epoch]).permutation(len(Xtr))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in range(0, len(order), B):
             idx = order[b:b + B]
             x = torch.from_numpy(Xtr[idx].transpose(1, 0, 2).astype(np.float32))
@@ -155,11 +158,13 @@ def run_snntorch(data_dir: str, downsample: int, epochs: int, threads: int) -> d
             opt.step()
             seen += len(idx)
         train_time += time.perf_counter() - t0
+        cpu_time += time.process_time() - c0
         accs.append(evaluate())
     t0 = time.perf_counter()
     evaluate()
     infer = len(Xva) / (time.perf_counter() - t0)
-    return {"train_samples_per_s": seen / train_time, "infer_samples_per_s": infer,
+    return {"train_samples_per_s": seen / train_time, "train_samples_per_cpu_s": seen / cpu_time,
+            "infer_samples_per_s": infer,
             "val_acc_final": accs[-1], "val_acc_best": max(accs), "val_acc_per_epoch": accs,
             "peak_rss_mb": _peak_rss_mb(), "versions": {"snntorch": snn.__version__, "torch": torch.__version__},
             "threads": threads}
@@ -207,7 +212,8 @@ def main(argv=None) -> int:
     have_torch = (not args.no_snntorch and importlib.util.find_spec("torch") is not None
                   and importlib.util.find_spec("snntorch") is not None)
     result = {"benchmark": "train_throughput", "settings": SETTINGS, "epochs": args.epochs,
-              "data": str(args.data), "split": "stratified 80/20, seed 0"}
+              "data": str(args.data), "split": "stratified 80/20, seed 0",
+              "load_avg_start": round(os.getloadavg()[0], 2)}
     for variant in args.variants.split(","):
         downsample = {"578": 2, "2312": 1}[variant.strip()]
         ours = _in_fresh_process(run_ours, args.data, downsample, args.epochs)
@@ -216,16 +222,19 @@ def main(argv=None) -> int:
             theirs = _in_fresh_process(run_snntorch, args.data, downsample, args.epochs, args.threads)
             entry["snntorch"] = theirs
             entry["ratio_train"] = round(ours["train_samples_per_s"] / theirs["train_samples_per_s"], 2)
+            # per CPU-second: less sensitive to other work on a shared machine
+            entry["ratio_train_cpu"] = round(ours["train_samples_per_cpu_s"] / theirs["train_samples_per_cpu_s"], 2)
             entry["ratio_infer"] = round(ours["infer_samples_per_s"] / theirs["infer_samples_per_s"], 2)
         for side in ("ours", "snntorch"):
             if side in entry:
-                for k in ("train_samples_per_s", "infer_samples_per_s", "peak_rss_mb"):
+                for k in ("train_samples_per_s", "train_samples_per_cpu_s", "infer_samples_per_s", "peak_rss_mb"):
                     entry[side][k] = round(entry[side][k], 1)
                 entry[side]["val_acc_per_epoch"] = [round(a, 3) for a in entry[side]["val_acc_per_epoch"]]
         result[variant] = entry
     if not have_torch:
         result["snntorch"] = "not installed (pip install -e .[bench])"
     result["kernels_ms_per_batch"] = _in_fresh_process(kernel_timings, args.data)
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)  # 2 cores: above ~2 the timings are shared
     print(json.dumps(result))
     return 0
 
