@@ -194,6 +194,7 @@ def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -211,6 +212,7 @@ def _save_fig(plt, fig, path: Path) -> None:
     os.close(fd)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -278,6 +280,18 @@ def tables(results: dict) -> str:
     return "\n".join(out)
 
 
+def _plotted_variants(runs: list[dict]) -> list[tuple[str, float | None]]:
+    """(label, lr) pairs to draw: every variant, but only the best learning rate of each rule."""
+    best: dict[str, tuple] = {}
+    for label, lr in sorted({(_label(r), r.get("lr")) for r in runs}, key=str):
+        rs = [r for r in runs if _label(r) == label and r.get("lr") == lr]
+        ok = [r["epochs_to_exact"] for r in rs if r["epochs_to_exact"] is not None]
+        score = (len(ok), -float(np.mean(ok)) if ok else -np.inf, -float(np.mean([r["van_rossum"][-1] for r in rs])))
+        if label not in best or score > best[label][0]:
+            best[label] = (score, lr)
+    return [(label, v[1]) for label, v in sorted(best.items())]
+
+
 def plots(results: dict, out: Path) -> None:
     rows = list(results.values())
     plt = _plt()
@@ -286,15 +300,19 @@ def plots(results: dict, out: Path) -> None:
         tasks = sorted({r["task"] for r in spike})
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            for r in (r for r in spike if r["task"] == task):
-                label = _label(r) + (f" lr={r['lr']}" if "lr" in r else "") + f" s{r['seed']}"
-                ax.plot(np.arange(1, len(r["van_rossum"]) + 1), r["van_rossum"], label=label,
-                        ls="-" if r["rule"] == "normad" else "--", lw=1)
+            runs = [r for r in spike if r["task"] == task]
+            for i, (label, lr) in enumerate(_plotted_variants(runs)):
+                group = [r for r in runs if _label(r) == label and r.get("lr") == lr]
+                n = max(len(r["van_rossum"]) for r in group)
+                # A converged run stops: every train is exact and stays so, its distance stays 0.
+                curves = np.array([r["van_rossum"] + [0.0] * (n - len(r["van_rossum"])) for r in group])
+                ax.plot(np.arange(1, n + 1), curves.mean(axis=0), color=f"C{i}", lw=1,
+                        label=f"{label}" + (f" lr={lr}" if lr is not None else "") + f" ({len(group)} seeds)")
             ax.set_title(task)
             ax.set_xlabel("epoch")
-            ax.set_ylabel("mean van Rossum distance (tau 5 steps)")
+            ax.set_ylabel("van Rossum distance (tau 5 steps), seed mean")
             ax.set_xscale("log")
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=7)
         _save_fig(plt, fig, out / "normad_van_rossum.png")
     nm = [r for r in rows if r["task"] == "nmnist"]
     if nm:
