@@ -246,6 +246,18 @@ def tables(results: dict) -> str:
                        f"{r['seed']} | {r['layers']} | {_fmt_epochs(r['epochs_to_exact'])} | "
                        f"{r['fraction_learned']:.2f} | {r['van_rossum'][-1]:.3f} | {r['seconds']:.1f} |")
         out.append("")
+        out += ["### Summary per task and variant (every learning rate tried)", "",
+                "| task | rule | lr | seeds converged | mean epochs to exact (converged) | mean fraction learned |",
+                "|---|---|---|---|---|---|"]
+        for task in ("xor", "single-layer mapping", "3-layer mapping"):
+            for label, lr in sorted({(_label(r), r.get("lr")) for r in spike if r["task"] == task}, key=str):
+                rs = [r for r in spike if r["task"] == task and _label(r) == label and r.get("lr") == lr]
+                ok = [r["epochs_to_exact"] for r in rs if r["epochs_to_exact"] is not None]
+                lr_text = lr if lr is not None else {"xor": XOR_LR, "3-layer mapping": DEEP["lr"]}.get(task, "")
+                out.append(f"| {task} | {label} | {lr_text} | {len(ok)}/{len(rs)} | "
+                           f"{np.mean(ok) if ok else float('nan'):.1f} | "
+                           f"{np.mean([r['fraction_learned'] for r in rs]):.2f} |")
+        out.append("")
         single = [r for r in spike if r["task"] == "single-layer mapping"]
         if single:
             out += ["### NormAD vs ReSuMe-style, best learning rate per rule", "",
