@@ -64,13 +64,16 @@ def _params(spec: BinSpec, pre: Preprocess, extra: dict) -> dict:
 
 def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preprocess(), *,
                 use_cache: bool = True, progress: bool = True, limit: int | None = None):
-    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, or "builtin"/BuiltinSource."""
+    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, or "builtin"/BuiltinSource.
+
+    `limit`: only the first N recordings (a folder reads only those; the built-in set is cached whole).
+    """
     if source == BUILTIN:
         source = BuiltinSource()
     if isinstance(source, BuiltinSource):
         key = cache.make_key(_params(spec, pre, {"builtin": vars(source)}), [])
         if use_cache and (hit := cache.load(key)) is not None:
-            return hit["X"], hit["y"], [str(n) for n in hit["names"]]
+            return hit["X"][:limit], hit["y"][:limit], [str(n) for n in hit["names"]][:limit]
         recs = source.recordings()
         X = np.stack([frames_of(r, spec, pre) for r in tqdm(recs, desc="binning", disable=not progress)])
         y = np.array([r.label for r in recs], dtype=np.int64)
@@ -96,6 +99,8 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
         y = np.array([label for _, label in items], dtype=np.int64)
     if use_cache:
         cache.store(key, {"X": X, "y": y, "names": np.array(names)})
+    if isinstance(source, BuiltinSource) and limit is not None:
+        return X[:limit], y[:limit], names[:limit]  # the generator interleaves classes: a prefix is balanced
     return X, y, names
 
 
