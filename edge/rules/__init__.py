@@ -17,8 +17,6 @@ _BUILTIN_MODULES = {
     "bptt": "edge.rules.bptt",
     "normad": "edge.rules.normad",
     "na": "edge.rules.na",
-    "normad": "edge.rules.normad",
-    "na": "edge.rules.na",
     "solsa": "edge.rules.solsa",
     "gem": "edge.rules.gem",
 }
