@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--rule", default="bptt", help=f"learning rule: {', '.join(rule_names())}")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training split")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="samples per update")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="base learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"base learning rate; unset: the rule's own (bptt: {DEFAULTS['lr']})")
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine", "step"),
                    help="per-epoch schedule (cosine ends at 5%% of --lr)")
     p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs")
@@ -104,7 +105,9 @@ def _load(source: str, bin_spec, limit, progress: bool):
 
 
 def _rule_options(args) -> dict:
-    opts: dict[str, object] = {"lr": args.lr}
+    opts: dict[str, object] = {}
+    if args.lr is not None:
+        opts["lr"] = args.lr
     if args.weight_decay is not None:
         opts["weight_decay"] = args.weight_decay
     if args.loss is not None:
