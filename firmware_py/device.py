@@ -71,7 +71,13 @@ class Device:
                 crc = struct.unpack("<I", bytes(data[len(data) - 4:]))[0]
             else:                             # the .onnx file itself (firmware_py/onnx_reader.py)
                 from firmware_py import onnx_reader
-                model = onnx_reader.read_model(data)
+                try:
+                    model = onnx_reader.read_model(data)
+                except DeviceError as exc:
+                    if exc.code != E_MODEL_FORMAT:
+                        raise
+                    raise DeviceError(E_MODEL_FORMAT, "not a model blob (magic %r, expected %r) and not an "
+                                      "snn-edge .onnx file (%s)" % (bytes(data[:4]), fblob.MAGIC, exc.msg))
                 dims = [(L.n_in, L.n_out, L.per_input) for L in model.layers]
                 fit(dims, model.rule, model.params, model.compartments)
                 crc = fblob.crc32(data)
