@@ -4,7 +4,7 @@ Shared by the board (board_main.py) and the host (host_tools/link.py), so there 
 frame. Runs unchanged on MicroPython >= 1.20, the micro:bit's MicroPython 1.9.2 and CPython: no
 f-strings, no bytes.hex, only small ints on the hot paths (no heap-allocated ints on a 16 KB board).
 
-Frame on the wire: END, stuffed(type, seq, len_lo, len_hi, payload..., crc32 LE 4 bytes), END.
+Frame on the wire: END, stuffed(type, seq, len_lo, len_hi, hcrc, payload..., crc32 LE), END.
 Byte stuffing is SLIP's plus one rule: 0xC0 -> DB DC, 0xDB -> DB DD, 0x03 -> DB DE. No frame ever
 contains a raw 0x03 (Ctrl-C), so the board's main loop treats two raw 0x03 in a row as the host's
 break (back to the REPL, as `\r\x03\x03` does for mpremote/pyboard.py), while a single 0x03 made
@@ -25,7 +25,8 @@ _END_B = b"\xc0"
 _ESC_B = b"\xdb"
 _INTR_B = b"\x03"
 
-HEADER_LEN = 4          # type, seq, payload length (u16 LE)
+HEADER_LEN = 5          # type, seq, payload length (u16 LE), CRC-8 of those four bytes
+WANT_CAP = 512          # the most bytes a board asks for in one blocking read
 CRC_LEN = 4             # CRC-32 (zlib polynomial), little endian, over header + payload
 OVERHEAD = HEADER_LEN + CRC_LEN
 
@@ -157,10 +158,22 @@ def stuff(data):
             .replace(_INTR_B, b"\xdb\xde"))
 
 
+def crc8(data, start, end):
+    """CRC-8 (polynomial 0x07, init 0) of the header: a board trusts the length field, and sizes its
+    blocking reads by it, only when this matches, so a corrupted length cannot stall it."""
+    c = 0
+    for i in range(start, end):
+        c ^= data[i]
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
 def encode_frame(mtype, seq, payload=b""):
     """One frame as bytes, delimited by END on both sides (the leading END flushes line noise)."""
     n = len(payload)
-    body = bytes((mtype, seq & 0xFF, n & 0xFF, (n >> 8) & 0xFF)) + bytes(payload)
+    head = bytes((mtype, seq & 0xFF, n & 0xFF, (n >> 8) & 0xFF))
+    body = head + bytes((crc8(head, 0, 4),)) + bytes(payload)
     return _END_B + stuff(body + _crc_bytes(body)) + _END_B
 
 
@@ -195,11 +208,12 @@ class Deframer:
         n = self.n
         if self.dropping or n < HEADER_LEN:
             return 1 if self.dropping else HEADER_LEN - n + 1
-        length = self.buf[2] | (self.buf[3] << 8)
+        buf = self.buf
+        length = buf[2] | (buf[3] << 8)
         left = HEADER_LEN + length + CRC_LEN - n
-        if left < 0 or length + OVERHEAD > self.max_frame:
-            return 1
-        return left + 1
+        if left < 0 or length + OVERHEAD > self.max_frame or crc8(buf, 0, 4) != buf[4]:
+            return 1                # a length we cannot trust: byte by byte until the next END
+        return left + 1 if left < WANT_CAP else WANT_CAP
 
     def _finish(self):
         n = self.n

@@ -20,6 +20,7 @@ from edge.errors import SnnEdgeError
 from firmware_py import link as L
 
 ANSWER_TYPES = {L.HELLO: L.INFO, L.END_SAMPLE: L.RESULT, L.GET_STATS: L.STATS, L.GET_WEIGHTS: L.WEIGHTS}
+MAX_RTO = 2.0               # seconds
 MAX_IN_FLIGHT = 64          # frames; well below half the 8-bit sequence space (go-back-N)
 
 
@@ -90,7 +91,10 @@ class BoardLink:
         self.ser = ser
         self.want_max_payload = max_payload
         self.want_window = window
-        self.timeout = timeout
+        self.timeout = timeout              # the smallest retransmission timeout
+        self.rto = timeout
+        self.srtt: float | None = None
+        self.rttvar = 0.0
         self.max_retries = max_retries
         self.write_chunk = write_chunk
         self.write_pause = write_pause
@@ -176,8 +180,21 @@ class BoardLink:
             s, entry = self.unacked.popitem(last=False)
             self.in_flight -= len(entry[0])
             if s == seq:
+                if entry[3] == 0:           # Karn: only frames sent once give a round-trip sample
+                    self._rtt_sample(time.monotonic() - entry[2])
                 break
         return True
+
+    def _rtt_sample(self, rtt: float) -> None:
+        """Retransmission timeout from the measured round trip (Jacobson/Karels, RFC 6298), which
+        includes the line time of the frames queued before it: 4 KB in flight is 0.4 s at 115200
+        baud, so a fixed timeout would resend frames that are merely waiting their turn."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(max(self.timeout, self.srtt + 4 * self.rttvar), MAX_RTO)
 
     def _resend_all(self) -> None:
         now = time.monotonic()
@@ -194,7 +211,9 @@ class BoardLink:
     def _retransmit_if_late(self) -> None:
         if self.unacked:
             oldest = next(iter(self.unacked.values()))
-            if time.monotonic() - oldest[2] > self.timeout:
+            # no exponential back-off: on a serial line a loss is noise, not congestion, and
+            # waiting longer only delays the retransmission that will get through
+            if time.monotonic() - oldest[2] > self.rto:
                 self.counters.timeouts += 1
                 self._resend_all()
 

@@ -84,14 +84,12 @@ class RawRepl:
                 out = bytes(self._rx[:k + len(ending)])
                 del self._rx[:k + len(ending)]
                 return out
-            if not self._fill():
-                pass
-            elif self._rx.find(ending) >= 0:
-                continue
             if time.monotonic() > deadline:
                 raise TransportError(f"timeout waiting for {ending!r} from the board; "
                                      f"got {bytes(self._rx[-200:])!r}")
-            time.sleep(0.001)
+            before = len(self._rx)
+            if self._fill() == before:
+                time.sleep(0.001)
 
     def _read_exact(self, n: int) -> bytes:
         deadline = time.monotonic() + self.timeout

@@ -47,12 +47,24 @@ class Rng:
 
 # Golden frames (PROTOCOL.md, "Examples"): the wire bytes are the contract between host and board.
 GOLDEN = [
-    (L.EVENTS, 5, bytes([0x03, 0xC0, 0xDB, 0x00, 0x41]), "c0dbde050500dbdedbdcdbdd0041a936b674c0"),
-    (L.HELLO, 0, b"", "c00100000079b8f899c0"),
-    (L.ACK, 255, b"", "c080ff0000ca5d8572c0"),
+    (L.EVENTS, 5, bytes([0x03, 0xC0, 0xDB, 0x00, 0x41]), "c0dbde050500bbdbdedbdcdbdd0041e9442dcbc0"),
+    (L.HELLO, 0, b"", "c00100000016fc6b960fc0"),
+    (L.ACK, 255, b"", "c080ff00001a04b8a354c0"),
 ]
 for mtype, seq, payload, wire in GOLDEN:
     check("golden encode %d" % mtype, L.encode_frame(mtype, seq, payload), unhex(wire))
+
+# the header's CRC-8 and how a board sizes its reads: only a checked length is trusted
+check("crc8 check value", L.crc8(b"123456789", 0, 9), 0xF4)
+d = L.Deframer(1024, lambda t, s, p: None)
+w = L.encode_frame(L.EVENTS, 1, bytes(700))
+d.feed(w[:7])                                  # END + 5 header bytes + 1 payload byte
+check("want: the rest of a checked frame, capped", d.want(), L.WANT_CAP)
+bad = bytearray(w)
+bad[4] ^= 0x01                                 # length 700 -> 444: the header CRC fails
+d = L.Deframer(1024, lambda t, s, p: None)
+d.feed(bad[:7])
+check("want: 1 byte at a time after a bad header", d.want(), 1)
 
 # CRC-32: the standard check value, and the plain path equals the C path (when the port has one)
 check("crc check value", L.crc32_py(b"123456789"), 0xCBF43926)
