@@ -45,6 +45,12 @@ def test_transport_writes_verifies_and_skips_unchanged(board):
     slow.enter()
     assert slow.put("small.txt", b"hello board\n" * 20) is True
     assert (board.folder / "small.txt").read_bytes() == b"hello board\n" * 20
+    # soft reset (Ctrl-D in the raw REPL): the process reboots, RAM is gone, files stay
+    slow.exec("x_in_ram = 1")
+    slow.soft_reset()
+    assert board.boots == 2
+    assert slow.exec("print('x_in_ram' in globals(), len(open('small.txt').read()))").split() == \
+        [b"False", b"240"]
     ser.close()
 
 
