@@ -49,9 +49,9 @@ def register(sub) -> None:
                    help="microbit: 32-byte writes every 5 ms, no raw-paste, flat filesystem")
     f.add_argument("--files", nargs="*", default=None,
                    help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
-    f.add_argument("--mpy", action="store_true",
-                   help="precompile with mpy-cross and copy .mpy files (boards whose heap is too small "
-                        "to compile the sources, e.g. 64K)")
+    f.add_argument("--mpy", choices=("auto", "yes", "no"), default="auto",
+                   help="precompile with mpy-cross and copy .mpy files (default auto: when the board "
+                        "imports what the installed mpy-cross writes)")
     f.add_argument("--handler", default=None,
                    help="module whose make_handler() main.py uses (default: firmware_py.handler, "
                         "else firmware_py.counting_handler)")
@@ -144,56 +144,89 @@ def compile_mpy(src: Path) -> bytes:
         return out.read_bytes()
 
 
+def mpy_cross_version() -> tuple[int, int] | None:
+    """(mpy version, sub-version) that the installed mpy-cross emits, None without mpy-cross."""
+    import re
+    import shutil
+    import subprocess
+    exe = shutil.which("mpy-cross")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"mpy v(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def board_takes_mpy(repl) -> bool:
+    """True when the board imports the .mpy files our mpy-cross writes (same version and
+    sub-version; bytecode-only files do not depend on the architecture)."""
+    want = mpy_cross_version()
+    if want is None:
+        return False
+    got = int(repl.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0))").strip() or 0)
+    return got != 0 and (got & 0xFF, (got >> 8) & 3) == want
+
+
 def flash(port: str, model: str | None, profile: str = "unix", baud: int = 115200,
-          files: list[str] | None = None, write_main: bool = True, mpy: bool = False,
+          files: list[str] | None = None, write_main: bool = True, mpy: bool | None = None,
           handler: str | None = None, heap: int | None = None, log=print) -> dict:
-    """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}."""
+    """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}.
+
+    mpy: True precompiles the firmware with mpy-cross, False copies the sources, None decides by
+    asking the board (precompiled whenever it can import our mpy-cross's files: compiling the whole
+    runtime on the board needs more heap than running it)."""
     from host_tools.link import open_serial
     from host_tools.transport import PROFILES, RawRepl
-    items: list[tuple[str, bytes]] = []
+    sources = device_files(files)
+    model_data = model_blob(model, heap) if model is not None else None   # refused before the port
     flat = profile == "microbit"
     prefix = "" if flat else "firmware_py/"
-    stale: list[str] = []       # the other form of each module: a .py would shadow a new .mpy
-    for p in device_files(files):
-        if mpy and p.suffix == ".py":
-            items.append((prefix + p.stem + ".mpy", compile_mpy(p)))
-            stale.append(prefix + p.name)
-        else:
-            items.append((prefix + p.name, p.read_bytes()))
-            stale.append(prefix + p.stem + ".mpy")
-    if model is not None:
-        items.append((MODEL_NAME, model_blob(model, heap)))
-    if write_main:
-        items.append(("main.py", main_py(flat, handler)))
     t0 = time.monotonic()
     ser = open_serial(port, baud)
     written, skipped = [], []
     try:
         repl = RawRepl(ser, PROFILES[profile])
         repl.enter()
+        if mpy is None:
+            mpy = board_takes_mpy(repl)
+        items: list[tuple[str, bytes]] = []
+        stale: list[str] = []       # the other form of each module: a .py would shadow a new .mpy
+        for p in sources:
+            if mpy and p.suffix == ".py":
+                items.append((prefix + p.stem + ".mpy", compile_mpy(p)))
+                stale.append(prefix + p.name)
+            else:
+                items.append((prefix + p.name, p.read_bytes()))
+                stale.append(prefix + p.stem + ".mpy")
+        if model_data is not None:
+            items.append((MODEL_NAME, model_data))
+        if write_main:
+            items.append(("main.py", main_py(flat, handler)))
         if not flat:
             repl.mkdir("firmware_py")
+        if stale:
+            repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
         try:
             from tqdm import tqdm
             progress = tqdm(items, desc="flash", unit="file", disable=None)
         except ImportError:
             progress = items
-        for name in stale:
-            repl.remove_if_exists(name)
         for name, data in progress:
             (written if repl.put(name, data) else skipped).append(name)
         repl.exit()
     finally:
         ser.close()
     seconds = time.monotonic() - t0
-    log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256, "
-        f"in {seconds:.1f} s")
-    return {"written": written, "skipped": skipped, "seconds": seconds,
+    log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256"
+        f"{', precompiled' if mpy else ''}, in {seconds:.1f} s")
+    return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": bool(mpy),
+            "bytes_written": sum(len(d) for n, d in items if n in written),
             "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
 
 
 def cmd_flash(args) -> int:
     from host_tools.virtual_board import parse_heap
-    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main, args.mpy,
+    mpy = {"auto": None, "yes": True, "no": False}[args.mpy]
+    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main, mpy,
           args.handler, parse_heap(args.heap) if args.heap else None)
     return 0

@@ -93,6 +93,7 @@ class BoardLink:
         self.want_window = window
         self.timeout = timeout              # the smallest retransmission timeout
         self.rto = timeout
+        self.progress_at = 0.0              # when an answer last acknowledged something new
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.max_retries = max_retries
@@ -183,6 +184,7 @@ class BoardLink:
                 if entry[3] == 0:           # Karn: only frames sent once give a round-trip sample
                     self._rtt_sample(time.monotonic() - entry[2])
                 break
+        self.progress_at = time.monotonic()
         return True
 
     def _rtt_sample(self, rtt: float) -> None:
@@ -211,9 +213,10 @@ class BoardLink:
     def _retransmit_if_late(self) -> None:
         if self.unacked:
             oldest = next(iter(self.unacked.values()))
-            # no exponential back-off: on a serial line a loss is noise, not congestion, and
-            # waiting longer only delays the retransmission that will get through
-            if time.monotonic() - oldest[2] > self.rto:
+            # the timer restarts whenever an answer acknowledges something new (RFC 6298, 5.3):
+            # frames queued behind a slow line are not resent while the line makes progress; no
+            # back-off, since on a serial line a loss is noise, not congestion
+            if time.monotonic() - max(oldest[2], self.progress_at) > self.rto:
                 self.counters.timeouts += 1
                 self._resend_all()
 

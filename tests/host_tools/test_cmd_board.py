@@ -32,7 +32,7 @@ def test_board_sim_then_flash_through_the_cli(runtime, tmp_path):
         assert path.startswith("/dev/pts/"), path
         model = _nmnist_sized_blob(tmp_path, n_hidden=8)
         r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "link.py", "board_main.py",
-                "counting_handler.py", "--handler", "firmware_py.counting_handler")
+                "counting_handler.py", "--handler", "firmware_py.counting_handler", "--mpy", "no")
         assert r.returncode == 0, r.stderr
         assert "wrote 6 file(s), 0 unchanged" in r.stdout
         assert (folder / "model.blob").read_bytes() == model.read_bytes()
@@ -41,7 +41,7 @@ def test_board_sim_then_flash_through_the_cli(runtime, tmp_path):
                 hashlib.sha256((REPO / "firmware_py" / name).read_bytes()).digest()
         assert b"counting_handler" in (folder / "main.py").read_bytes()
         r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "link.py", "board_main.py",
-                "counting_handler.py", "--handler", "firmware_py.counting_handler")
+                "counting_handler.py", "--handler", "firmware_py.counting_handler", "--mpy", "no")
         assert "wrote 0 file(s), 6 unchanged" in r.stdout, r.stdout + r.stderr
     finally:
         sim.send_signal(signal.SIGINT)
@@ -87,8 +87,9 @@ def test_flashed_model_is_loaded_by_the_runtime_handler_at_boot(tmp_path):
     from host_tools.virtual_board import VirtualBoard
     blob = _nmnist_sized_blob(tmp_path, n_hidden=32)
     with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
-        # precompiled: compiling all of the runtime's sources on a 192K heap fragments it too much
-        report = flash(vb.path, str(blob), heap=192 * 1024, mpy=True, log=lambda *a: None)
+        # auto: precompiled (compiling all of the runtime's sources on a 192K heap fragments it)
+        report = flash(vb.path, str(blob), heap=192 * 1024, log=lambda *a: None)
+        assert report["mpy"] is True
         assert "model.blob" in report["written"]
         assert (vb.folder / "model.blob").read_bytes() == blob.read_bytes()
         vb.reset()                                    # boot: main.py starts the loop with the runtime
