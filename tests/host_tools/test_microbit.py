@@ -69,3 +69,27 @@ def test_link_crc_and_stuffing_run_unchanged_on_micropython_1_9_2(microbit):
     assert ast.literal_eval(stuffed.decode()) == list(L.stuff(frame))
     assert 0x03 not in L.stuff(data) and 0xC0 not in L.stuff(data)
     assert int(repl.exec("import gc\ngc.collect()\nprint(gc.mem_free())")) > 4000
+
+
+def test_board_sim_target_microbit_prints_a_port_with_a_repl():
+    import signal
+    import subprocess
+    import sys
+    why = MicrobitBoard.missing()
+    if why:
+        pytest.skip(why)
+    repo = Path(__file__).resolve().parents[2]
+    sim = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "board-sim", "--target", "microbit"],
+                           cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        path = sim.stdout.readline().strip()
+        assert path.startswith("/dev/pts/"), path
+        ser = open_serial(path)
+        repl = RawRepl(ser, PROFILES["microbit"], timeout=20)
+        repl.enter()
+        assert repl.exec("print(6*7)").strip() == b"42"
+        ser.close()
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(10)
+    assert sim.returncode == 0
