@@ -155,6 +155,7 @@ class GemRule(LearningRule):
     name = "gem"
     OPTIONS = {
         **LearningRule.OPTIONS,
+        "lr": (float, 1e-2, "base learning rate (picked on the nmnist-small validation split)"),
         "k_train": (int, 5, "compartments K sampled in training"),
         "k_infer": (int, 5, "compartments K_I sampled at inference"),
         "vote": (str, "majority", f"one of {VOTES}: majority vote of compartments, or averaged counts"),

@@ -43,7 +43,7 @@ def _run_traces(spec, p, X):
 @pytest.mark.parametrize("learn", [False, True])
 def test_forward_matches_engine(learn):
     spec, params, X, y = _net(sizes=(6, 5, 4), learn_syn_decay=learn)
-    rule = make_rule("solsa", lr=0.0, lr_syn=0.0)
+    rule = make_rule("solsa", optimizer="sgd", lr=0.0, lr_syn=0.0)
     rule.init(spec, params, np.random.default_rng(0))
     states = rule.initial_state(params, X.shape[1])
     counts = 0
@@ -117,7 +117,7 @@ def test_k1_update_equals_finite_difference_gradient():
     spec, params, X, y = _net(sizes=(6, 4), readout="membrane", reset_grad=False, gain=1.0)
     lr, lr_syn = 1e-3, 2e-3
     for t_check in (0, 4, 8):
-        rule = make_rule("solsa", lr=lr, lr_syn=lr_syn, k_update=1)
+        rule = make_rule("solsa", optimizer="sgd", lr=lr, lr_syn=lr_syn, k_update=1)
         work = [q.copy() for q in params]
         rule.init(spec, work, np.random.default_rng(0))
         states = rule.initial_state(work, X.shape[1])
@@ -154,7 +154,7 @@ def test_k1_update_equals_finite_difference_gradient():
 
 def test_scheduled_update_applies_every_k_steps():
     spec, params, X, y = _net(sizes=(6, 4), reset_grad=True)
-    rule = make_rule("solsa", lr=0.05, k_update=4)
+    rule = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=4)
     work = [q.copy() for q in params]
     rule.init(spec, work, np.random.default_rng(0))
     states = rule.initial_state(work, X.shape[1])
@@ -168,7 +168,7 @@ def test_scheduled_update_applies_every_k_steps():
     assert changed == [(t + 1) % 4 == 0 for t in range(X.shape[0])]
     # and train_batch does the same schedule: the same final weights
     other = [q.copy() for q in params]
-    rule2 = make_rule("solsa", lr=0.05, k_update=4)
+    rule2 = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=4)
     rule2.init(spec, other, np.random.default_rng(0))
     rule2.train_batch(other, X, y)
     np.testing.assert_allclose(other[0].W, work[0].W)
@@ -180,7 +180,7 @@ def test_early_stop_freezes_learned_samples():
     spec, params, X, y = _net(sizes=(6, 4))
     params[0].W[:, y[0]] += 0.5  # the label neuron of sample 0 leads after a few steps
     x1, y1 = X[:, :1], y[:1]
-    ref = make_rule("solsa", lr=0.05, k_update=100)
+    ref = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=100)
     ref.init(spec, [q.copy() for q in params], np.random.default_rng(0))
     states = ref.initial_state(params, 1)
     score, G_at_lead = np.zeros((1, 4)), None
@@ -191,7 +191,7 @@ def test_early_stop_freezes_learned_samples():
         if G_at_lead is None and score[0, y1[0]] - others.max() > 0:
             G_at_lead = ref.G[0].copy()
     assert G_at_lead is not None and not np.allclose(G_at_lead, ref.G[0]), "test needs a late lead"
-    rule = make_rule("solsa", lr=0.05, k_update=100, early_stop=1e-9)
+    rule = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=100, early_stop=1e-9)
     rule.init(spec, [q.copy() for q in params], np.random.default_rng(0))
     rule.train_batch([q.copy() for q in params], x1, y1)
     np.testing.assert_allclose(rule.G[0], G_at_lead)
@@ -205,7 +205,7 @@ def test_learns_a_small_task_and_rejects_bad_options():
     X = (templates[y] ^ (rng.random((64, T, n_in)) < 0.03)).astype(np.uint8).transpose(1, 0, 2)
     spec = NetworkSpec(sizes=(n_in, 2), readout="spikes", reset_grad=True, learn_syn_decay=True)
     params = init_params(spec, np.random.default_rng(1))
-    rule = make_rule("solsa", lr=0.05, k_update=4)
+    rule = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=4)
     rule.init(spec, params, np.random.default_rng(0))
     for _ in range(15):
         m = rule.train_batch(params, X, y)
@@ -221,7 +221,7 @@ def test_learns_a_small_task_and_rejects_bad_options():
 
 def test_learn_last_layer_only_leaves_hidden_weights():
     spec, params, X, y = _net(sizes=(6, 5, 4))
-    rule = make_rule("solsa", lr=0.05, k_update=3, learn_layers="last")
+    rule = make_rule("solsa", optimizer="sgd", lr=0.05, k_update=3, learn_layers="last")
     work = [q.copy() for q in params]
     rule.init(spec, work, np.random.default_rng(0))
     rule.train_batch(work, X, y)
@@ -291,7 +291,7 @@ def test_float_rule_agrees_with_integer_rule(seed):
     for t in range(T):
         spikes, states, ls, _ = intsim.learn_step(model, X[t, 0].astype(np.int64), states, ls, label)
         s_int.append(spikes[-1][0].copy())
-    rule = make_rule("solsa", lr=0.0, lr_syn=0.0, k_update=10 ** 4)
+    rule = make_rule("solsa", optimizer="sgd", lr=0.0, lr_syn=0.0, k_update=10 ** 4)
     rule.init(spec, params, np.random.default_rng(0))
     st, s_float = rule.initial_state(params, 1), []
     for t in range(T):
