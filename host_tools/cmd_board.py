@@ -214,6 +214,12 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
         for name, data in progress:
             (written if repl.put(name, data) else skipped).append(name)
         repl.exit()
+        if write_main:
+            # Soft reset from the friendly REPL, as `mpremote soft-reset` does: the board restarts with a
+            # clean heap and runs main.py (the link loop), instead of loading the model into a heap that
+            # the upload fragmented. The unix-port virtual board exits on Ctrl-D and is restarted.
+            repl.ser.write(b"\x04")
+            time.sleep(0.3)
     finally:
         ser.close()
     seconds = time.monotonic() - t0

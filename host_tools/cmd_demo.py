@@ -87,8 +87,9 @@ def cmd_demo(args) -> int:
     _cli("train", "--data", "builtin", "--arch", args.arch, "--epochs", str(args.epochs), "--out", str(ckpt))
 
     step(f"quantise to int8, export ONNX and the device blob with the on-device rule '{args.rule}'")
-    _cli("export", str(ckpt), "-o", str(onnx_path), "--blob", str(blob), "--data", "builtin",
-         "--rule", args.rule, "--no-progress")
+    int_model = out / "model.int.npz"
+    _cli("quantize", str(ckpt), "-o", str(int_model), "--data", "builtin", "--rule", args.rule, "--no-progress")
+    _cli("export", str(int_model), "-o", str(onnx_path), "--blob", str(blob))
     model = load_any_model(onnx_path)
 
     step("verify: numpy integer simulator vs onnxruntime vs the firmware (CPython and MicroPython)")
@@ -104,7 +105,7 @@ def cmd_demo(args) -> int:
     runtime = args.runtime or ("micropython" if shutil.which("micropython") else "cpython")
     with VirtualBoard(board_dir, runtime=runtime, heap=args.heap) as board:
         print(f"virtual board ({runtime}, heap {args.heap}) on {board.path}")
-        flash(board.path, str(blob))
+        flash(board.path, str(blob), mpy=shutil.which("mpy-cross") is not None)
 
         step(f"stream the shifted test set ({args.shift}), adapt on the board from labelled shifted data, "
              "stream the test set again")

@@ -72,7 +72,7 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
     streamer = Streamer(port, open_serial, profile=profile, send_labels=labels,
                         checkpoint_every=checkpoint_every, realtime=realtime)
     done: dict[int, bool] = {}
-    bar = tqdm(total=len(samples), desc="stream", unit="sample", disable=not progress)
+    bar = tqdm(total=len(samples), desc="stream", unit="sample", disable=None if progress else True)
 
     def on_outcome(o) -> None:
         if o.index not in done:
