@@ -188,3 +188,31 @@ def test_runtime_learns_the_same_weights_through_line_noise_as_on_a_clean_line(t
     assert (noisy_stats["samples"], noisy_stats["labelled"], noisy_stats["events"]) == \
         (clean_stats["samples"], clean_stats["labelled"], clean_stats["events"]) == \
         (8, 8, sum(len(s[0]) for s in samples))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_micro_bit_link_parameters_on_a_paced_line(runtime, tmp_path):
+    """The micro:bit's settings (32-byte payloads, at most 48 bytes un-acknowledged, host writes of
+    32 bytes every 5 ms) on a 115200-baud line: the same protocol, same results."""
+    need(runtime)
+    from host_tools.link import BoardLink
+    samples = make_samples(4, seed=6, max_events=30)
+    ref, ref_results = reference(samples)
+    with VirtualBoard(tmp_path / "board", runtime=runtime, heap="192K", baud=115200) as vb:
+        flash_board(vb)
+        ser = open_serial(vb.path)
+        repl = RawRepl(ser)
+        repl.enter()
+        repl.exec_no_follow(f"from firmware_py import board_main\nboard_main.main({HANDLER!r}, 32, 48)")
+        link = BoardLink(ser, write_chunk=32, write_pause=0.005, timeout=0.3)
+        info = link.hello()
+        results = []
+        for x, y, t, p, label in samples:
+            assert link.send_events(x, y, t, p) >= len(x) // 4       # 4 events per 32-byte frame
+            r = link.end_of_sample(label)
+            results.append((r.cls, r.confidence, r.counts))
+        stats = link.get_stats()
+    assert (info.max_payload, info.window) == (32, 48)
+    assert results == [tuple(r) for r in ref_results]
+    assert (stats["samples"], stats["hash"]) == (ref.samples, ref.hash)
+    assert link.counters.retransmits == 0
