@@ -528,3 +528,32 @@ def gem_learn_sequence(model: IntModel, X: np.ndarray, labels: np.ndarray):
         trace["banks"].append([b.copy() for b in ls.arrays["banks"]])
         trace["rule"].append({k: v.copy() for k, v in ls.arrays.items() if k not in ("banks", "wn")})
     return trace, states, ls
+
+
+def learn_samples(model: IntModel, X: np.ndarray, y: np.ndarray):
+    """The device's sample semantics (NUMERICS.md §5) over samples X [S, T, N_in] with labels y [S] (-1: none).
+
+    Each sample starts from the zero state with fresh traces; the learning bank, the weights and the saturation
+    counter carry over. A sample without a label is inference only (the bank does not tick). Returns
+    (learned model copy, predictions [S], per-class scores [S, C], saturation count, final learn state).
+    """
+    m = model.copy()
+    ls = initial_learn_state(m)
+    preds, scores, nsat = [], [], 0
+    for s in range(X.shape[0]):
+        fresh = initial_learn_state(m)
+        fresh.lanes, fresh.nsat = ls.lanes, ls.nsat
+        ls = fresh
+        states = initial_state(m, 1)
+        score = np.zeros(m.layers[-1].n_out, np.int64)
+        for t in range(X.shape[1]):
+            if y[s] >= 0:
+                spikes, states, ls, nf = learn_step(m, X[s, t], states, ls, int(y[s]))
+            else:
+                spikes, _, states, nf = network_step(m, X[s, t][None, :], states)
+                nf = int(np.sum(nf))
+            nsat += nf
+            score += spikes[-1][0] if m.layers[-1].kind == "lif" else states[-1].V[0]
+        preds.append(int(np.argmax(score)))
+        scores.append(score)
+    return m, np.array(preds), np.array(scores), nsat + ls.nsat, ls

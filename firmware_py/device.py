@@ -140,9 +140,9 @@ class Device:
         if wpath is not None:
             with open(wpath, "rb") as f:
                 data = f.read()
-            from firmware_py.store import apply_checkpoint
+            from firmware_py.store import apply_checkpoint, persistent_banks
             try:
-                apply_checkpoint(self.net.model, data, self.model_crc)
+                apply_checkpoint(self.net.model, data, self.model_crc, persistent_banks(self.rule))
             except DeviceError:
                 pass                  # a checkpoint of another model: the model's own weights stand
         return True
@@ -274,8 +274,8 @@ class Device:
         self._need_model()
         if self.store is None:
             raise DeviceError(E_BAD_ARGUMENT, "no filesystem store on this device")
-        from firmware_py.store import checkpoint_segments
-        segs, total = checkpoint_segments(self.net.model, self.model_crc)
+        from firmware_py.store import checkpoint_segments, persistent_banks
+        segs, total = checkpoint_segments(self.net.model, self.model_crc, persistent_banks(self.rule))
         self.store.save_weights(segs)     # the weight arrays are written in place: no full copy in RAM
         return total
 

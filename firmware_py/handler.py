@@ -7,7 +7,7 @@ DeviceError (code + msg), which the session turns into ERROR frames; the loop ke
 """
 from firmware_py.device import Device, VERSION
 from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
-from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, read_segments
+from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, persistent_banks, read_segments
 
 
 class DeviceHandler:
@@ -75,7 +75,7 @@ class DeviceHandler:
         """A slice of the checkpoint image, read from the weight arrays in place (no full copy)."""
         self.dev._need_model()
         if offset == 0 or self.segs is None:
-            self.segs = checkpoint_segments(self.dev.net.model, self.dev.model_crc)
+            self.segs = checkpoint_segments(self.dev.net.model, self.dev.model_crc, persistent_banks(self.dev.rule))
         segs, total = self.segs
         return read_segments(segs, offset, length), total
 
@@ -85,7 +85,7 @@ class DeviceHandler:
             buf = self.weights_buf
             self.weights_buf = None
             self.dev._need_model()
-            apply_checkpoint(self.dev.net.model, buf, self.dev.model_crc)
+            apply_checkpoint(self.dev.net.model, buf, self.dev.model_crc, persistent_banks(self.dev.rule))
 
     def checkpoint(self):
         self.dev.checkpoint()

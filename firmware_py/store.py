@@ -15,7 +15,7 @@ from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_C
 MODEL_FILE = "model.blob"
 WEIGHTS_FILE = "weights.ckpt"
 CKPT_MAGIC = b"SNNC"
-CKPT_FORMAT = 1
+CKPT_FORMAT = 2          # 2: the rule's generator banks follow the layers
 CHUNK = 512
 
 
@@ -129,9 +129,26 @@ class Store:
             _remove(self.path(WEIGHTS_FILE) + suffix)
 
 
-def checkpoint_segments(model, model_crc):
+def persistent_banks(rule):
+    """The generator banks of a learning rule that carry over between samples (NUMERICS.md §5): GEM's
+    per-layer learning banks, or the last layer's bank of the other rules; none without a rule."""
+    if rule is None:
+        return []
+    banks = getattr(rule, "banks", None)
+    return list(banks) if banks is not None else [rule.lanes]
+
+
+def checkpoint_segments(model, model_crc, banks=()):
     """The checkpoint image as a list of buffers (weights stay in their arrays: nothing big is copied)
-    and its total length including the CRC; see checkpoint_bytes for the layout."""
+    and its total length including the CRC.
+
+    Layout (format 2): "SNNC" | u16 format | u32 model CRC | u16 n_layers | per layer (u32 n_in | u32 n_out |
+    u8 per_input | W int8 | a_syn u16 x n_in if per-input | GEM layers: bias, w_fb i32 x n_out) |
+    u16 n_banks | per bank (u16 n | u32 x n) | u32 CRC.
+    `banks` are the learning rule's generator banks that carry over between samples (persistent_banks):
+    with them in the checkpoint, a board that resumes after a reset draws the same stochastic roundings as one
+    that never stopped, so the weights it learns are the same bits.
+    """
     segs = [CKPT_MAGIC + struct.pack("<HIH", CKPT_FORMAT, model_crc, len(model.layers))]
     for L in model.layers:
         segs.append(struct.pack("<IIB", L.n_in, L.n_out, 1 if L.per_input else 0))
@@ -140,6 +157,9 @@ def checkpoint_segments(model, model_crc):
             segs.append(struct.pack("<%dH" % L.n_in, *L.a_syn))
         if getattr(L, "bias", None) is not None:
             segs.append(struct.pack("<%di" % L.n_out, *L.bias) + struct.pack("<%di" % L.n_out, *L.w_fb))
+    segs.append(struct.pack("<H", len(banks)))
+    for bank in banks:
+        segs.append(struct.pack("<H%dI" % len(bank), len(bank), *bank))
     crc = 0
     total = 4
     for seg in segs:
@@ -166,24 +186,14 @@ def read_segments(segs, offset, length):
     return bytes(out)
 
 
-def checkpoint_bytes(model, model_crc):
-    """A checkpoint of the learnable parameters: "SNNC" | u16 format | u32 model CRC | u16 n_layers |
-    per layer (u32 n_in | u32 n_out | u8 per_input | W int8 | a_syn u16 x n_in if per-input
-    | GEM layers: bias, w_fb i32 x n_out) | u32 CRC."""
-    parts = [CKPT_MAGIC, struct.pack("<HIH", CKPT_FORMAT, model_crc, len(model.layers))]
-    for L in model.layers:
-        parts.append(struct.pack("<IIB", L.n_in, L.n_out, 1 if L.per_input else 0))
-        parts.append(bytes(L.W))
-        if L.per_input:
-            parts.append(struct.pack("<%dH" % L.n_in, *L.a_syn))
-        if getattr(L, "bias", None) is not None:       # GEM layers also learn bias and w_fb
-            parts.append(struct.pack("<%di" % L.n_out, *L.bias) + struct.pack("<%di" % L.n_out, *L.w_fb))
-    body = b"".join(parts)
-    return body + struct.pack("<I", crc32(body))
+def checkpoint_bytes(model, model_crc, banks=()):
+    """The checkpoint image in one buffer (layout: checkpoint_segments)."""
+    return b"".join(bytes(seg) for seg in checkpoint_segments(model, model_crc, banks)[0])
 
 
-def apply_checkpoint(model, data, model_crc):
-    """Copy a checkpoint's weights into model (all checked before anything is changed)."""
+def apply_checkpoint(model, data, model_crc, banks=None):
+    """Copy a checkpoint's weights into model, and its generator banks into `banks` (the rule's lists,
+    updated in place) unless banks is None. Everything is checked before anything is changed."""
     if len(data) < 16 or data[:4] != CKPT_MAGIC:
         raise DeviceError(E_MODEL_FORMAT, "not a weights checkpoint (magic %r)" % (bytes(data[:4]),))
     if struct.unpack("<I", data[-4:])[0] != crc32(data[:-4]):
@@ -211,6 +221,16 @@ def apply_checkpoint(model, data, model_crc):
             bf = struct.unpack("<%di" % (2 * n_out), data[pos:pos + 8 * n_out])
             pos += 8 * n_out
         plan.append((L, w, a, bf))
+    (n_banks,) = struct.unpack("<H", data[pos:pos + 2])
+    pos += 2
+    saved = []
+    for _ in range(n_banks):
+        (n,) = struct.unpack("<H", data[pos:pos + 2])
+        saved.append(struct.unpack("<%dI" % n, data[pos + 2:pos + 2 + 4 * n]))
+        pos += 2 + 4 * n
+    if banks is not None and [len(b) for b in saved] != [len(b) for b in banks]:
+        raise DeviceError(E_MODEL_FORMAT, "weights checkpoint: generator banks %r, the rule has %r"
+                          % ([len(b) for b in saved], [len(b) for b in banks]))
     if pos != len(data) - 4:
         raise DeviceError(E_MODEL_FORMAT, "weights checkpoint: %d unexpected bytes" % (len(data) - 4 - pos))
     for L, w, a, bf in plan:
@@ -225,6 +245,10 @@ def apply_checkpoint(model, data, model_crc):
         if a is not None:
             for i in range(len(a)):
                 L.a_syn[i] = a[i]
+    if banks is not None:
+        for bank, values in zip(banks, saved):
+            for k in range(len(values)):
+                bank[k] = values[k]
 
 
 def check_checkpoint_file(path):

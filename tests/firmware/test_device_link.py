@@ -10,7 +10,7 @@ import pytest
 
 from converters.blob import intmodel_to_blob
 from firmware_py.device import Device
-from firmware_py.store import checkpoint_bytes
+from firmware_py.store import checkpoint_bytes, persistent_banks
 
 from .test_runtime_bitexact import _recordings, make_model
 
@@ -47,7 +47,7 @@ def test_runtime_over_the_serial_link_on_a_virtual_board(tmp_path, nmnist_small)
         assert stats["mem_total"] == ref.stats()["memory"]["total"] - ref.stats()["memory"]["buffers"] \
             + stats["mem_buffers"]
         weights = link.get_weights()
-        assert weights == checkpoint_bytes(ref.net.model, ref.model_crc)
+        assert weights == checkpoint_bytes(ref.net.model, ref.model_crc, persistent_banks(ref.rule))
         link.checkpoint()
         # a bad label and a bad event come back as errors; the board keeps serving
         from host_tools.link import LinkError

@@ -88,23 +88,8 @@ def host_infer(model, X):
 
 
 def host_learn(model, X, y):
-    """intsim over the samples with the device's per-sample semantics; returns (model', preds, counts, nsat)."""
-    m = model.copy()
-    ls = intsim.initial_learn_state(m)
-    preds, scores, nsat = [], [], 0
-    for s in range(X.shape[0]):
-        fresh = intsim.initial_learn_state(m)
-        fresh.lanes, fresh.nsat = ls.lanes, ls.nsat
-        ls = fresh
-        states = intsim.initial_state(m, 1)
-        score = np.zeros(m.layers[-1].n_out, np.int64)
-        for t in range(X.shape[1]):
-            spikes, states, ls, nf = intsim.learn_step(m, X[s, t], states, ls, int(y[s]))
-            nsat += nf
-            score += spikes[-1][0] if m.layers[-1].kind == "lif" else states[-1].V[0]
-        preds.append(int(np.argmax(score)))
-        scores.append(score)
-    return m, np.array(preds), np.array(scores), nsat + ls.nsat, ls
+    """intsim over the samples with the device's per-sample semantics; returns (model', preds, counts, nsat, ls)."""
+    return intsim.learn_samples(model, X, y)
 
 
 @pytest.fixture(scope="module")
