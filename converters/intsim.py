@@ -238,6 +238,11 @@ def apply_update(L: IntLayer, G: np.ndarray, lr_m: int, lr_s: int, lanes: np.nda
     return Wc.astype(np.int8), a_syn, s, nsat
 
 
+def reset_factor(h: np.ndarray, theta: int, sg_shift: int) -> np.ndarray:
+    """§10.5b, vectorised fp.solsa_reset_factor: max(0, 4096 - (h * theta) >> (12 + sg_shift))."""
+    return np.maximum(0, fp.Q_ONE - ((h.astype(np.int64) * int(theta)) >> (fp.Q + sg_shift)))
+
+
 def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: LearnState, label: int):
     """One step of forward + the model's rule for one stream (s_in [N_in]); label < 0 means unknown.
 
@@ -285,8 +290,6 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
         if prm["factorised"] == 0:
             e, n = sat1(mul_q12(A["e"], L.a_mem) + x[:, None], fp.TRACE_MAX)
             nsat += n
-            if prm["reset_path"]:
-                e = np.where(s_out[None, :] == 1, mul_q12(e, fp.Q_ONE - h[None, :]), e)
             A["e"] = e
         else:
             p, n = sat1(mul_q12(A["e"], L.a_mem) + x, fp.TRACE_MAX)
@@ -296,6 +299,9 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
         G, n = sat1(A["G"] + mul_q12(e, phi[None, :]), fp.GRAD_MAX)
         nsat += n
         A["G"] = G
+        if prm["factorised"] == 0 and prm["reset_path"]:
+            # §10.5b: dV/dVpre = 1 - theta sg' through the soft reset, every step, after G used Vpre's e
+            A["e"] = mul_q12(A["e"], reset_factor(h, L.theta, int(prm["sg_shift"]))[None, :])
         if L.per_input:
             q, n1 = sat1(mul_q12(A["q"], a_vec) + x_prev, fp.TRACE_MAX)
             r, n2 = sat1(mul_q12(A["r"], L.a_mem) + q, fp.TRACE_MAX)

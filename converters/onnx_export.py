@@ -362,10 +362,6 @@ def learn_step_function(model: IntModel) -> onnx.FunctionProto:
         if model.learn.get("factorised") == 0:
             e_raw = b.op("Add", [b.mul_q12("e", a_mem, np.int64), x_col])
             e, n_e = b.clip(e_raw, -fp.TRACE_MAX, fp.TRACE_MAX, np.int64)
-            if model.learn.get("reset_path"):
-                fired = b.op("Unsqueeze", [b.op("Equal", [s_out, b.const(1, np.int64)]), b.const([0], np.int64)])
-                keep = b.op("Unsqueeze", [b.op("Sub", [b.const(fp.Q_ONE, np.int64), h]), b.const([0], np.int64)])
-                e = b.op("Where", [fired, b.mul_q12(e, keep, np.int64), e])
             e_use = e
         else:
             p_raw = b.op("Add", [b.mul_q12("e", a_mem, np.int64), x])   # "e" holds the pre-trace p [N_in]
@@ -375,6 +371,12 @@ def learn_step_function(model: IntModel) -> onnx.FunctionProto:
         G, n_g = b.clip(b.op("Add", ["G", b.mul_q12(e_use, phi_row, np.int64)]), -fp.GRAD_MAX, fp.GRAD_MAX,
                         np.int64)
         n_rule = [n_x, n_e, n_g]
+        if model.learn.get("factorised") == 0 and model.learn.get("reset_path"):
+            # §10.5b, after G: rho = max(0, 4096 - (h * theta) >> (12 + sg_shift)); e = decay(e, rho)
+            sh = b.op("Add", [prm("sg_shift"), b.const(fp.Q, np.int64)])
+            rho = b.op("Max", [b.op("Sub", [b.const(fp.Q_ONE, np.int64),
+                                            b.floor_shift(b.op("Mul", [h, theta]), sh)]), zero_i64])
+            e = b.mul_q12(e, b.op("Unsqueeze", [rho, b.const([0], np.int64)]), np.int64)
         if L.per_input:
             a_vec = b.op("Cast", [a_syn], to=TP.INT64)
             q, n_q = b.clip(b.op("Add", [b.mul_q12("q", a_vec, np.int64), x_prev]), -fp.TRACE_MAX, fp.TRACE_MAX,

@@ -46,8 +46,8 @@ def rows_viper(W, n_out: int, idx, vals, n: int, acc):
 
 @micropython.viper
 def solsa_full_viper(e, G, x, vec) -> int:
-    # vec = [n_in, n_out, a_mem, reset_path, phi[n_out], h[n_out], s[n_out]] (array('i'));
-    # returns the number of saturations. Products stay below 2**31: |e| < 2**19, a, |phi| <= 4096.
+    # vec = [n_in, n_out, a_mem, reset_path, phi[n_out], rho[n_out]] (array('i'); rho: the §10.5b reset
+    # factor); returns the number of saturations. Products stay below 2**31: |e| < 2**19, a, |phi|, rho <= 4096.
     pe = ptr32(e)
     pg = ptr32(G)
     px = ptr32(x)
@@ -81,13 +81,6 @@ def solsa_full_viper(e, G, x, vec) -> int:
             elif v < 0 - m:
                 v = 0 - m
                 n += 1
-            if reset_path and pv[4 + 2 * n_out + j]:
-                k = 4096 - pv[4 + n_out + j]
-                if v >= 0:
-                    v = (v * k) >> 12
-                else:
-                    v = 0 - (((0 - v) * k) >> 12)
-            pe[base + j] = v
             f = pv[4 + j]
             if f > 0x7FFFFFFF:
                 f = f - 0x7FFFFFFF - 0x7FFFFFFF - 2
@@ -108,6 +101,13 @@ def solsa_full_viper(e, G, x, vec) -> int:
                     g = 0 - gm
                     n += 1
                 pg[base + j] = g
+            if reset_path:   # §10.5b: after G, every step
+                k = pv[4 + n_out + j]
+                if v >= 0:
+                    v = (v * k) >> 12
+                else:
+                    v = 0 - (((0 - v) * k) >> 12)
+            pe[base + j] = v
     return n
 """, globals())
     except (SyntaxError, NameError, AttributeError, ImportError):

@@ -5,7 +5,7 @@ Pure Python (no numpy), runs unchanged on MicroPython and CPython. The numpy sim
 vectors in tests/golden/ are generated from it. Section numbers refer to docs/NUMERICS.md.
 """
 
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 
 MASK32 = 0xFFFFFFFF
 W_BITS = 8
@@ -75,6 +75,15 @@ def clamp(x, lo, hi):
     if x > hi:
         return hi
     return x
+
+
+def solsa_reset_factor(h, theta, sg_shift):
+    """§10.5b: Q12 factor 1 - theta * surrogate' of the soft reset, max(0, .) so it never flips a sign.
+
+    h is the Q12 triangle surrogate (peak 4096, half-width 4096 << sg_shift state units), i.e.
+    surrogate' = h / 2**(24 + sg_shift) per state unit; h * theta < 2**31."""
+    r = Q_ONE - ((h * theta) >> (Q + sg_shift))
+    return r if r > 0 else 0
 
 
 def q12_from_float(alpha):

@@ -140,7 +140,7 @@ class Solsa:
             self.Ga = zeros("i", n_in)
         else:
             self.q = self.r = self.Ga = None
-        self.h = [0] * n_out
+        self.rho = [0] * n_out      # §10.5b reset factor (Q12) per output, this step
         self.phi = [0] * n_out
         self.full_kernel = None     # fast.solsa_full_viper when the Device asks for fast kernels
         self.vec = None
@@ -153,7 +153,7 @@ class Solsa:
         if kernel is None or self.factorised:
             return
         n_in, n_out = self.L.n_in, self.L.n_out
-        self.vec = zeros("i", 4 + 3 * n_out)
+        self.vec = zeros("i", 4 + 2 * n_out)
         self.vec[0] = n_in
         self.vec[1] = n_out
         self.vec[3] = self.p["reset_path"]
@@ -234,10 +234,11 @@ class Solsa:
                 x[i] = v
         else:
             x = st.x
-        # Surrogate and post factor (§10.1-3).
+        # Surrogate, post factor (§10.1-3) and the reset factor (§10.5b) of this step.
         theta = L.theta
         sg = self.p["sg_shift"]
-        h = self.h
+        rho = self.rho
+        reset_factor = fp.solsa_reset_factor
         phi = self.phi
         s = st.s
         vpre = st.vpre
@@ -245,7 +246,7 @@ class Solsa:
             hj = 4096 - (abs(vpre[j] - theta) >> sg)
             if hj < 0:
                 hj = 0
-            h[j] = hj
+            rho[j] = reset_factor(hj, theta, sg)
             if label is None:
                 phi[j] = 0
             else:
@@ -281,8 +282,7 @@ class Solsa:
             vec[2] = a_mem
             for j in range(n_out):
                 vec[4 + j] = phi[j]
-                vec[4 + n_out + j] = h[j]
-                vec[4 + 2 * n_out + j] = s[j]
+                vec[4 + n_out + j] = rho[j]
             n += self.full_kernel(e, G, x, vec)
         else:
             reset_path = self.p["reset_path"]
@@ -300,9 +300,6 @@ class Solsa:
                     elif v < -m:
                         v = -m
                         n += 1
-                    if reset_path and s[j]:
-                        v = decay(v, 4096 - h[j])
-                    e[base + j] = v
                     f = phi[j]
                     if f and v:
                         g = G[base + j] + mul_q12(v, f)
@@ -313,6 +310,9 @@ class Solsa:
                             g = -gm
                             n += 1
                         G[base + j] = g
+                    if reset_path:        # §10.5b: after G, every step
+                        v = decay(v, rho[j])
+                    e[base + j] = v
         # Synaptic-decay gradient (§10.6), only when a_syn is per-input (learnable).
         if self.Ga is not None:
             W = L.W
@@ -372,7 +372,7 @@ def state_bytes_for(rule, n_in, n_out, per_input, params, factorised=None):
             b += 4 * n_in                                      # the rule's own input trace x
         else:
             b += 3 * 4 * n_in                                  # q, r, Ga
-        return b + 2 * 4 * n_out + lanes                       # h, phi
+        return b + 2 * 4 * n_out + lanes                       # rho, phi
     if rule == "none":
         return 0
     if rule == "gem":

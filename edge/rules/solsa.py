@@ -21,13 +21,10 @@ Accumulate G += e^T phi (and Ga += r * (phi @ W^T)) each step; apply every k_upd
 (scheduled weight update); a sample stops learning once its label leads the running readout by
 `early_stop` (spikes, or membrane units) - the "early stop" enhancement.
 docs/NUMERICS.md section 10 is the integer form of this rule, for the last layer only
-(learn_layers="last" here). With the reset path off the two agree within 20% on the accumulated
-G and Ga (tests/edge/test_solsa.py; measured 5-12%, all of it from spikes that the integer
-truncation flips). With the reset path on, section 10 (version 1) differs from this gradient in
-two ways: it applies the reset factor before adding e to G in the same step (the spike at t
-depends on P[t], before its own reset), and only on steps where the neuron spiked (the surrogate
-is non-zero near threshold without a spike too); it also uses (1 - h) where the derivative is
-(1 - theta h). Measured gap: 66-89% on G; a float copy of section 10 closes it to 6-12%.
+(learn_layers="last" here); its reset path (10.5b, NUMERICS_VERSION 2) is apply_reset_factor
+quantised: after the step's G, every step, factor 1 - theta h. The two agree within 15% on the
+accumulated G and Ga with the reset path off and on (tests/edge/test_solsa.py; measured 5-12%,
+all of it from spikes that the integer truncation flips).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from converters.intmodel import IntLayer, IntModel, default_learn
 
 
 def small_model(rng, per_input_last=False, kind="lif", in_max=1, rule="none", factorised=0, n_in=20,
-                n_hidden=8, n_out=4):
+                n_hidden=8, n_out=4, sg_shift=None):
     l0 = IntLayer(rng.integers(-127, 128, (n_in, n_hidden)).astype(np.int8), np.array(3000, np.int32), 3500,
                   3000, 3, 7)
     a1 = (rng.integers(100, 4096, n_hidden).astype(np.int32) if per_input_last else np.array(2000, np.int32))
@@ -13,6 +13,8 @@ def small_model(rng, per_input_last=False, kind="lif", in_max=1, rule="none", fa
     learn = default_learn(rule)
     if rule == "solsa":
         learn.params.update(factorised=factorised, lr_s=8, lra_s=10)
+        if sg_shift is not None:   # sg_shift=0 with theta 5000: the §10.5b reset factor clamps at 0
+            learn.params["sg_shift"] = sg_shift
     if rule == "readout_delta":
         learn.params.update(k_update=5)
     return IntModel([l0, l1], in_max, None, learn)

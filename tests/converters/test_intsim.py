@@ -49,6 +49,20 @@ def test_vectorised_primitives_match_fixedpoint():
     assert s.tolist() == ref
 
 
+def test_solsa_reset_factor_matches_golden_and_fixedpoint():
+    """§10.5b: the vectorised reset factor equals fp.solsa_reset_factor (golden cases and random ones)."""
+    cases = json.loads((GOLDEN / "primitives.json").read_text())["solsa_reset_factor"]
+    for h, theta, sg, want in cases:
+        assert intsim.reset_factor(np.array([h]), theta, sg).tolist() == [want]
+    assert any(want == 0 for *_, want in cases) and any(0 < want < 4096 for *_, want in cases)
+    rng = np.random.default_rng(2)
+    h = rng.integers(0, 4097, 500)
+    for theta, sg in ((1, 0), (5000, 0), (5000, 4), (524287, 0), (524287, 8)):
+        got = intsim.reset_factor(h, theta, sg)
+        assert got.tolist() == [fp.solsa_reset_factor(int(v), theta, sg) for v in h]
+        assert got.min() >= 0 and got.max() <= fp.Q_ONE
+
+
 @pytest.mark.parametrize("per_input", [False, True])
 def test_intsim_matches_fixedpoint_reference_on_random_networks(per_input):
     rng = np.random.default_rng(2)

@@ -156,6 +156,26 @@ def test_firmware_learning_rules_match_numpy_int_for_50_steps(case):
     assert r["weights_changed"] > 0
 
 
+def test_solsa_reset_factor_clamp_is_bit_exact_in_every_executor(monkeypatch):
+    """§10.5b with sg_shift = 0 and theta 5000 > 4096: 1 - theta h can go below 0 and is clamped to 0; the
+    per-step traces e of intsim, onnxruntime and firmware_py.learning still agree bit for bit."""
+    from converters import intsim
+    rng = np.random.default_rng(12)
+    model = small_model(rng, rule="solsa", factorised=0, sg_shift=0)
+    X = random_input(rng, model, 50, 1, density=0.4)[:, 0]
+    labels = np.full(50, 2)
+    labels[:7] = -1
+    factors = []
+    real = intsim.reset_factor
+    monkeypatch.setattr(intsim, "reset_factor", lambda h, th, sg: factors.append(real(h, th, sg)) or factors[-1])
+    r = verify.compare_learning(model, ox.to_onnx(model), X, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0 and r["rule_saturation_mismatch"] == 0, r
+    f = np.concatenate(factors)
+    assert (f == 0).any() and ((f > 0) & (f < 4096)).any(), "the case must reach the clamp and partial factors"
+    r = verify.compare_firmware_learning(model, X, labels)
+    assert r["spike_mismatches"] == 0 and r["value_mismatches"] == 0, r
+
+
 def test_firmware_runtime_matches_forward_golden_vectors():
     G = json.loads((GOLDEN / "forward_2layer.json").read_text())
     layers = [IntLayer(np.array(L["W"], np.int8), np.array(L["a_syn"], np.int32), L["a_mem"], L["theta"],

@@ -255,11 +255,9 @@ def test_memory_meter_matches_the_arrays_the_rules_hold():
     assert acc == sum(m.accumulators for m in meters)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_float_rule_agrees_with_integer_rule(seed):
-    """Reset path off: the float accumulators G, Ga and the integer ones of docs/NUMERICS.md §10
-    (converters.intsim, bit-exact with the firmware) agree within 20% (measured 5-12% on these
-    seeds; the gap comes from the few spikes that truncating decays flip, 1-3.5% of them)."""
+def _float_and_integer_accumulators(seed: int, reset_path: bool):
+    """Run the float rule and docs/NUMERICS.md §10 (converters.intsim, bit-exact with the firmware) on
+    the same 30-5 layer read back from its quantised form; -> (spike agreement, G rel. error, Ga rel. error)."""
     from converters import intsim
     from converters.intmodel import default_learn
     from converters.quantize import quantize
@@ -267,14 +265,15 @@ def test_float_rule_agrees_with_integer_rule(seed):
     n_in, n_out, T, label = 30, 5, 40, 2
     rng = np.random.default_rng(seed)
     spec = NetworkSpec(sizes=(n_in, n_out), readout="spikes", a_syn=0.75, a_mem=0.8, theta=1.0,
-                       learn_syn_decay=True, reset_grad=False, surrogate="triangle", slope=1.0)
+                       learn_syn_decay=True, reset_grad=reset_path, surrogate="triangle", slope=1.0)
     params = init_params(spec, rng, dtype=np.float64)
     p = params[0]
     p.W *= 2.5
     p.a_syn[:] = rng.integers(2000, 3800, n_in) / 4096
     X = (rng.random((T, 1, n_in)) < 0.2).astype(np.uint8)
     learn = default_learn("solsa")
-    learn.params.update(k_update=10 ** 4, factorised=1, reset_path=0)  # accumulate only
+    # accumulate only; the reset path needs the full per-synapse traces
+    learn.params.update(k_update=10 ** 4, factorised=0 if reset_path else 1, reset_path=int(reset_path))
     model = quantize(spec, [q.astype(np.float32) for q in params], X, calibrate_theta=False, learn=learn)
     L = model.layers[-1]
     scale = 2.0 ** (L.w_exp + L.shift)  # state units per real unit
@@ -297,9 +296,25 @@ def test_float_rule_agrees_with_integer_rule(seed):
     for t in range(T):
         out, _, st = rule.step(params, st, X[t].astype(np.float64), np.array([label]), np.ones(1))
         s_float.append(out[0].copy())
-    assert np.mean(np.array(s_int) == np.array(s_float)) > 0.95
+    if reset_path:
+        assert rule.G[0].shape == (n_in, n_out) and np.abs(rule.G[0]).sum() > 0
     # units: x carries 64 per spike (TRACE_FRAC), phi_int = 4096/c phi, psi_int = 2**w_exp 32/c psi
     G_int = ls.arrays["G"].astype(np.float64) * c / 64
     Ga_int = ls.arrays["Ga"].astype(np.float64) * 2 * c / 2.0 ** L.w_exp
-    assert np.linalg.norm(G_int - rule.G[0]) / np.linalg.norm(rule.G[0]) < 0.2
-    assert np.linalg.norm(Ga_int - rule.Ga[0]) / np.linalg.norm(rule.Ga[0]) < 0.2
+    return (float(np.mean(np.array(s_int) == np.array(s_float))),
+            float(np.linalg.norm(G_int - rule.G[0]) / np.linalg.norm(rule.G[0])),
+            float(np.linalg.norm(Ga_int - rule.Ga[0]) / np.linalg.norm(rule.Ga[0])))
+
+
+@pytest.mark.parametrize("reset_path", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_float_rule_agrees_with_integer_rule(seed, reset_path):
+    """The float accumulators G, Ga and the integer ones of docs/NUMERICS.md §10 agree within 15%,
+    with the reset path off (factorised traces) and on (full traces, §10.5b). Measured on seeds 0-7:
+    G 4.9-12.1% off, 6.2-11.3% on; Ga 4.3-11.5% (both); spikes agree 96.5-99.5%. The gap is the few
+    spikes that truncating decays flip. Dropping the reset factor from the integer rule gives 48-59%
+    on G (and NUMERICS_VERSION 1's reset path 66-89%, per the review): this test tells them apart."""
+    agree, err_G, err_Ga = _float_and_integer_accumulators(seed, reset_path)
+    assert agree > 0.95
+    assert err_G < 0.15
+    assert err_Ga < 0.15

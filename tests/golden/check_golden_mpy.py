@@ -44,6 +44,8 @@ for y, k, r, out in P["sround"]:
     check("sround", fp.sround(y, k, r), out)
 for u, k, out in P["sigmoid_index"]:
     check("sigmoid_index", fp.sigmoid_index(u, k), out)
+for h, th, sg, out in P["solsa_reset_factor"]:
+    check("solsa_reset_factor(%d,%d,%d)" % (h, th, sg), fp.solsa_reset_factor(h, th, sg), out)
 U = P["apply_update"]
 W = list(U["W"])
 a = list(U["a_syn"])

@@ -24,6 +24,9 @@ SAT_CASES = [(0, 20), (524287, 20), (524288, 20), (-524288, 20), (-524287, 20), 
 SEEDS = [0, 1, 42, 0xFFFFFFFF, 2 ** 32, -1, 123456789]
 SROUND_CASES = [(10, 2, 0), (10, 2, 1), (10, 2, 2), (-10, 2, 0), (-10, 2, 1), (-10, 2, 3),
                 (-1, 4, 0), (-1, 4, 1), (0, 0, 0), (3, 0, 0)]
+# (h, theta, sg_shift): no surrogate, peak, partial, exactly 0, and the clamp at 0 (NUMERICS.md §10.5b)
+RESET_FACTOR_CASES = [(0, 5000, 4), (4096, 5000, 4), (2048, 8191, 1), (1, 1, 0), (4095, 4097, 0),
+                      (4096, 4096, 0), (4096, 524287, 0), (3000, 524287, 7)]
 SIG_INDEX_CASES = [(0, 4), (-1, 4), (15, 4), (16, 4), (-16, 4), (-17, 4), (10 ** 6, 4), (-10 ** 6, 4),
                    (2047, 4), (2048, 4)]
 
@@ -44,6 +47,7 @@ def primitives():
         "exp_lut": fp.exp_lut(),
         "sigmoid_index": [[u, k, fp.sigmoid_index(u, k)] for u, k in SIG_INDEX_CASES],
         "apply_update": _update_case(),
+        "solsa_reset_factor": [[h, th, sg, fp.solsa_reset_factor(h, th, sg)] for h, th, sg in RESET_FACTOR_CASES],
     }
 
 
