@@ -18,13 +18,11 @@ device does); the training loop uses `window_gradients`, which regroups the same
 window (sum_t w[t] sum_{tau<=t} kappa^(t-tau) g[tau] = sum_tau g[tau] c[tau], c[tau] = w[tau] +
 kappa c[tau+1]) into one GEMM per layer. The update is applied once per sample window (k_update = T).
 
-docs/NUMERICS.md section 11 (version 1) is the integer form with one exponential kernel
-(kernel="exponential", n_basis=1 here) and the same eligibility (decay a_mem, x * (s - sigmoid(u)))
-and importance weights (softmax of the running log-likelihood, via EXP_LUT). Differences: there,
-only the last layer is probabilistic and its inputs are deterministic, so with the outputs clamped
-all K compartments compute the same thing and the weights are 1/K (the hidden layer must sample
-per compartment for K to matter, as here); G is formed from the traces at the update step only
-(here accumulated every step: the same when k_update = 1); bias and self-feedback are not learned.
+docs/NUMERICS.md section 11 is the integer form with one exponential kernel (kernel="exponential",
+n_basis=1 here): every layer probabilistic, hidden layers sampling per compartment (K * N firing
+lanes), per-compartment eligibility traces of W, bias and w_fb in every layer (decay a_mem,
+x * (s - sigmoid(u))), importance weights from the running visible log-likelihood (reset at each
+sample start; softmax via EXP_LUT), G accumulated every labelled step, bias and w_fb learned.
 """
 from __future__ import annotations
 

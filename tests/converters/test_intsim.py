@@ -192,3 +192,25 @@ def test_gem_sample_does_not_depend_on_its_batch_position():
         assert (alone.scores[0] == batch.scores[b]).all()
         K = model.compartments
         assert (alone.spikes[0] == batch.spikes[0][:, b * K:(b + 1) * K]).all()
+
+
+def test_gem_compartments_differ_and_every_layer_accumulates_every_step():
+    """§11 (the float rule's review): hidden layers sample per compartment, so the K visible
+    log-likelihoods and importance weights differ (K matters); every layer (hidden included) has
+    per-compartment eligibility traces; G grows at steps that are not update steps."""
+    from tests.converters.helpers import gem_model, random_input as rnd
+    rng = np.random.default_rng(37)
+    model = gem_model(rng, K=4)
+    model.learn.params["k_update"] = 1000            # no update inside the window: G only accumulates
+    X = rnd(rng, model, 30, 1, density=0.4)[:, 0]
+    trace, _, ls = intsim.gem_learn_sequence(model, X, np.full(30, 1))
+    hidden = np.array([s[0] for s in trace["spikes"]]).transpose(1, 0, 2).reshape(4, -1)  # [K, T * N_hidden]
+    assert len({tuple(r) for r in hidden.tolist()}) == 4, "each compartment's hidden spike train is its own sample"
+    ll = ls.arrays["ll"]
+    assert len(set(ll.tolist())) > 1
+    wn = ls.arrays["wn"]
+    assert wn.sum() <= 4096 and wn.max() > wn.min(), "importance weights must not all be 1/K"
+    eW0 = ls.arrays["L0_eW"]
+    assert np.abs(eW0).sum() > 0 and not (eW0 == eW0[:1]).all(), "hidden traces per compartment"
+    GW0 = [r["L0_GW"] for r in trace["rule"]]
+    assert sum(int((a != b).any()) for a, b in zip(GW0[:-1], GW0[1:])) > 20, "hidden G grows every labelled step"
