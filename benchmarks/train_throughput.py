@@ -8,8 +8,9 @@ and the same batch order, on the stratified 80/20 split of the real recordings i
 same step, gradient through it), which is this engine's CubaLIF with reset_grad=True, on torch with
 2 threads, step by step as in its tutorials.
 
-Each framework trains in its own fresh process (spawn), so its peak RSS is its own. Prints ONE JSON
-line. `pip install -e .[bench]` (torch's CPU wheel) for the snnTorch side; without it only ours runs.
+Each framework trains in its own fresh process (spawn), so its peak RSS is its own; the two train
+epoch by epoch in turn, so only one computes at a time and load from other programs on a shared
+machine hits both alike. Prints ONE JSON line. `pip install -e .[bench]` (torch's CPU wheel) for the snnTorch side; without it only ours runs.
 
     python benchmarks/train_throughput.py [--epochs 30] [--variants 578,2312] [--no-snntorch]
 """
@@ -59,115 +60,175 @@ def _initial(n_in: int):
     return spec, init_params(spec, np.random.default_rng(SETTINGS["seed"]))
 
 
-def run_ours(data_dir: str, downsample: int, epochs: int) -> dict:
+class OursTrainer:
+    """This engine: BPTTRule on the float network, one epoch per call."""
+
+    def __init__(self, data_dir: str, downsample: int, epochs: int, threads: int):
+        import numpy as np
+
+        from edge.rules.bptt import BPTTRule
+
+        self.np = np
+        self.Xtr, self.ytr, self.Xva, self.yva = _data(data_dir, downsample)
+        self.spec, self.params = _initial(self.Xtr.shape[2])
+        self.rule = BPTTRule(lr=SETTINGS["lr"])
+        self.rule.init(self.spec, self.params, np.random.default_rng(0))
+        self.epochs = epochs
+
+    def batch(self, idx):
+        self.rule.train_batch(self.params, self.np.ascontiguousarray(self.Xtr[idx].transpose(1, 0, 2)),
+                              self.ytr[idx])
+
+    def set_lr(self, lr: float):
+        self.rule.set_lr(lr)
+
+    def val_accuracy(self) -> float:
+        from edge import metrics
+        from edge.train import predict_logits
+
+        return metrics.accuracy(predict_logits(self.rule, self.params, self.Xva, SETTINGS["batch"]), self.yva)
+
+    def extra(self) -> dict:
+        from edge import bptt
+
+        x = self.np.ascontiguousarray(self.Xtr[:SETTINGS["batch"]].transpose(1, 0, 2))
+        return {"kernels": [r.inputs.method for r in bptt.forward(self.spec, self.params, x).records]}
+
+
+class SnnTorchTrainer:
+    """snnTorch: Synaptic neurons, step by step as in its tutorials, same weights/schedule/batches."""
+
+    def __init__(self, data_dir: str, downsample: int, epochs: int, threads: int):
+        import numpy as np
+        import snntorch as snn
+        import snntorch.functional as SF
+        import torch
+        from snntorch import surrogate
+
+        torch.set_num_threads(threads)
+        self.np, self.torch = np, torch
+        self.Xtr, self.ytr, self.Xva, self.yva = _data(data_dir, downsample)
+        spec, params = _initial(self.Xtr.shape[2])
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                grad = surrogate.fast_sigmoid(slope=SETTINGS["slope"])
+                neuron = dict(alpha=SETTINGS["a_syn"], beta=SETTINGS["a_mem"], threshold=SETTINGS["theta"],
+                              spike_grad=grad, reset_delay=False)
+                self.fc1 = torch.nn.Linear(spec.sizes[0], spec.sizes[1], bias=False)
+                self.lif1 = snn.Synaptic(**neuron)
+                self.fc2 = torch.nn.Linear(spec.sizes[1], spec.sizes[2], bias=False)
+                self.lif2 = snn.Synaptic(**neuron)
+
+            def forward(self, x):  # x [T, B, N]
+                syn1, mem1 = self.lif1.reset_mem()
+                syn2, mem2 = self.lif2.reset_mem()
+                out = []
+                for t in range(x.shape[0]):
+                    spk1, syn1, mem1 = self.lif1(self.fc1(x[t]), syn1, mem1)
+                    spk2, syn2, mem2 = self.lif2(self.fc2(spk1), syn2, mem2)
+                    out.append(spk2)
+                return torch.stack(out)
+
+        self.net = Net()
+        with torch.no_grad():  # the same initial weights as ours (torch stores W transposed)
+            self.net.fc1.weight.copy_(torch.from_numpy(params[0].W.T.copy()))
+            self.net.fc2.weight.copy_(torch.from_numpy(params[1].W.T.copy()))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=SETTINGS["lr"])
+        self.loss_fn = SF.ce_count_loss()
+        self.versions = {"snntorch": snn.__version__, "torch": torch.__version__, "threads": threads}
+
+    def _x(self, X):
+        return self.torch.from_numpy(X.transpose(1, 0, 2).astype(self.np.float32))
+
+    def batch(self, idx):
+        loss = self.loss_fn(self.net(self._x(self.Xtr[idx])), self.torch.from_numpy(self.ytr[idx]))
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+    def set_lr(self, lr: float):
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def val_accuracy(self) -> float:
+        B, correct = SETTINGS["batch"], 0
+        with self.torch.no_grad():
+            for b in range(0, len(self.Xva), B):
+                pred = self.net(self._x(self.Xva[b:b + B])).sum(0).argmax(1).numpy()
+                correct += int((pred == self.yva[b:b + B]).sum())
+        return correct / len(self.Xva)
+
+    def extra(self) -> dict:
+        return {"versions": self.versions}
+
+
+TRAINERS = {"ours": OursTrainer, "snntorch": SnnTorchTrainer}
+
+
+def worker(conn, kind: str, data_dir: str, downsample: int, epochs: int, threads: int) -> None:
+    """One framework in its own process; trains one epoch per request so the parent interleaves them."""
     import numpy as np
 
-    from edge import metrics
-    from edge.optim import scheduled_lr
-    from edge.rules.bptt import BPTTRule
-    from edge.train import predict_logits
-
-    Xtr, ytr, Xva, yva = _data(data_dir, downsample)
-    spec, params = _initial(Xtr.shape[2])
-    rule = BPTTRule(lr=SETTINGS["lr"])
-    rule.init(spec, params, np.random.default_rng(0))
-    B, train_time, cpu_time, seen, accs = SETTINGS["batch"], 0.0, 0.0, 0, []
-    for epoch in range(epochs):
-        rule.set_lr(scheduled_lr(SETTINGS["lr"], epoch, epochs, SETTINGS["schedule"]))
-        order = np.random.default_rng([SETTINGS["seed"], epoch]).permutation(len(Xtr))
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in range(0, len(order), B):
-            idx = order[b:b + B]
-            rule.train_batch(params, np.ascontiguousarray(Xtr[idx].transpose(1, 0, 2)), ytr[idx])
-            seen += len(idx)
-        train_time += time.perf_counter() - t0
-        cpu_time += time.process_time() - c0
-        accs.append(metrics.accuracy(predict_logits(rule, params, Xva, B), yva))
-    t0 = time.perf_counter()
-    predict_logits(rule, params, Xva, B)
-    infer = len(Xva) / (time.perf_counter() - t0)
-    methods = [r.inputs.method for r in __import__("edge.bptt", fromlist=["forward"]).forward(
-        spec, params, np.ascontiguousarray(Xtr[:B].transpose(1, 0, 2))).records]
-    return {"train_samples_per_s": seen / train_time, "train_samples_per_cpu_s": seen / cpu_time,
-            "infer_samples_per_s": infer,
-            "val_acc_final": accs[-1], "val_acc_best": max(accs), "val_acc_per_epoch": accs,
-            "peak_rss_mb": _peak_rss_mb(), "kernels": methods}
-
-
-def run_snntorch(data_dir: str, downsample: int, epochs: int, threads: int) -> dict:
-    import numpy as np
-    import snntorch as snn
-    import snntorch.functional as SF
-    import torch
-    from snntorch import surrogate
-
     from edge.optim import scheduled_lr
 
-    torch.set_num_threads(threads)
-    Xtr, ytr, Xva, yva = _data(data_dir, downsample)
-    spec, params = _initial(Xtr.shape[2])
+    trainer = TRAINERS[kind](data_dir, downsample, epochs, threads)
+    B = SETTINGS["batch"]
+    while True:
+        msg = conn.recv()
+        if msg[0] == "epoch":
+            epoch = msg[1]
+            trainer.set_lr(scheduled_lr(SETTINGS["lr"], epoch, epochs, SETTINGS["schedule"]))
+            order = np.random.default_rng([SETTINGS["seed"], epoch]).permutation(len(trainer.Xtr))
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in range(0, len(order), B):
+                trainer.batch(order[b:b + B])
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            conn.send((len(order), wall, cpu, trainer.val_accuracy()))
+        else:  # "finish": inference speed on the validation split, peak memory
+            t0 = time.perf_counter()
+            trainer.val_accuracy()
+            infer = len(trainer.Xva) / (time.perf_counter() - t0)
+            conn.send({"infer_samples_per_s": infer, "peak_rss_mb": _peak_rss_mb(), **trainer.extra()})
+            return
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            grad = surrogate.fast_sigmoid(slope=SETTINGS["slope"])
-            self.fc1 = torch.nn.Linear(spec.sizes[0], spec.sizes[1], bias=False)
-            self.lif1 = snn.Synaptic(alpha=SETTINGS["a_syn"], beta=SETTINGS["a_mem"], threshold=SETTINGS["theta"],
-                                     spike_grad=grad, reset_delay=False)
-            self.fc2 = torch.nn.Linear(spec.sizes[1], spec.sizes[2], bias=False)
-            self.lif2 = snn.Synaptic(alpha=SETTINGS["a_syn"], beta=SETTINGS["a_mem"], threshold=SETTINGS["theta"],
-                                     spike_grad=grad, reset_delay=False)
 
-        def forward(self, x):  # x [T, B, N]
-            syn1, mem1 = self.lif1.reset_mem()
-            syn2, mem2 = self.lif2.reset_mem()
-            out = []
-            for t in range(x.shape[0]):
-                spk1, syn1, mem1 = self.lif1(self.fc1(x[t]), syn1, mem1)
-                spk2, syn2, mem2 = self.lif2(self.fc2(spk1), syn2, mem2)
-                out.append(spk2)
-            return torch.stack(out)
-
-    net = Net()
-    with torch.no_grad():  # the same initial weights as ours (torch stores W transposed)
-        net.fc1.weight.copy_(torch.from_numpy(params[0].W.T.copy()))
-        net.fc2.weight.copy_(torch.from_numpy(params[1].W.T.copy()))
-    opt = torch.optim.Adam(net.parameters(), lr=SETTINGS["lr"])
-    loss_fn = SF.ce_count_loss()
-    B, train_time, cpu_time, seen, accs = SETTINGS["batch"], 0.0, 0.0, 0, []
-
-    def evaluate():
-        correct = 0
-        with torch.no_grad():
-            for b in range(0, len(Xva), B):
-                x = torch.from_numpy(Xva[b:b + B].transpose(1, 0, 2).astype(np.float32))
-                correct += int((net(x).sum(0).argmax(1).numpy() == yva[b:b + B]).sum())
-        return correct / len(Xva)
-
-    for epoch in range(epochs):
-        for g in opt.param_groups:
-            g["lr"] = scheduled_lr(SETTINGS["lr"], epoch, epochs, SETTINGS["schedule"])
-        order = np.random.default_rng([SETTINGS["seed"], epoch]).permutation(len(Xtr))
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in range(0, len(order), B):
-            idx = order[b:b + B]
-            x = torch.from_numpy(Xtr[idx].transpose(1, 0, 2).astype(np.float32))
-            loss = loss_fn(net(x), torch.from_numpy(ytr[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            seen += len(idx)
-        train_time += time.perf_counter() - t0
-        cpu_time += time.process_time() - c0
-        accs.append(evaluate())
-    t0 = time.perf_counter()
-    evaluate()
-    infer = len(Xva) / (time.perf_counter() - t0)
-    return {"train_samples_per_s": seen / train_time, "train_samples_per_cpu_s": seen / cpu_time,
-            "infer_samples_per_s": infer,
-            "val_acc_final": accs[-1], "val_acc_best": max(accs), "val_acc_per_epoch": accs,
-            "peak_rss_mb": _peak_rss_mb(), "versions": {"snntorch": snn.__version__, "torch": torch.__version__},
-            "threads": threads}
+def compare(kinds: list[str], data_dir: str, downsample: int, epochs: int, threads: int) -> dict:
+    """Train every framework epoch by epoch in turn (A, B, A, B, ...): only one computes at a time and
+    a burst of load from other programs hits both sides alike. Each runs in a fresh process."""
+    ctx = multiprocessing.get_context("spawn")
+    procs, conns = {}, {}
+    for kind in kinds:
+        parent, child = ctx.Pipe()
+        procs[kind] = ctx.Process(target=worker, args=(child, kind, data_dir, downsample, epochs, threads))
+        procs[kind].start()
+        conns[kind] = parent
+    totals = {k: {"samples": 0, "wall": 0.0, "cpu": 0.0, "accs": []} for k in kinds}
+    try:
+        for epoch in range(epochs):
+            for kind in kinds:
+                conns[kind].send(("epoch", epoch))
+                n, wall, cpu, acc = conns[kind].recv()
+                t = totals[kind]
+                t["samples"] += n
+                t["wall"] += wall
+                t["cpu"] += cpu
+                t["accs"].append(acc)
+        out = {}
+        for kind in kinds:
+            conns[kind].send(("finish",))
+            t = totals[kind]
+            out[kind] = {"train_samples_per_s": t["samples"] / t["wall"],
+                         "train_samples_per_cpu_s": t["samples"] / t["cpu"],
+                         "val_acc_final": t["accs"][-1], "val_acc_best": max(t["accs"]),
+                         "val_acc_per_epoch": t["accs"], **conns[kind].recv()}
+        return out
+    finally:
+        for proc in procs.values():
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
 
 
 def kernel_timings(data_dir: str) -> dict:
@@ -216,20 +277,19 @@ def main(argv=None) -> int:
               "load_avg_start": round(os.getloadavg()[0], 2)}
     for variant in args.variants.split(","):
         downsample = {"578": 2, "2312": 1}[variant.strip()]
-        ours = _in_fresh_process(run_ours, args.data, downsample, args.epochs)
-        entry = {"arch": f"{variant}-{SETTINGS['hidden']}-10", "ours": ours}
+        kinds = ["ours", "snntorch"] if have_torch else ["ours"]
+        entry = {"arch": f"{variant}-{SETTINGS['hidden']}-10",
+                 **compare(kinds, args.data, downsample, args.epochs, args.threads)}
         if have_torch:
-            theirs = _in_fresh_process(run_snntorch, args.data, downsample, args.epochs, args.threads)
-            entry["snntorch"] = theirs
+            ours, theirs = entry["ours"], entry["snntorch"]
             entry["ratio_train"] = round(ours["train_samples_per_s"] / theirs["train_samples_per_s"], 2)
-            # per CPU-second: less sensitive to other work on a shared machine
+            # per CPU-second: a second view, less sensitive to other programs on a shared machine
             entry["ratio_train_cpu"] = round(ours["train_samples_per_cpu_s"] / theirs["train_samples_per_cpu_s"], 2)
             entry["ratio_infer"] = round(ours["infer_samples_per_s"] / theirs["infer_samples_per_s"], 2)
-        for side in ("ours", "snntorch"):
-            if side in entry:
-                for k in ("train_samples_per_s", "train_samples_per_cpu_s", "infer_samples_per_s", "peak_rss_mb"):
-                    entry[side][k] = round(entry[side][k], 1)
-                entry[side]["val_acc_per_epoch"] = [round(a, 3) for a in entry[side]["val_acc_per_epoch"]]
+        for side in kinds:
+            for k in ("train_samples_per_s", "train_samples_per_cpu_s", "infer_samples_per_s", "peak_rss_mb"):
+                entry[side][k] = round(entry[side][k], 1)
+            entry[side]["val_acc_per_epoch"] = [round(a, 3) for a in entry[side]["val_acc_per_epoch"]]
         result[variant] = entry
     if not have_torch:
         result["snntorch"] = "not installed (pip install -e .[bench])"
