@@ -111,6 +111,7 @@ class BoardLink:
         self.counters = LinkCounters()
         self.deframer = L.Deframer(65535, self._on_frame)
         self.info: BoardInfo | None = None
+        self.rx_tail = b""
         try:
             self._fd = ser.fileno()        # posix serial ports and ptys
         except (AttributeError, OSError, ValueError):
@@ -133,7 +134,9 @@ class BoardLink:
         while True:
             n = self.ser.in_waiting
             if n:
-                self.deframer.feed(self.ser.read(n))
+                data = self.ser.read(n)
+                self.rx_tail = (self.rx_tail + data)[-512:]   # what came in, frames or not (connect)
+                self.deframer.feed(data)
                 break
             left = deadline - time.monotonic()
             if left <= 0:
@@ -157,7 +160,8 @@ class BoardLink:
             self._resend_all()
             return
         if rtype == L.ERROR and len(payload) and payload[0] == L.E_NO_SESSION:
-            self._error = BoardReset("board has no session (it was reset); say hello again")
+            if seq in self.unacked:     # else an answer to a frame of an earlier session: stale
+                self._error = BoardReset("board has no session (it was reset); say hello again")
             return
         if rtype == L.ACK and seq == self.waiting_for and self.expect_answer != L.ACK:
             # acknowledges the request but is not its answer: keep it un-acked so it is resent
@@ -358,9 +362,17 @@ def start_code(handler: str | None = None) -> str:
             f"board_main.main({arg})\n")
 
 
-def connect(ser, profile: str = "unix", handler: str | None = None, **link_options) -> BoardLink:
-    """A session with the board's firmware: hello directly when main.py already runs the link loop,
-    else start the loop through the raw REPL first (the board must have been flashed)."""
+REPL_SIGNS = (b">>> ", b"raw REPL", b"Traceback", b"MicroPython", b"CTRL-B")
+
+
+def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds: float = 8.0,
+            **link_options) -> BoardLink:
+    """A session with the board's firmware (the board must have been flashed).
+
+    Says hello first: a board that runs the link loop (main.py at boot) answers, through line noise
+    too; one that is still booting is silent, so keep trying for up to `boot_seconds`. A board at the
+    REPL shows itself (a prompt, a banner, a traceback in reply to the hello bytes): then start the
+    loop through the raw REPL at once."""
     from host_tools.transport import PROFILES, RawRepl
     pacing = PROFILES[profile]
     if pacing.pause:
@@ -368,14 +380,21 @@ def connect(ser, profile: str = "unix", handler: str | None = None, **link_optio
         link_options.setdefault("write_pause", pacing.pause)
     link = BoardLink(ser, **link_options)
     retries, link.max_retries = link.max_retries, 2
+    deadline = time.monotonic() + boot_seconds
     try:
-        link.hello()
-    except LinkError:
+        while True:
+            try:
+                link.hello()
+                return link
+            except (LinkTimeout, BoardReset):
+                at_repl = any(sign in link.rx_tail for sign in REPL_SIGNS)
+                if at_repl or time.monotonic() > deadline:
+                    break
         repl = RawRepl(ser, pacing)
         repl.enter()
         repl.exec_no_follow(start_code(handler))
         link.hello()
         link.counters = LinkCounters()    # the probe's timeouts were not line errors
+        return link
     finally:
         link.max_retries = retries
-    return link

@@ -216,3 +216,21 @@ def test_micro_bit_link_parameters_on_a_paced_line(runtime, tmp_path):
     assert results == [tuple(r) for r in ref_results]
     assert (stats["samples"], stats["hash"]) == (ref.samples, ref.hash)
     assert link.counters.retransmits == 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_connect_starts_the_loop_when_the_board_sits_at_the_repl(runtime, tmp_path):
+    """No main.py: the board answers the hello bytes like a REPL, so connect goes to the raw REPL at
+    once instead of waiting for a boot that is not coming."""
+    need(runtime)
+    import time
+    from host_tools.cmd_board import flash
+    from tests.host_tools.link_helpers import LINK_FILES
+    with VirtualBoard(tmp_path / "board", runtime=runtime, heap="192K") as vb:
+        flash(vb.path, None, files=LINK_FILES, write_main=False, log=lambda *a: None)
+        t0 = time.monotonic()
+        link = connect(open_serial(vb.path), handler=HANDLER, boot_seconds=30)
+        elapsed = time.monotonic() - t0
+        assert link.info.description == "counting-handler"
+        assert link.get_stats()["samples"] == 0
+    assert elapsed < 10, elapsed
