@@ -131,9 +131,15 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     encode = link.encode_frame
 
     def on_frame(mtype, seq, payload):
-        r = session.on_frame(mtype, seq, payload)
-        if r is not None:
-            write(encode(r[0], r[1], r[2]))
+        # The loop must outlive a full heap: a request that runs out of memory is answered with an
+        # ERROR by the session; one whose answer cannot be built goes unanswered here, and the
+        # host's retransmission gets the cached answer once the heap has been collected.
+        try:
+            r = session.on_frame(mtype, seq, payload)
+            if r is not None:
+                write(encode(r[0], r[1], r[2]))
+        except MemoryError:
+            gc.collect()
 
     deframer = link.Deframer(max_payload, on_frame, break_on_intr=True)
     session.extra_stats = lambda: link_stats(session, deframer)
