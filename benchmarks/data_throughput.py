@@ -9,7 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from edge.events import list_folder_dataset, read_events
 from edge.transforms import denoise, to_frames

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
 from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
+from edge.atomic import write_atomic
 from edge.errors import SnnEdgeError
 from firmware_py import blob as fblob
 from firmware_py import fixedpoint as fp
@@ -97,18 +97,7 @@ def blob_to_intmodel(data: bytes, where: str = "blob") -> IntModel:
 
 def write_blob(path, data: bytes) -> None:
     """Write a file atomically (temp file in the same folder + os.replace)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def load_any_model(path) -> IntModel:

@@ -8,13 +8,12 @@ NUMERICS.md declares (this is where "weights overflow the declared width" is cau
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.errors import SnnEdgeError
+from edge.atomic import atomic_output
 from firmware_py import fixedpoint as fp
 
 KINDS = ("lif", "integrator", "prob")
@@ -202,18 +201,8 @@ def save_intmodel(path, model: IntModel) -> None:
               "learn": {"rule": model.learn.rule, "seed": model.learn.seed, "params": model.learn.params},
               "meta": model.meta, "compartments": model.compartments, "fire_seed": model.fire_seed}
     arrays["header"] = np.array(json.dumps(header, sort_keys=True))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".int-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as fh:
+        np.savez(fh, **arrays)
 
 
 def _tuplify(x):

@@ -22,8 +22,6 @@ uint64 BitShift and BitwiseXor (xorshift32), ReduceSum, Cast, Scan, If, ArgMax.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 import onnx
@@ -31,6 +29,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from converters.intmodel import IntModel, validate
+from edge.atomic import write_atomic
 from edge.errors import SnnEdgeError
 from firmware_py import fixedpoint as fp
 
@@ -550,19 +549,7 @@ def check(proto: onnx.ModelProto, where: str = "model") -> None:
         raise SnnEdgeError(f"{where}: onnx.checker (full check) failed: {str(exc).splitlines()[0]}") from None
 
 
-def write_bytes(path, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".onnx-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_bytes = write_atomic
 
 
 def export(model: IntModel, path) -> bytes:

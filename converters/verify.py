@@ -138,7 +138,7 @@ def compare_firmware(model: IntModel, X: np.ndarray) -> dict:
 def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray) -> dict:
     """firmware_py.learning (the device's rule kernels) vs intsim.learn_sequence on one stream X [T, N_in]:
     every step's spikes, the last layer's V and W, a_syn, and the learning bank."""
-    from firmware_py import learning, runtime as rt
+    from firmware_py import learning
     trace, _, _ = intsim.learn_sequence(model.copy(), X, labels)
     net = firmware_network(model)
     net.model.rule, net.model.seed, net.model.params = model.learn.rule, model.learn.seed, dict(model.learn.params)

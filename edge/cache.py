@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import DataError
+from edge.atomic import atomic_output
 
 CACHE_FORMAT = 1
 
@@ -61,14 +61,7 @@ def store(key: str, arrays: dict[str, np.ndarray]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{folder}: cannot create the cache folder ({exc}); set SNN_EDGE_CACHE") from exc
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        final = folder / f"{key}.npz"
-        os.replace(tmp, final)
-        return final
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    final = folder / f"{key}.npz"
+    with atomic_output(final) as fh:
+        np.savez(fh, **arrays)
+    return final

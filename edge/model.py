@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge.errors import SnnEdgeError
+from edge.atomic import atomic_output
 from edge.surrogate import check_surrogate
 
 READOUTS = ("spikes", "membrane")
@@ -186,18 +186,8 @@ def save_checkpoint(path, spec: NetworkSpec, params: list[LayerParams], extra: d
             json_extra[key] = value
     header = {"format": CHECKPOINT_FORMAT, "network": spec.to_dict(), "extra": json_extra}
     arrays["spec"] = np.array(json.dumps(header, sort_keys=True))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 # LayerParams subclasses that carry extra per-layer arrays (rule-specific neurons): the name of an

@@ -15,7 +15,7 @@ it, and the Device's checkpoint() so a drifted model can be rolled back; no labe
 """
 from firmware_py import fixedpoint as fp
 from firmware_py.errors import DeviceError, E_UNSUPPORTED, E_MODEL_FORMAT
-from firmware_py.runtime import KIND_LIF, KIND_INTEGRATOR, zeros, fill
+from firmware_py.runtime import KIND_LIF, zeros, fill
 
 
 class _OuterProduct:

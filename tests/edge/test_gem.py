@@ -8,7 +8,7 @@ from edge.errors import SnnEdgeError
 from edge.model import NetworkSpec, init_params, load_checkpoint, save_checkpoint
 from edge.probabilistic import (GLMLayerParams, Kernels, draw_uniforms, fir_window, importance_weights,
                                 iw_log_likelihood, network_window, presynaptic_traces, raised_cosine_basis,
-                                running_log_likelihood, spike_log_prob, vote)
+                                spike_log_prob, vote)
 from edge.rules import make_rule
 from edge.rules.gem import online_gradients, window_gradients
 

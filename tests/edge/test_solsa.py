@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import bptt, surrogate
+from edge import bptt
 from edge.errors import SnnEdgeError
 from edge.model import NetworkSpec, init_params
 from edge.neurons import lif_membrane_window, synaptic_filter_window

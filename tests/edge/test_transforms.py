@@ -1,6 +1,5 @@
 """Transforms against tonic on real data, and host binning against the board's pure-Python binning."""
 import subprocess
-import sys
 
 import numpy as np
 import pytest

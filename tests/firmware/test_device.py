@@ -185,7 +185,6 @@ def test_handler_adapts_device_to_the_link_interface(tmp_path):
 
 
 def test_device_reads_the_onnx_file_directly_with_the_same_results():
-    import onnx
     from converters.onnx_export import to_onnx
     m = _model(7)
     proto = to_onnx(m)

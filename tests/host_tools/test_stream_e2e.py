@@ -24,7 +24,7 @@ from converters.onnx_export import export
 from edge.transforms import to_frames
 from firmware_py.binning import BinSpec
 from host_tools.cmd_board import flash
-from host_tools.link import connect, open_serial
+from host_tools.link import open_serial
 from host_tools.stream import Streamer, samples_from
 from host_tools.virtual_board import FaultModel, VirtualBoard
 
