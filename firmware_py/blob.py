@@ -31,7 +31,7 @@ KNOWN_RULES = ("none", "readout_delta", "solsa", "gem")
 try:
     from binascii import crc32 as _crc32_native
 except ImportError:   # micro:bit and other small ports
-    _crc32_native = None
+    _crc32_native = None  # type: ignore[assignment]
 
 _NIBBLE = None
 

@@ -15,7 +15,7 @@ import sys
 try:
     from firmware_py import link
 except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
-    import link
+    import link  # type: ignore[import-not-found, no-redef]
 
 DEFAULT_MAX_PAYLOAD = 1024
 DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged (the tty buffer holds 4 KB)
@@ -60,7 +60,7 @@ class MicrobitPort:
     """The micro:bit's UART (the REPL's): uart.read returns what its 63-byte buffer holds."""
 
     def __init__(self):
-        from microbit import uart
+        from microbit import uart  # type: ignore[import-not-found]  # the micro:bit port's own module
         self.uart = uart
 
     def readinto(self, view, want):

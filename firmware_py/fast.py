@@ -13,7 +13,7 @@ try:
     import micropython
     _VIPER = hasattr(micropython, "viper")
 except ImportError:
-    micropython = None
+    micropython = None  # type: ignore[assignment]  # CPython: no viper
     _VIPER = False
 
 rows_viper = None
@@ -115,7 +115,7 @@ def solsa_full_viper(e, G, x, vec) -> int:
         solsa_full_viper = None
 
 try:
-    import numpy as _np
+    import numpy as _np  # type: ignore[import-not-found]  # the CPython fast path only
 except ImportError:
     _np = None
 

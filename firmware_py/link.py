@@ -124,7 +124,7 @@ try:  # C fast path where the port has it (CPython, MicroPython unix/esp32/rp2):
     except ImportError:
         from ubinascii import crc32 as _c_crc32
 except ImportError:
-    _c_crc32 = None
+    _c_crc32 = None  # type: ignore[assignment]  # ports without binascii: the table path
 
 
 def crc_matches(buf, n):
