@@ -1,4 +1,4 @@
-"""The link's handler on top of Device (board_main.default_handler() imports make_handler from here).
+"""The link's handler on top of Device (board_main.make_handler() imports make_handler from here).
 
 Maps the serial protocol's requests (firmware_py/link.py DeviceSession) onto Device calls: model and
 weights arrive in chunks, events in batches (a sample starts with its first batch), end-of-sample label
