@@ -78,6 +78,10 @@ def cmd_board_sim(args) -> int:
         print(board.path, flush=True)
         print(f"board-sim: {runtime} board, folder {folder}; open the path above like a USB serial port; "
               "Ctrl-C stops it", file=sys.stderr, flush=True)
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    import signal
+    signal.signal(signal.SIGTERM, stop_on_sigterm)   # a terminated board-sim cleans up like Ctrl-C
     try:
         while True:
             time.sleep(1)
@@ -85,6 +89,9 @@ def cmd_board_sim(args) -> int:
         pass
     finally:
         board.stop()
+        if args.target != "microbit" and not args.dir:   # a folder we made up is nobody's board: remove it
+            import shutil
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
