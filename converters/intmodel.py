@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import SnnEdgeError
-from edge.atomic import atomic_output
+from edge.npz_files import load_npz, save_npz
 from firmware_py import fixedpoint as fp
 
 KINDS = ("lif", "integrator", "prob")
@@ -200,9 +200,7 @@ def save_intmodel(path, model: IntModel) -> None:
               "in_max": model.in_max, "binning": model.binning,
               "learn": {"rule": model.learn.rule, "seed": model.learn.seed, "params": model.learn.params},
               "meta": model.meta, "compartments": model.compartments, "fire_seed": model.fire_seed}
-    arrays["header"] = np.array(json.dumps(header, sort_keys=True))
-    with atomic_output(path) as fh:
-        np.savez(fh, **arrays)
+    save_npz(path, arrays, "header", header)
 
 
 def _tuplify(x):
@@ -210,15 +208,8 @@ def _tuplify(x):
 
 
 def load_intmodel(path) -> IntModel:
+    data, header = load_npz(path, "header", "integer model")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise SnnEdgeError(f"{path}: not a readable integer model .npz ({exc})") from None
-    if "header" not in data:
-        raise SnnEdgeError(f"{path}: missing 'header' entry: not an integer model (a float checkpoint?)")
-    try:
-        header = json.loads(str(data["header"]))
         if header.get("format") != INTMODEL_FORMAT:
             raise SnnEdgeError(f"{path}: format {header.get('format')!r}, expected {INTMODEL_FORMAT}")
         if header.get("numerics_version") != fp.NUMERICS_VERSION:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import SnnEdgeError
-from edge.atomic import atomic_output
+from edge.npz_files import load_npz, save_npz
 from edge.surrogate import check_surrogate
 
 READOUTS = ("spikes", "membrane")
@@ -185,9 +185,7 @@ def save_checkpoint(path, spec: NetworkSpec, params: list[LayerParams], extra: d
         else:
             json_extra[key] = value
     header = {"format": CHECKPOINT_FORMAT, "network": spec.to_dict(), "extra": json_extra}
-    arrays["spec"] = np.array(json.dumps(header, sort_keys=True))
-    with atomic_output(path) as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    save_npz(path, arrays, "spec", header)
 
 
 # LayerParams subclasses that carry extra per-layer arrays (rule-specific neurons): the name of an
@@ -208,19 +206,7 @@ def _layer_class(data: dict) -> type[LayerParams]:
 def load_checkpoint(path) -> tuple[NetworkSpec, list[LayerParams], dict[str, Any]]:
     """(spec, params, extra) from save_checkpoint's file; SnnEdgeError on anything unusable."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SnnEdgeError(f"{path}: checkpoint file not found")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise SnnEdgeError(f"{path}: not a snn-edge checkpoint (.npz): {exc}") from None
-    if "spec" not in data:
-        raise SnnEdgeError(f"{path}: no 'spec' entry, not a snn-edge checkpoint")
-    try:
-        header = json.loads(str(data["spec"]))
-    except json.JSONDecodeError as exc:
-        raise SnnEdgeError(f"{path}: 'spec' entry is not JSON: {exc}") from None
+    data, header = load_npz(path, "spec", "snn-edge checkpoint")
     if header.get("format") != CHECKPOINT_FORMAT:
         raise SnnEdgeError(f"{path}: checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     spec = NetworkSpec.from_dict(header["network"], where=f"{path}: spec")
