@@ -72,7 +72,9 @@ def test_flash_then_stream_clean(board):
     assert link.get_weights() == bytes(range(64))
     link.load_model(bytes(range(256)) * 13)
     assert link.get_stats()["model_bytes"] == 256 * 13
-    assert link.counters.retransmits == 0
+    # a clean line: nothing corrupt, nothing missing (a retransmission can still happen when a loaded
+    # machine delays an answer past the measured timeout, so that is not asserted)
+    assert (link.counters.crc_errors, link.counters.framing_errors, link.counters.naks) == (0, 0, 0)
 
 
 @pytest.mark.slow
@@ -215,7 +217,9 @@ def test_micro_bit_link_parameters_on_a_paced_line(runtime, tmp_path):
     assert (info.max_payload, info.window) == (32, 48)
     assert results == [tuple(r) for r in ref_results]
     assert (stats["samples"], stats["hash"]) == (ref.samples, ref.hash)
-    assert link.counters.retransmits == 0
+    # a clean line: nothing corrupt, nothing missing (a retransmission can still happen when a loaded
+    # machine delays an answer past the measured timeout, so that is not asserted)
+    assert (link.counters.crc_errors, link.counters.framing_errors, link.counters.naks) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
