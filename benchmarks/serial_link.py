@@ -59,7 +59,7 @@ class SimProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
-LINK_FILES = ["__init__.py", "link.py", "board_main.py", "counting_handler.py"]
+LINK_FILES = ["__init__.py", "crc.py", "link.py", "board_main.py", "counting_handler.py"]
 TALLY = "firmware_py.counting_handler:make_tally_handler"
 COUNTING = "firmware_py.counting_handler"
 EVENT_BYTES = 6

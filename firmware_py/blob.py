@@ -19,6 +19,7 @@ import struct
 from array import array
 
 from firmware_py import fixedpoint as fp
+from firmware_py.crc import _c_crc32, crc32
 from firmware_py.errors import DeviceError, E_MODEL_FORMAT, E_MODEL_CRC, E_UNSUPPORTED
 from firmware_py.runtime import Layer, Model, KIND_NAMES, zeros
 
@@ -27,38 +28,6 @@ FORMAT = 1
 HEADER = "<4sHHHHI"
 HEADER_SIZE = struct.calcsize(HEADER)   # 16
 KNOWN_RULES = ("none", "readout_delta", "solsa", "gem")
-
-try:
-    from binascii import crc32 as _crc32_native
-except ImportError:   # micro:bit and other small ports
-    _crc32_native = None  # type: ignore[assignment]
-
-_NIBBLE = None
-
-
-def crc32_plain(data, crc=0):
-    """CRC-32 (poly 0xEDB88320, the zlib one) with a 16-entry table: for ports without binascii.crc32."""
-    global _NIBBLE
-    if _NIBBLE is None:
-        t = []
-        for i in range(16):
-            c = i
-            for _ in range(4):
-                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-            t.append(c)
-        _NIBBLE = t
-    T = _NIBBLE
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = T[(crc ^ b) & 15] ^ (crc >> 4)
-        crc = T[(crc ^ (b >> 4)) & 15] ^ (crc >> 4)
-    return crc ^ 0xFFFFFFFF
-
-
-def crc32(data, crc=0):
-    if _crc32_native is not None:
-        return _crc32_native(data, crc) & 0xFFFFFFFF
-    return crc32_plain(data, crc)
 
 
 class BytesSource:
@@ -134,17 +103,17 @@ class _Reader:
 
 def crc32_array(buf, tc, crc=0):
     """CRC-32 of an array's little-endian bytes ('b', 'H', 'h' or 'i' items)."""
-    if _crc32_native is not None:
-        return _crc32_native(buf, crc) & 0xFFFFFFFF
+    if _c_crc32 is not None:
+        return _c_crc32(buf, crc) & 0xFFFFFFFF
     if tc == "b" or tc == "B":
-        return crc32_plain([v & 0xFF for v in buf], crc)
+        return crc32([v & 0xFF for v in buf], crc)
     nb = 4 if tc == "i" else 2
     out = []
     for v in buf:
         for _ in range(nb):
             out.append(v & 0xFF)
             v >>= 8
-    return crc32_plain(out, crc)
+    return crc32(out, crc)
 
 
 def read_header(head):

@@ -68,63 +68,10 @@ CHUNK_HEAD_LEN = 8
 
 
 # ---------------------------------------------------------------- CRC-32
-def _crc32_tables():
-    # The reflected zlib CRC-32 split into two 16-bit tables, so that the pure-Python path never
-    # builds an int above 2**30 (those live on the heap in MicroPython).
-    from array import array
-    try:
-        lo = array("H", bytearray(512))     # MicroPython: the raw bytes become 256 zero items
-        hi = array("H", bytearray(512))
-    except TypeError:                       # CPython refuses a buffer for 'H'
-        lo = array("H", [0] * 256)
-        hi = array("H", [0] * 256)
-    for i in range(256):
-        c_lo = i
-        c_hi = 0
-        for _ in range(8):
-            bit = c_lo & 1
-            c_lo = (c_lo >> 1) | ((c_hi & 1) << 15)
-            c_hi >>= 1
-            if bit:
-                c_lo ^= 0x8320
-                c_hi ^= 0xEDB8
-        lo[i] = c_lo
-        hi[i] = c_hi
-    return lo, hi
-
-
-_CRC_LO, _CRC_HI = _crc32_tables()
-
-
-def crc32_halves(data, start, end, c_lo=0xFFFF, c_hi=0xFFFF):
-    """Table-driven CRC-32 of data[start:end] as (low 16 bits, high 16 bits), pre-inversion state.
-
-    The running state is passed as two halves; call crc32_finish to get the final value halves.
-    """
-    tlo = _CRC_LO
-    thi = _CRC_HI
-    for i in range(start, end):
-        k = (c_lo ^ data[i]) & 0xFF
-        c_lo = ((c_lo >> 8) | ((c_hi & 0xFF) << 8)) ^ tlo[k]
-        c_hi = (c_hi >> 8) ^ thi[k]
-    return c_lo, c_hi
-
-
-def crc32_py(data, start=0, end=None):
-    """The plain path: zlib's crc32 of data[start:end] as an int (tests compare it with zlib)."""
-    if end is None:
-        end = len(data)
-    c_lo, c_hi = crc32_halves(data, start, end)
-    return ((c_hi ^ 0xFFFF) << 16) | (c_lo ^ 0xFFFF)
-
-
-try:  # C fast path where the port has it (CPython, MicroPython unix/esp32/rp2): same bits
-    try:
-        from binascii import crc32 as _c_crc32
-    except ImportError:
-        from ubinascii import crc32 as _c_crc32
-except ImportError:
-    _c_crc32 = None  # type: ignore[assignment]  # ports without binascii: the table path
+try:
+    from firmware_py.crc import crc32_halves, crc32_py, _c_crc32   # noqa: F401  (crc32_py: tests, tools)
+except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
+    from crc import crc32_halves, crc32_py, _c_crc32  # type: ignore[import-not-found, no-redef]  # noqa: F401
 
 
 def crc_matches(buf, n):

@@ -9,7 +9,8 @@ first: an update that was not committed did not happen), so a reset never loses 
 import os
 import struct
 
-from firmware_py.blob import crc32, crc32_array, check_file
+from firmware_py.blob import crc32_array, check_file
+from firmware_py.crc import crc32
 from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC
 
 MODEL_FILE = "model.blob"

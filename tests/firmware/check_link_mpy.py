@@ -42,7 +42,10 @@ class Rng:
         return s
 
     def bytes(self, n):
-        return bytes([self.next() & 0xFF for _ in range(n)])
+        out = bytearray(n)           # not a list of n ints: 8 bytes an item on the 64-bit port's 64K heap
+        for i in range(n):
+            out[i] = self.next() & 0xFF
+        return bytes(out)
 
 
 # Golden frames (PROTOCOL.md, "Examples"): the wire bytes are the contract between host and board.
@@ -82,6 +85,7 @@ def on_frame(mtype, seq, payload):
 
 
 # round trip through random chunking, with every special byte in the payloads
+gc.collect()                   # a 64K heap: start the big part from a compacted heap, as a board loop would
 d = L.Deframer(600, on_frame)
 sent = []
 stream = bytearray()

@@ -39,7 +39,7 @@ def reference(samples):
     return h, results
 
 
-LINK_FILES = ["__init__.py", "link.py", "board_main.py", "counting_handler.py"]
+LINK_FILES = ["__init__.py", "crc.py", "link.py", "board_main.py", "counting_handler.py"]
 HANDLER = "firmware_py.counting_handler"
 
 

@@ -31,18 +31,18 @@ def test_board_sim_then_flash_through_the_cli(runtime, tmp_path):
         path = sim.stdout.readline().strip()
         assert path.startswith("/dev/pts/"), path
         model = _nmnist_sized_blob(tmp_path, n_hidden=8)
-        r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "link.py", "board_main.py",
+        r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "crc.py", "link.py", "board_main.py",
                 "counting_handler.py", "--handler", "firmware_py.counting_handler", "--mpy", "no")
         assert r.returncode == 0, r.stderr
-        assert "wrote 6 file(s), 0 unchanged" in r.stdout
+        assert "wrote 7 file(s), 0 unchanged" in r.stdout
         assert (folder / "model.blob").read_bytes() == model.read_bytes()
         for name in ("link.py", "board_main.py"):
             assert hashlib.sha256((folder / "firmware_py" / name).read_bytes()).digest() == \
                 hashlib.sha256((REPO / "firmware_py" / name).read_bytes()).digest()
         assert b"counting_handler" in (folder / "main.py").read_bytes()
-        r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "link.py", "board_main.py",
+        r = cli("flash", "--port", path, str(model), "--files", "__init__.py", "crc.py", "link.py", "board_main.py",
                 "counting_handler.py", "--handler", "firmware_py.counting_handler", "--mpy", "no")
-        assert "wrote 0 file(s), 6 unchanged" in r.stdout, r.stdout + r.stderr
+        assert "wrote 0 file(s), 7 unchanged" in r.stdout, r.stdout + r.stderr
     finally:
         sim.send_signal(signal.SIGINT)
         sim.wait(10)
