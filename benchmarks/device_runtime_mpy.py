@@ -14,6 +14,7 @@ import gc  # noqa: E402
 import time  # noqa: E402
 from array import array  # noqa: E402
 
+from firmware_py.binning import decode_nmnist  # noqa: E402
 from firmware_py.device import Device  # noqa: E402
 
 try:
@@ -45,12 +46,7 @@ for path, label in items:
     ys = array("h", range(n))
     ps = array("b", bytes(n))
     ts = array("i", range(n))
-    for e in range(n):
-        b = 5 * e
-        xs[e] = raw[b]
-        ys[e] = raw[b + 1]
-        ps[e] = raw[b + 2] >> 7
-        ts[e] = ((raw[b + 2] & 0x7F) << 16) | (raw[b + 3] << 8) | raw[b + 4]
+    decode_nmnist(raw, n, xs, ys, ts, ps)
     raw = None
     gc.collect()
     t0 = ticks()

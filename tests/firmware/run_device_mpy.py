@@ -16,6 +16,7 @@ if sys.argv[1] != ".":
 import gc  # noqa: E402
 from array import array  # noqa: E402
 
+from firmware_py.binning import decode_nmnist  # noqa: E402
 from firmware_py.device import Device  # noqa: E402
 from firmware_py.errors import E_OK  # noqa: E402
 
@@ -55,12 +56,7 @@ for path, label in items:
             n = len(raw) // 5
             if n == 0:
                 break
-            for e in range(n):
-                b = 5 * e
-                xs[e] = raw[b]
-                ys[e] = raw[b + 1]
-                ps[e] = raw[b + 2] >> 7
-                ts[e] = ((raw[b + 2] & 0x7F) << 16) | (raw[b + 3] << 8) | raw[b + 4]
+            decode_nmnist(raw, n, xs, ys, ts, ps)
             if n == BATCH:
                 dev.add_events(xs, ys, ts, ps)
             else:
