@@ -14,7 +14,7 @@ import gc  # noqa: E402
 import time  # noqa: E402
 from array import array  # noqa: E402
 
-from firmware_py.binning import decode_nmnist  # noqa: E402
+from firmware_py.recordings import decode_nmnist  # noqa: E402
 from firmware_py.device import Device  # noqa: E402
 
 try:

@@ -16,7 +16,7 @@ if sys.argv[1] != ".":
 import gc  # noqa: E402
 from array import array  # noqa: E402
 
-from firmware_py.binning import decode_nmnist  # noqa: E402
+from firmware_py.recordings import decode_nmnist  # noqa: E402
 from firmware_py.device import Device  # noqa: E402
 from firmware_py.errors import E_OK  # noqa: E402
 
