@@ -6,8 +6,8 @@
   with their CRC. The board then parses nothing (firmware_py/micro_net.py says why);
 - the micro modules (micro_link, micro_net, micro_main), minified (host_tools/minify.py);
 - model.blob itself (the frozen layers' rows are read from it at every step) and main.py.
-A model the micro runtime cannot run, or one that does not fit the board's heap and filesystem
-(micro_plan), is refused before anything is written.
+A model the micro runtime cannot run is refused (check_micro_model) before anything is written.
+Not wired into `snn-edge flash --profile microbit` yet: the modules do not fit the board (see below).
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from firmware_py.blob import BytesSource
 
 MODULES = ("micro_link.py", "micro_net.py", "micro_main.py")
 MAIN_PY = b"import micro_main\nmicro_main.main()\n"
-# Measured on the QEMU micro:bit (MicroPython 1.9.2, tests/host_tools/test_microbit.py checks them):
-HEAP = 9 * 1024          # gc.mem_free() at the prompt after gc.collect()
-FILESYSTEM = 12 * 1024   # bytes of 500-byte files that fit its filesystem
-CHUNK_BYTES = 128        # filesystem allocation unit
+# Measured on the QEMU micro:bit (MicroPython 1.9.2), by hand so far (no test asserts them yet):
+# gc.mem_free() at the prompt after gc.collect() ~9.1 KB; 24 files of 500 bytes (12 KB) fill its
+# filesystem; importing a module whose minified source is 3.6-3.8 KB fails (MemoryError allocating
+# 3256 bytes on a fresh heap), so each micro module must be below ~3 KB and all of them below ~7.5 KB
+# next to a 4 KB model.blob.
 
 
 class _Recorder(BytesSource):
