@@ -17,8 +17,10 @@ try:
 except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
     import link  # type: ignore[import-not-found, no-redef]
 
-DEFAULT_MAX_PAYLOAD = 1024
-DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged (the tty buffer holds 4 KB)
+DEFAULT_MAX_PAYLOAD = 1024      # for serve() called directly (tests); main() sizes by the free heap
+DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged
+MAX_PAYLOAD_CAP = 16384         # big frames make the per-frame cost of an interpreted loop vanish
+FRAMES_IN_WINDOW = 4            # window = this many full frames (capped by INFO's u16)
 MICROBIT_MAX_PAYLOAD = 32
 MICROBIT_WINDOW = 48            # the nRF51 UART buffer holds 63 bytes
 
@@ -172,17 +174,30 @@ def raw_sink(total, port=None):
     """Read `total` bytes as fast as this port allows and answer b'DONE'; the benchmark's baseline
     for the raw byte rate of the same pty, through the same read path as serve()."""
     port = port or default_port()
-    buf = bytearray(4096)
+    size = MAX_PAYLOAD_CAP + link.OVERHEAD + 2       # serve()'s read buffer at the largest frames
+    buf = bytearray(size)
     view = memoryview(buf)
     got = 0
     while got < total:
         want = total - got
-        n = port.readinto(view, want if want < 4096 else 4096)
+        n = port.readinto(view, want if want < size else size)
         if not n:
             break
         got += n
     port.write(b"DONE")
     return got
+
+
+def link_sizes(mem_free):
+    """(max payload, receive window) for a board with `mem_free` bytes of heap left after the
+    handler: the deframer, the read buffer and the rare slow-path copy each hold one frame, so a
+    frame gets at most 1/16 of the free heap (a power of two, 256 .. MAX_PAYLOAD_CAP bytes). A
+    USB CDC port or a pty never drops bytes (the sender blocks), so the window is a few frames."""
+    size = 256
+    while size * 2 <= MAX_PAYLOAD_CAP and size * 2 * 16 <= mem_free:
+        size *= 2
+    window = size * FRAMES_IN_WINDOW
+    return size, window if window < 0xFFFF else 0xFFFF
 
 
 def main(handler=None, max_payload=None, window=None):
@@ -192,5 +207,10 @@ def main(handler=None, max_payload=None, window=None):
         window = window or MICROBIT_WINDOW
     if handler is None or isinstance(handler, str):
         handler = make_handler(handler) if handler else make_handler()
-    serve(handler, default_port(), max_payload or DEFAULT_MAX_PAYLOAD,
-          window or DEFAULT_WINDOW)
+    if not (max_payload and window):
+        gc.collect()
+        free = gc.mem_free() if hasattr(gc, "mem_free") else 1 << 20     # CPython: no heap limit
+        size, win = link_sizes(free)
+        max_payload = max_payload or size
+        window = window or win
+    serve(handler, default_port(), max_payload, window)

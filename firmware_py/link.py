@@ -13,7 +13,7 @@ noise never raises KeyboardInterrupt in the middle of applying a request).
 """
 import struct
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2     # 2: escape-free EVENTS payloads
 
 END = 0xC0
 ESC = 0xDB
@@ -60,9 +60,17 @@ E_BAD_PAYLOAD = 201     # a request whose payload does not have the documented l
 E_UNKNOWN_TYPE = 202
 E_HANDLER = 203         # the handler raised something that carries no code of its own
 
-EVENT_HEAD = "<IH"      # t_base (us), count
-EVENT_HEAD_LEN = 6
-EVENT_LEN = 6           # x | p << 15 (u16), y (u16), t - t_base (u16 us)
+# EVENTS payload (protocol 2): every byte is a 7-bit digit plus DIGIT_OFFSET, i.e. in 4..131, so it is
+# never END, ESC or INTR and a whole EVENTS frame crosses the link without one escape (the board's
+# deframer then takes it at memcpy speed, see Deframer.feed). Numbers are little-endian base 128.
+DIGIT_OFFSET = 4
+EVENT_HEAD_LEN = 7      # t_base (us): 5 digits (35 bits); count: 2 digits (14 bits)
+EVENT_LEN = 6           # lo = x | dt_low10 << 11 (3 digits), hi = y | p << 11 | dt_high9 << 12 (3 digits)
+EVENT_MAX_XY = 2047     # 11 bits: every DVS sensor made so far (1280 x 720 is the largest common one)
+EVENT_MAX_DT = (1 << 19) - 1    # t - t_base, us (0.52 s)
+EVENT_MAX_COUNT = (1 << 14) - 1
+EVENT_MAX_T_BASE = (1 << 35) - 1
+_D3 = DIGIT_OFFSET * (1 + 128 + 16384)      # what the offsets add to a 3-digit number
 CHUNK_HEAD = "<II"      # offset, total: LOAD_MODEL / PUT_WEIGHTS payload prefix
 CHUNK_HEAD_LEN = 8
 
@@ -105,14 +113,26 @@ def stuff(data):
             .replace(_INTR_B, b"\xdb\xde"))
 
 
+def _crc8_table():
+    t = bytearray(256)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+        t[i] = c
+    return bytes(t)
+
+
+_CRC8 = _crc8_table()
+
+
 def crc8(data, start, end):
     """CRC-8 (polynomial 0x07, init 0) of the header: a board trusts the length field, and sizes its
     blocking reads by it, only when this matches, so a corrupted length cannot stall it."""
     c = 0
+    table = _CRC8
     for i in range(start, end):
-        c ^= data[i]
-        for _ in range(8):
-            c = ((c << 1) ^ 0x07) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+        c = table[c ^ data[i]]
     return c
 
 
@@ -138,11 +158,13 @@ class Deframer:
         self.break_on_intr = break_on_intr
         self.intr_run = 0
         self.max_frame = max_payload + OVERHEAD
-        self.buf = bytearray(self.max_frame)
+        self.buf = bytearray(self.max_frame + 1)     # + 1: a body read ends with its END
         self.view = memoryview(self.buf)
         self.on_frame = on_frame
         self.n = 0
         self.escaped = False
+        self.body_left = 0      # > 0: collecting a frame body unstuffed-as-is (see feed)
+        self.body_tried = False  # this frame's body already failed the fast path: exact decoding
         self.dropping = True    # until the first END, bytes may be the tail of an old frame
         self.frames = 0
         self.crc_errors = 0
@@ -155,6 +177,8 @@ class Deframer:
         n = self.n
         if self.dropping or n < HEADER_LEN:
             return 1 if self.dropping else HEADER_LEN - n + 1
+        if self.body_left:
+            return self.body_left
         buf = self.buf
         length = buf[2] | (buf[3] << 8)
         left = HEADER_LEN + length + CRC_LEN - n
@@ -162,10 +186,38 @@ class Deframer:
             return 1                # a length we cannot trust: byte by byte until the next END
         return left + 1 if left < WANT_CAP else WANT_CAP
 
+    def _start_body(self):
+        """After a header whose CRC-8 checks: expect the body unescaped (payload, CRC-32, END) and
+        collect exactly that many bytes with slice copies. Payloads built to need no escapes (EVENTS,
+        pack_events) arrive this way at memcpy speed; anything else falls back to exact decoding."""
+        buf = self.buf
+        length = buf[2] | (buf[3] << 8)
+        if crc8(buf, 0, 4) == buf[4] and length + OVERHEAD <= self.max_frame:
+            self.body_left = length + CRC_LEN + 1
+        else:
+            self.body_tried = True  # an untrusted length: the exact path finds the END
+
+    def _finish_body(self):
+        n = self.n
+        buf = self.buf
+        if buf[n - 1] == END and crc_matches(buf, n - 1):
+            self.n = 0
+            self.body_tried = False
+            self.frames += 1
+            self.on_frame(buf[0], buf[1], self.view[HEADER_LEN:n - 1 - CRC_LEN])
+            return
+        # Escapes, a lost byte, noise or a break inside: decode the same bytes exactly (rare path,
+        # so the copy it needs does not matter).
+        raw = bytes(self.view[HEADER_LEN:n])
+        self.n = HEADER_LEN
+        self.body_tried = True
+        self.feed(raw)
+
     def _finish(self):
         n = self.n
         self.n = 0
         self.escaped = False
+        self.body_tried = False
         if n == 0:
             return
         buf = self.buf
@@ -181,13 +233,31 @@ class Deframer:
     def feed(self, data, start=0, end=None):
         if end is None:
             end = len(data)
-        # Fast path (ports whose bytes/bytearray have find): copy each run of ordinary bytes inside
-        # a frame with one slice assignment; special bytes go through the per-byte state machine.
+        # Three speeds. Body mode (after a checked header): the body is copied as-is and judged once
+        # at its END (C-speed copy and CRC). Runs (ports whose bytes/bytearray have find): each run of
+        # ordinary bytes is copied with one slice assignment. Special bytes: the per-byte state machine.
         runs = hasattr(data, "find")
-        src = memoryview(data) if runs else None
+        src = memoryview(data)
         p_end = p_esc = p_intr = -1
         i = start
         while i < end:
+            left = self.body_left
+            if left:
+                k = end - i
+                if k > left:
+                    k = left
+                n = self.n
+                self.view[n:n + k] = src[i:i + k]
+                self.n = n + k
+                self.body_left = left - k
+                i += k
+                if left == k:
+                    self._finish_body()
+                    p_end = p_esc = p_intr = -1     # _finish_body may have re-fed: positions stale
+                continue
+            if self.n == HEADER_LEN and not self.body_tried and not self.escaped and not self.dropping:
+                self._start_body()
+                continue
             if runs and not self.dropping and not self.escaped:
                 if p_end < i:
                     p_end = data.find(_END_B, i, end)
@@ -206,6 +276,8 @@ class Deframer:
                     j = p_esc
                 if p_intr < j:
                     j = p_intr
+                if self.n < HEADER_LEN and j > i + HEADER_LEN - self.n:
+                    j = i + HEADER_LEN - self.n     # stop after the header: the body may go fast
                 k = j - i
                 if k and self.n + k <= self.max_frame:
                     n = self.n
@@ -213,8 +285,7 @@ class Deframer:
                     self.n = n + k
                     self.intr_run = 0
                     i = j
-                    if i >= end:
-                        break
+                    continue
             self._byte(data[i])
             i += 1
 
@@ -235,6 +306,7 @@ class Deframer:
                 self.dropping = False
                 self.n = 0
                 self.escaped = False
+                self.body_tried = False
             else:
                 self._finish()
             return
@@ -266,6 +338,7 @@ class Deframer:
         self.garbage_bytes += self.n
         self.n = 0
         self.escaped = False
+        self.body_tried = False
         self.dropping = True
 
 
@@ -279,12 +352,19 @@ class EventBatch:
         self.count = 0
 
     def bind(self, payload):
-        if len(payload) < EVENT_HEAD_LEN:
-            raise ValueError("events payload of %d bytes, expected >= %d" % (len(payload), EVENT_HEAD_LEN))
-        self.t_base, self.count = struct.unpack_from(EVENT_HEAD, payload, 0)
-        if len(payload) != EVENT_HEAD_LEN + EVENT_LEN * self.count:
+        n = len(payload)
+        if n < EVENT_HEAD_LEN:
+            raise ValueError("events payload of %d bytes, expected >= %d" % (n, EVENT_HEAD_LEN))
+        d = payload
+        for k in range(EVENT_HEAD_LEN):
+            if d[k] < DIGIT_OFFSET or d[k] > DIGIT_OFFSET + 127:
+                raise ValueError("events header byte %d is %d, expected 4..131" % (k, d[k]))
+        lo = d[0] + (d[1] << 7) + (d[2] << 14) - _D3
+        self.t_base = lo + ((d[3] - DIGIT_OFFSET + ((d[4] - DIGIT_OFFSET) << 7)) << 21)
+        self.count = d[5] - DIGIT_OFFSET + ((d[6] - DIGIT_OFFSET) << 7)
+        if n != EVENT_HEAD_LEN + EVENT_LEN * self.count:
             raise ValueError("events payload of %d bytes for %d events, expected %d"
-                             % (len(payload), self.count, EVENT_HEAD_LEN + EVENT_LEN * self.count))
+                             % (n, self.count, EVENT_HEAD_LEN + EVENT_LEN * self.count))
         self.data = payload
         return self
 
@@ -292,20 +372,33 @@ class EventBatch:
         """(x, y, t_us, p) of event i."""
         d = self.data
         k = EVENT_HEAD_LEN + EVENT_LEN * i
-        xp = d[k] | (d[k + 1] << 8)
-        return (xp & 0x7FFF, d[k + 2] | (d[k + 3] << 8),
-                self.t_base + (d[k + 4] | (d[k + 5] << 8)), xp >> 15)
+        lo = d[k] + (d[k + 1] << 7) + (d[k + 2] << 14) - _D3
+        hi = d[k + 3] + (d[k + 4] << 7) + (d[k + 5] << 14) - _D3
+        return lo & 0x7FF, hi & 0x7FF, self.t_base + (lo >> 11) + ((hi >> 12) << 10), (hi >> 11) & 1
+
+
+def _digits(value, n, out):
+    for _ in range(n):
+        out.append((value & 127) + DIGIT_OFFSET)
+        value >>= 7
 
 
 def pack_events(t_base, xs, ys, ts, ps):
-    """Host helper (also used by tests on the board): one EVENTS payload; ts - t_base < 65536."""
-    out = bytearray(struct.pack(EVENT_HEAD, t_base, len(xs)))
+    """One EVENTS payload (the host's vectorised twin is host_tools.link.pack_events_array; this one
+    also runs on a board, for tests); needs 0 <= t - t_base <= EVENT_MAX_DT, x and y <= 2047."""
+    if not 0 <= t_base <= EVENT_MAX_T_BASE or len(xs) > EVENT_MAX_COUNT:
+        raise ValueError("t_base %d or count %d out of range" % (t_base, len(xs)))
+    out = bytearray()
+    _digits(t_base, 5, out)
+    _digits(len(xs), 2, out)
     for i in range(len(xs)):
-        dt = ts[i] - t_base
-        if dt < 0 or dt > 0xFFFF or xs[i] > 0x7FFF or ys[i] > 0xFFFF or ps[i] not in (0, 1):
+        x, y, p, dt = xs[i], ys[i], ps[i], ts[i] - t_base
+        if (dt < 0 or dt > EVENT_MAX_DT or x < 0 or x > EVENT_MAX_XY or y < 0 or y > EVENT_MAX_XY
+                or p not in (0, 1)):
             raise ValueError("event %d (x=%d y=%d t=%d p=%d) does not fit a batch at t_base=%d"
-                             % (i, xs[i], ys[i], ts[i], ps[i], t_base))
-        out.extend(struct.pack("<HHH", xs[i] | (ps[i] << 15), ys[i], dt))
+                             % (i, x, y, ts[i], p, t_base))
+        _digits(x | (dt & 0x3FF) << 11, 3, out)
+        _digits(y | p << 11 | (dt >> 10) << 12, 3, out)
     return bytes(out)
 
 
@@ -375,6 +468,7 @@ class DeviceSession:
         self.window = window
         self.boot_id = boot_id
         self.nonce = None
+        self.info = b""
         self.expected = 0
         self.last_seq = -1
         self.last_type = ACK
@@ -417,13 +511,15 @@ class DeviceSession:
         nonce = bytes(payload[:4])
         if nonce != self.nonce:
             self.nonce = nonce
+            self.info = pack_info(self.boot_id, self.max_payload, self.window, self.handler.hello())
             self.last_type = INFO
-            self.last_payload = pack_info(self.boot_id, self.max_payload, self.window,
-                                          self.handler.hello())
+            self.last_payload = self.info
             self.last_seq = seq
             self.expected = (seq + 1) & 0xFF
             self.nak_for = -1
-        return INFO, seq, self.last_payload
+        # a repeat (the INFO was lost, or the line duplicated a late HELLO): the same INFO, even
+        # when other requests were applied since, and nothing is reset
+        return INFO, seq, self.info
 
     def _apply(self, mtype, payload):
         h = self.handler

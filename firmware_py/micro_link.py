@@ -95,6 +95,7 @@ class Link:
         self.drop = True        # until the first END
         self.intr = 0
         self.nonce = None
+        self.info = b""
         self.expected = 0
         self.last = (ACK, 0, b"")
         self.nak_for = -1
@@ -173,11 +174,11 @@ class Link:
             nonce = payload[:4]
             if nonce != self.nonce:
                 self.nonce = nonce
-                self.last = (INFO, seq, struct.pack("<BIHH", VERSION, self.boot_id, MAX_PAYLOAD, WINDOW)
-                             + self.hello())
+                self.info = struct.pack("<BIHH", VERSION, self.boot_id, MAX_PAYLOAD, WINDOW) + self.hello()
+                self.last = (INFO, seq, self.info)
                 self.expected = (seq + 1) & 255
                 self.nak_for = -1
-            return INFO, seq, self.last[2]
+            return INFO, seq, self.info
         if self.nonce is None:
             return ERROR, seq, bytes((E_NO_SESSION,)) + b"no session: send hello first (board was reset)"
         if seq == self.expected:

@@ -63,16 +63,93 @@ def test_corrupted_frame_is_never_delivered(payload, data):
 
 
 def test_event_batch_round_trip():
-    xs, ys, ts, ps = [0, 33, 32767], [0, 7, 65535], [500, 600, 500 + 65535], [1, 0, 1]
+    xs, ys, ps = [0, 33, L.EVENT_MAX_XY], [0, 7, L.EVENT_MAX_XY], [1, 0, 1]
+    ts = [500, 600, 500 + L.EVENT_MAX_DT]
     b = L.EventBatch().bind(L.pack_events(500, xs, ys, ts, ps))
     assert [b.event(i) for i in range(b.count)] == list(zip(xs, ys, ts, ps))
-    with pytest.raises(ValueError):
-        L.pack_events(500, [1], [1], [500 + 65536], [0])
-    with pytest.raises(ValueError):
+    for bad in ([1], [1], [500 + L.EVENT_MAX_DT + 1], [0]), ([L.EVENT_MAX_XY + 1], [1], [500], [0]), \
+               ([1], [1], [499], [0]), ([1], [1], [500], [2]):
+        with pytest.raises(ValueError):
+            L.pack_events(500, *bad)
+    with pytest.raises(ValueError, match="expected 13"):
         L.EventBatch().bind(L.pack_events(0, [1], [1], [1], [0])[:-1])
+    with pytest.raises(ValueError, match="header byte 0"):
+        L.EventBatch().bind(b"\x00" + L.pack_events(0, [1], [1], [1], [0])[1:])
+
+
+events_strategy = st.integers(0, L.EVENT_MAX_T_BASE - L.EVENT_MAX_DT).flatmap(lambda t_base: st.tuples(
+    st.just(t_base), st.lists(st.tuples(st.integers(0, L.EVENT_MAX_XY), st.integers(0, L.EVENT_MAX_XY),
+                                        st.integers(t_base, t_base + L.EVENT_MAX_DT), st.integers(0, 1)),
+                              max_size=50)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(events_strategy)
+def test_events_payload_round_trips_and_needs_no_escape(case):
+    """Protocol 2's EVENTS payloads: every field range round-trips, the host's numpy packer gives the
+    board's bytes, and no byte is END, ESC or INTR, so the frame body crosses unstuffed."""
+    import numpy as np
+    from host_tools.link import pack_events_array
+    t_base, events = case
+    xs, ys, ts, ps = (list(c) for c in zip(*events)) if events else ([], [], [], [])
+    payload = L.pack_events(t_base, xs, ys, ts, ps)
+    assert payload == pack_events_array(t_base, np.array(xs, int), np.array(ys, int), np.array(ts, int),
+                                        np.array(ps, int))
+    assert not {L.END, L.ESC, L.INTR} & set(payload)
+    b = L.EventBatch().bind(payload)
+    assert b.t_base == t_base and [b.event(i) for i in range(b.count)] == events
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=400)), min_size=1, max_size=6),
+       st.lists(st.integers(0, 2), max_size=6), st.integers(1, 700), st.data())
+def test_body_fast_path_equals_exact_decoding(frames, faults, chunk, data):
+    """The deframer's body mode (length-directed copy, judged at its END) delivers exactly what exact
+    decoding would: frames with escapes, lost bytes, stray END/0x03 inside a body, any read sizes."""
+    wire = bytearray()
+    for seq, payload in frames:
+        wire += L.encode_frame(L.EVENTS, seq, payload)
+    for f in faults:
+        k = data.draw(st.integers(0, len(wire) - 1))
+        if f == 0:
+            del wire[k]                    # a lost byte
+        elif f == 1:
+            wire.insert(k, L.END)          # a stray delimiter
+        else:
+            wire.insert(k, L.INTR)         # one Ctrl-C of noise
+    got = []
+    d = L.Deframer(400, lambda t, s, p: got.append((s, bytes(p))))
+    i = 0
+    while i < len(wire):
+        n = min(chunk, d.want()) if data.draw(st.booleans()) else chunk
+        d.feed(bytes(wire[i:i + n]))
+        i += n
+    reference = []
+    ref = L.Deframer(400, lambda t, s, p: reference.append((s, bytes(p))))
+    for b in wire:                          # one byte at a time: never enters body mode
+        ref.feed(bytes([b]))
+    assert got == reference
+    if not faults:
+        assert got == [(s & 0xFF, p) for s, p in frames]
 
 
 def test_stats_and_result_payloads_round_trip():
     items = [("samples", 3), ("mem_free", -1), ("hash", 2**31 - 1)]
     assert L.unpack_stats(L.pack_stats(items)) == items
     assert L.unpack_result(L.pack_result(-1, 200, [0, 65535, 7])) == (-1, 200, [0, 65535, 7])
+
+
+def test_a_late_duplicate_hello_gets_the_same_info_and_resets_nothing():
+    class Tally:
+        def hello(self):
+            return b"tally"
+
+        def get_stats(self):
+            return [("n", 1)]
+
+    s = L.DeviceSession(Tally(), 64, 128, boot_id=7)
+    info = s.on_frame(L.HELLO, 0, b"abcd")
+    assert info[0] == L.INFO
+    assert s.on_frame(L.GET_STATS, 1, b"")[0] == L.STATS
+    assert s.on_frame(L.HELLO, 0, b"abcd") == info          # not the STATS payload typed as INFO
+    assert s.on_frame(L.GET_STATS, 2, b"")[0] == L.STATS    # the session went on where it was
