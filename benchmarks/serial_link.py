@@ -6,7 +6,8 @@ started as `snn-edge board-sim` in its own process as a user would:
   (board_main.raw_sink) while the host writes them as fast as it can;
 - protocol rate: events/s delivered through frames, CRC, acks and the device session to a handler
   that only counts them (TallyHandler), and the same as a fraction of the raw rate expressed in
-  events (raw bytes/s divided by the 6 payload bytes of an event);
+  events (raw bytes/s divided by the 6 payload bytes of an event); with the CPU seconds per MB that
+  the host, the relay and the board spent, for both (2 cores run all three processes);
 - both again with the relay pacing the line like a UART (--baud), where the link has to keep up
   with the wire rather than with the interpreter;
 - round-trip latency of a result (end_of_sample) and of get_stats, median and 95th percentile;
@@ -99,7 +100,9 @@ def raw_rate(board_path: str, n_bytes: int) -> float:
 
 def protocol_rate(board_path: str, n_events: int, handler: str) -> tuple[float, object]:
     ser = open_serial(board_path)
+    RawRepl(ser).enter()            # stop whatever loop runs, so connect starts this handler's
     link = connect(ser, handler=handler)
+    assert link.info.description == handler_description(handler), link.info
     rng = np.random.default_rng(0)
     per_sample = 3000
     t = np.sort(rng.integers(0, 300_000, per_sample))
@@ -116,6 +119,47 @@ def protocol_rate(board_path: str, n_events: int, handler: str) -> tuple[float, 
     stats = link.get_stats()
     assert stats["events"] >= sent, stats
     return sent / dt, link
+
+
+def handler_description(handler: str) -> str:
+    module, _, factory = handler.partition(":")
+    mod = __import__(module, None, None, [factory or "make_handler"])
+    return getattr(mod, factory or "make_handler")().hello().decode()
+
+
+class CpuMeter:
+    """CPU seconds of this process, the board-sim process (its relay) and the board (its child)."""
+
+    def __init__(self, sim_pid: int):
+        self.sim_pid = sim_pid
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _children(self) -> dict[int, float]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.sim_pid:
+                        out[int(d.name)] = self._cpu(int(d.name))
+                except (OSError, IndexError):
+                    pass
+        return out
+
+    def sample(self) -> tuple:
+        return time.process_time(), self._cpu(self.sim_pid), self._children()
+
+    def since(self, start: tuple, megabytes: float) -> dict:
+        host, relay, board = self.sample()
+        board_s = sum(c - start[2].get(pid, 0.0) for pid, c in board.items())   # a board rebooted: all its time
+        used = (host - start[0], relay - start[1], board_s)
+        return {name: round(v / megabytes, 4) for name, v in zip(("host", "relay", "board"), used)}
 
 
 def latency(link, n: int = 200) -> dict:
@@ -162,12 +206,22 @@ def main() -> None:
             r = flash(vb.path, str(model), handler=COUNTING, log=lambda *a: None)
             out["flash_unchanged_s"] = round(time.perf_counter() - t0, 2)
 
+            meter = CpuMeter(vb.proc.pid)
+            c0 = meter.sample()
             raw = raw_rate(vb.path, args.raw_bytes)
+            cpu_raw = meter.since(c0, args.raw_bytes / 1e6)
+            c0 = meter.sample()
             ev_s, link = protocol_rate(vb.path, args.events, TALLY)
+            cpu_protocol = meter.since(c0, args.events * EVENT_BYTES / 1e6)
             out["pty_raw_bytes_per_s"] = round(raw)
             out["pty_raw_events_per_s_equiv"] = round(raw / EVENT_BYTES)
             out["pty_protocol_events_per_s"] = round(ev_s)
             out["pty_protocol_fraction_of_raw"] = round(ev_s * EVENT_BYTES / raw, 3)
+            out["pty_max_payload"] = link.info.max_payload
+            out["pty_window"] = link.info.window
+            # CPU seconds per MB moved (incl. REPL entry), per process: where the protocol's time goes
+            out["pty_raw_cpu_s_per_mb"] = cpu_raw
+            out["pty_protocol_cpu_s_per_mb"] = cpu_protocol
             out.update({"pty_" + k: v for k, v in latency(link).items()})
             link.ser.close()
             ev_hash, link = protocol_rate(vb.path, args.events // 5, COUNTING)

@@ -188,13 +188,16 @@ def raw_sink(total, port=None):
     return got
 
 
-def link_sizes(mem_free):
+def link_sizes(mem_free, handler_cap=None):
     """(max payload, receive window) for a board with `mem_free` bytes of heap left after the
     handler: the deframer, the read buffer and the rare slow-path copy each hold one frame, so a
-    frame gets at most 1/16 of the free heap (a power of two, 256 .. MAX_PAYLOAD_CAP bytes). A
-    USB CDC port or a pty never drops bytes (the sender blocks), so the window is a few frames."""
+    frame gets at most 1/16 of the free heap (a power of two, 256 .. MAX_PAYLOAD_CAP bytes), and no
+    more than the handler's own `max_payload` (the runtime's handler decodes a batch into lists: its
+    memory plan assumes 1 KB batches). A USB CDC port or a pty never drops bytes (the sender
+    blocks), so the window is a few frames."""
+    cap = MAX_PAYLOAD_CAP if handler_cap is None or handler_cap > MAX_PAYLOAD_CAP else handler_cap
     size = 256
-    while size * 2 <= MAX_PAYLOAD_CAP and size * 2 * 16 <= mem_free:
+    while size * 2 <= cap and size * 2 * 16 <= mem_free:
         size *= 2
     window = size * FRAMES_IN_WINDOW
     return size, window if window < 0xFFFF else 0xFFFF
@@ -210,7 +213,7 @@ def main(handler=None, max_payload=None, window=None):
     if not (max_payload and window):
         gc.collect()
         free = gc.mem_free() if hasattr(gc, "mem_free") else 1 << 20     # CPython: no heap limit
-        size, win = link_sizes(free)
+        size, win = link_sizes(free, getattr(handler, "max_payload", None))
         max_payload = max_payload or size
         window = window or win
     serve(handler, default_port(), max_payload, window)

@@ -11,6 +11,10 @@ from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, pers
 
 
 class DeviceHandler:
+    # The largest EVENTS batch the board accepts (board_main.link_sizes): events() holds a batch as
+    # four lists, about 8 bytes per item, so 1 KB frames (169 events) keep that inside the memory plan.
+    max_payload = 1024
+
     def __init__(self, device):
         self.dev = device
         self.model_buf = None

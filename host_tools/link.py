@@ -96,6 +96,11 @@ class BoardLink:
         self.progress_at = 0.0              # when an answer last acknowledged something new
         self.srtt: float | None = None
         self.rttvar = 0.0
+        # the line's byte rate, measured from acknowledged bytes; until then the port's baud rate
+        # (10 bits a byte): the timer allows a frame its own line time, so an 8 KB frame on a
+        # 115200-baud UART (0.7 s) is not resent while it is still on the wire
+        baud = getattr(ser, "baudrate", None)
+        self.line_rate = baud / 10 if isinstance(baud, (int, float)) and baud > 0 else 11_520.0
         self.max_retries = max_retries
         self.write_chunk = write_chunk
         self.write_pause = write_pause
@@ -181,14 +186,23 @@ class BoardLink:
         """Cumulative ack: drop every un-acked frame up to `seq`; True if it acked something new."""
         if seq not in self.unacked:
             return False
+        now = time.monotonic()
+        acked = 0
+        clean = True
+        busy_since = max(self.progress_at, next(iter(self.unacked.values()))[2])   # oldest frame sent
         while self.unacked:
             s, entry = self.unacked.popitem(last=False)
             self.in_flight -= len(entry[0])
+            acked += len(entry[0])
+            clean = clean and entry[3] == 0
             if s == seq:
                 if entry[3] == 0:           # Karn: only frames sent once give a round-trip sample
-                    self._rtt_sample(time.monotonic() - entry[2])
+                    self._rtt_sample(now - entry[2])
                 break
-        self.progress_at = time.monotonic()
+        if clean and acked >= 1024 and now > busy_since:
+            # bytes acknowledged over the time the line was busy with them: a lower bound of its rate
+            self.line_rate = max(self.line_rate * 0.75 + 0.25 * acked / (now - busy_since), 1.0)
+        self.progress_at = now
         return True
 
     def _rtt_sample(self, rtt: float) -> None:
@@ -220,7 +234,8 @@ class BoardLink:
             # the timer restarts whenever an answer acknowledges something new (RFC 6298, 5.3):
             # frames queued behind a slow line are not resent while the line makes progress; no
             # back-off, since on a serial line a loss is noise, not congestion
-            if time.monotonic() - max(oldest[2], self.progress_at) > self.rto:
+            allowance = self.rto + len(oldest[0]) / self.line_rate    # its own time on the wire
+            if time.monotonic() - max(oldest[2], self.progress_at) > allowance:
                 self.counters.timeouts += 1
                 self._resend_all()
 
@@ -303,16 +318,19 @@ class BoardLink:
             raise LinkError(f"events: x and y must be in [0, {L.EVENT_MAX_XY}], t in [0, {L.EVENT_MAX_T_BASE}] us "
                             "and p in {0, 1}")
         per_frame = self.events_per_frame()
-        frames = 0
+        bounds = []                     # (first, end) of each frame: full, and within EVENT_MAX_DT
         i = 0
         while i < len(x):
-            t_base = int(t[i])
             j = min(i + per_frame, len(x))
-            j = i + int(np.searchsorted(t[i:j], t_base + L.EVENT_MAX_DT, side="right"))
-            self.send(L.EVENTS, pack_events_array(t_base, x[i:j], y[i:j], t[i:j], p[i:j]))
-            frames += 1
+            j = i + int(np.searchsorted(t[i:j], t[i] + L.EVENT_MAX_DT, side="right"))
+            bounds.append((i, j))
             i = j
-        return frames
+        firsts = np.array([b[0] for b in bounds], dtype=np.int64)
+        t_base = np.repeat(t[firsts], [j - i for i, j in bounds]) if bounds else t
+        digits = event_digits(x, y, t - t_base, p)      # the whole sample in one pass
+        for i, j in bounds:
+            self.send(L.EVENTS, events_head(int(t[i]), j - i) + digits[i:j].tobytes())
+        return len(bounds)
 
     def end_of_sample(self, label: int = -1) -> Result:
         rtype, p = self.request(L.END_SAMPLE, struct.pack("<h", label))
@@ -397,20 +415,27 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
         link.max_retries = retries
 
 
-_DIGIT_SHIFTS = np.array([0, 7, 14], dtype=np.int64)
+def event_digits(x, y, dt, p) -> np.ndarray:
+    """The 6 bytes of each event (firmware_py.link.pack_events's layout) as an (n, 6) uint8 array: lo
+    and hi (21 bits each) become 3 base-128 digits each, column by column in int32 (the host's hot
+    loop when it streams: a few ns per event)."""
+    dt = np.asarray(dt).astype(np.int32)
+    lo = np.asarray(x, dtype=np.int32) | (dt & 0x3FF) << 11
+    hi = np.asarray(y, dtype=np.int32) | np.asarray(p, dtype=np.int32) << 11 | (dt >> 10) << 12
+    out = np.empty((len(dt), 6), dtype=np.uint8)
+    for k, word in ((0, lo), (3, hi)):
+        out[:, k] = word & 127
+        out[:, k + 1] = (word >> 7) & 127
+        out[:, k + 2] = word >> 14
+    out += L.DIGIT_OFFSET
+    return out
+
+
+def events_head(t_base: int, count: int) -> bytes:
+    digits = [(t_base >> (7 * k)) & 127 for k in range(5)] + [count & 127, count >> 7]
+    return bytes(d + L.DIGIT_OFFSET for d in digits)
 
 
 def pack_events_array(t_base: int, x, y, t, p) -> bytes:
-    """firmware_py.link.pack_events for numpy arrays (validated by the caller): the same bytes, from
-    one broadcast (lo and hi are 3 base-128 digits each, t_base 5 and the count 2)."""
-    dt = np.asarray(t, dtype=np.int64) - t_base
-    words = np.empty((len(dt), 2), dtype=np.int64)
-    words[:, 0] = x
-    words[:, 0] |= (dt & 0x3FF) << 11
-    words[:, 1] = y
-    words[:, 1] |= np.asarray(p, dtype=np.int64) << 11
-    words[:, 1] |= (dt >> 10) << 12
-    digits = ((words[:, :, None] >> _DIGIT_SHIFTS) & 127) + L.DIGIT_OFFSET
-    head = [((t_base >> (7 * k)) & 127) + L.DIGIT_OFFSET for k in range(5)]
-    head += [(len(dt) & 127) + L.DIGIT_OFFSET, (len(dt) >> 7) + L.DIGIT_OFFSET]
-    return bytes(head) + digits.astype(np.uint8).tobytes()
+    """firmware_py.link.pack_events for numpy arrays (validated by the caller): the same bytes."""
+    return events_head(t_base, len(x)) + event_digits(x, y, np.asarray(t) - t_base, p).tobytes()

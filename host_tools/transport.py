@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from edge.errors import SnnEdgeError
+from firmware_py.board_main import MAX_PAYLOAD_CAP
+from firmware_py.link import OVERHEAD
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
@@ -39,11 +41,15 @@ class Pacing:
     pause: float = 0.0
     raw_paste: bool = True
     file_chunk: int = 1024       # bytes of file content per exec (code above ~1 KB fails on a micro:bit)
+    # A board blocked in the middle of a frame (the host died half-way through writing it) reads
+    # the break as frame bytes: this many Ctrl-C complete the longest frame its link loop reads in
+    # one go (the micro:bit's loop reads byte by byte: 0 there).
+    unblock: int = MAX_PAYLOAD_CAP + OVERHEAD + 1
 
 
 PROFILES = {
     "unix": Pacing(file_chunk=4096),
-    "microbit": Pacing(chunk=32, pause=0.005, raw_paste=False, file_chunk=128),
+    "microbit": Pacing(chunk=32, pause=0.005, raw_paste=False, file_chunk=128, unblock=0),
 }
 
 
@@ -118,6 +124,9 @@ class RawRepl:
     # ------------------------------------------------------------ raw REPL
     def enter(self, soft_reset: bool = False, attempts: int = 3) -> None:
         for attempt in range(attempts):
+            if attempt and self.pacing.unblock:
+                self._write(b"\x03" * self.pacing.unblock)
+                self._drain(0.2)
             self._write(b"\r\x03")
             time.sleep(0.05)
             self._write(b"\x03")

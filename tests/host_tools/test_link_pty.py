@@ -238,3 +238,26 @@ def test_connect_starts_the_loop_when_the_board_sits_at_the_repl(runtime, tmp_pa
         assert link.info.description == "counting-handler"
         assert link.get_stats()["samples"] == 0
     assert elapsed < 10, elapsed
+
+
+@pytest.mark.slow
+def test_break_reaches_a_board_blocked_in_the_middle_of_a_frame(tmp_path):
+    """The host died half-way through writing a big frame: the board's blocking read waits for the rest
+    of that frame's body. The next `flash`/REPL entry must still get through (the transport's second
+    attempt sends enough Ctrl-C to complete any frame, then breaks)."""
+    need("micropython")
+    from firmware_py import link as L
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
+        flash_board(vb)
+        ser = open_serial(vb.path)
+        link = connect(ser, handler=HANDLER)
+        assert link.max_payload >= 4000
+        frame = L.encode_frame(L.EVENTS, link.next_seq, L.pack_events(0, [1] * 660, [2] * 660, [3] * 660,
+                                                                        [0] * 660))
+        ser.write(frame[:len(frame) // 2])                       # ... and the host is gone
+        ser.close()
+        ser = open_serial(vb.path)
+        repl = RawRepl(ser)
+        repl.enter()
+        assert repl.exec("print(6*7)").strip() == b"42"
+        ser.close()
