@@ -11,11 +11,10 @@ module keeps their semantics for the micro profile's models and nothing more:
   the constants, the initial generator bank, the weight offsets), so no parser takes the board's heap;
 - products of a 20-bit state and a Q12 decay can pass 2**30, which is a heap-allocated int on this port:
   mq() splits them; xorshift32 runs on 16-bit halves for the same reason.
-tests/firmware/test_micro_profile.py checks it bit for bit against converters/intsim.learn_samples
-(predictions, spike counts, learned weights and bank, saturation count), under CPython and the unix
-MicroPython.
+tests/firmware/test_micro_runtime.py checks it bit for bit against converters/intsim.learn_samples
+(predictions, spike counts, learned weights and bank, saturation count), under CPython (the repo modules
+and the minified program flash would write).
 """
-import struct
 from array import array
 
 try:
@@ -30,19 +29,17 @@ except ImportError:     # CPython (the host's tests)
         return a - b
 
 SMAX = 524287           # the 20-bit state range
-CHUNK = 224             # bytes of frozen weight rows read at a time
+CHUNK = 128             # bytes of frozen weight rows read at a time
 
 
 def mq(x, a):
     """mul_q12(x, a), a in [0, 4096]: trunc(x * a / 4096), every intermediate below 2**30."""
-    neg = x < 0
-    if neg:
-        x = -x
+    if x < 0:
+        return -mq(-x, a)
     if x < 262144:
-        x = x * a >> 12
-    else:               # x = 64 h + l: floor((64 h a + l a) / 4096) = (h a + (l a >> 6)) >> 6
-        x = ((x >> 6) * a + ((x & 63) * a >> 6)) >> 6
-    return -x if neg else x
+        return x * a >> 12
+    # x = 64 h + l: floor((64 h a + l a) / 4096) = (h a + (l a >> 6)) >> 6
+    return ((x >> 6) * a + ((x & 63) * a >> 6)) >> 6
 
 
 def tick(hi, lo):
@@ -58,38 +55,30 @@ def tick(hi, lo):
         lo[k] = l ^ l << 5 & 0xFFFF
 
 
-class Layer:
-    pass
+def open_at(path, off):
+    """The file opened and read up to byte `off` (the port has no seek)."""
+    f = open(path, "rb")
+    while off > 0:
+        off -= len(f.read(min(off, CHUNK)))
+    return f
 
 
 class Net:
     """The flashed model: `spec` is the module that `snn-edge flash` generates from model.blob
-    (host_tools/micro_flash.py: binning, rule parameters, initial bank, each layer's constants and the
-    offset of its weights in the blob); the last layer's weights are read into RAM, the others stay."""
+    (host_tools/micro_flash.py: binning, rule parameters, initial bank, each layer's constants
+    (n_in, n_out, a_syn, a_mem, theta, shift, offset of its weights in the blob)); the last layer's
+    weights are read into RAM, the others stay in the file."""
 
     def __init__(self, spec, path="model.blob"):
         self.spec = spec
         self.path = path
-        self.layers = []
-        for n_in, n_out, a_syn, a_mem, theta, shift, off in spec.LAYERS:
-            L = Layer()
-            L.n_in, L.n_out, L.a_syn, L.a_mem, L.theta, L.shift, L.off = n_in, n_out, a_syn, a_mem, theta, shift, off
-            L.W = None
-            L.buf = array("b", bytearray(max(1, CHUNK // n_out) * n_out))
-            self.layers.append(L)
-        L.W = array("b", bytearray(L.n_in * L.n_out))
-        f = self.open_at(L.off)
-        f.readinto(L.W)
+        n_in, n_out = spec.LAYERS[-1][:2]
+        self.W = array("b", bytes(n_in * n_out))
+        f = open_at(path, spec.LAYERS[-1][6])
+        f.readinto(self.W)
         f.close()
-        L.buf = None
+        self.bufs = [array("b", bytes(CHUNK // L[1] * L[1])) for L in spec.LAYERS[:-1]]  # whole rows
         self.reset()
-
-    def open_at(self, off):
-        """The blob opened and read up to byte `off` (the port has no seek)."""
-        f = open(self.path, "rb")
-        while off > 0:
-            off -= len(f.read(min(off, CHUNK)))
-        return f
 
     def reset(self):
         """Learning back to power-on (the bank as flashed), counters cleared; the weights stay."""
@@ -97,63 +86,51 @@ class Net:
         self.lo = list(self.spec.BANK[1])
         self.nsat = self.updates = self.synops = self.ms = 0
 
-    def rows(self, L, idx, acc):
-        """acc[j] += W[i, j] for the active inputs idx (sorted): from RAM, or read from the file."""
-        n = L.n_out
-        W = L.W
-        if W is None:
-            if not idx:
-                return
-            f = self.open_at(L.off)
-            W = L.buf
-            per = len(W) // n
+    def step(self, l, idx):
+        """§4 for layer l on its active inputs idx (sorted); -> the indices of the neurons that spiked."""
+        n_in, n, a_syn, a_mem, theta, shift, off = self.spec.LAYERS[l]
+        acc = [0] * n
+        last = l == len(self.spec.LAYERS) - 1
+        W = self.W if last else self.bufs[l]
+        first = 0
+        if not last and idx:                 # rows of the frozen layer: read up to the last active one
+            f = open_at(self.path, off)
+            per = CHUNK // n
             first = -per
-        k = 0
-        while k < len(idx):
-            i = idx[k]
-            if L.W is None:
-                if i >= first + per:
-                    while i >= first + per:
-                        first += per
-                        f.readinto(W)
-                i -= first
-            base = i * n
+        for i in idx:
+            if not last:
+                while i >= first + per:
+                    first += per
+                    f.readinto(W)
+            base = (i - first) * n
             for j in range(n):
                 acc[j] += W[base + j]
-            k += 1
-        if L.W is None:
+        if not last and idx:
             f.close()
-
-    def step(self, L, idx):
-        """§4 for one layer on its active inputs; -> the indices of the neurons that spiked."""
-        n = L.n_out
-        acc = [0] * n
-        self.rows(L, idx, acc)
         self.synops += len(idx) * n
-        I = L.I
-        V = L.V
+        I = self.I[l]
+        V = self.V[l]
         out = []
         for j in range(n):
-            v = mq(I[j], L.a_syn) + (acc[j] << L.shift)
+            v = mq(I[j], a_syn) + (acc[j] << shift)
             if v > SMAX or v < -SMAX:
                 v = SMAX if v > 0 else -SMAX
                 self.nsat += 1
             I[j] = v
-            v += mq(V[j], L.a_mem)
+            v += mq(V[j], a_mem)
             if v > SMAX or v < -SMAX:
                 v = SMAX if v > 0 else -SMAX
                 self.nsat += 1
-            if v > L.theta:
+            if v > theta:
                 out.append(j)
-                v -= L.theta
+                v -= theta
             V[j] = v
         return out
 
     def update(self, label):
         """§9 with §7: W += sround(pre x clamp(target - post, +-127) * lr_m, lr_s); n_in ticks."""
         p = self.spec.P
-        L = self.layers[-1]
-        n = L.n_out
+        n_in, n = self.spec.LAYERS[-1][:2]
         err = [0] * n
         if label >= 0:
             for j in range(n):
@@ -162,34 +139,33 @@ class Net:
         s = p["lr_s"]
         hi = self.hi
         lo = self.lo
-        W = L.W
-        for i in range(L.n_in):
+        W = self.W
+        for i in range(n_in):
             tick(hi, lo)
             g = self.pre[i] * p["lr_m"]
-            base = i * n
             for j in range(n):      # top lr_s bits of the lane: r >> (32 - lr_s), on halves
                 r = 0 if s <= 0 else hi[j] >> 16 - s if s <= 16 else hi[j] << s - 16 | lo[j] >> 32 - s
-                w = W[base + j] + (g * err[j] + r >> s)
+                w = W[i * n + j] + (g * err[j] + r >> s)
                 if w > 127 or w < -127:
                     w = 127 if w > 0 else -127
                     self.nsat += 1
-                W[base + j] = w
+                W[i * n + j] = w
         self.updates += 1
-        self.pre = [0] * L.n_in
+        self.pre = [0] * n_in
         self.post = [0] * n
 
     def run(self, bitmap, label):
         """The binned sample (bitmap: n_steps rows of ceil(n_in / 8) bytes) from the zero state,
         learning when label >= 0; -> per-class spike counts."""
         t0 = ticks_ms()
-        last = self.layers[-1]
-        for L in self.layers:
-            L.I = [0] * L.n_out
-            L.V = [0] * L.n_out
-        counts = [0] * last.n_out
-        self.pre = [0] * last.n_in
-        self.post = [0] * last.n_out
-        nb = (self.layers[0].n_in + 7) >> 3
+        layers = self.spec.LAYERS
+        top = len(layers) - 1
+        self.I = [[0] * L[1] for L in layers]
+        self.V = [[0] * L[1] for L in layers]
+        counts = [0] * layers[-1][1]
+        self.pre = [0] * layers[-1][0]
+        self.post = [0] * layers[-1][1]
+        nb = (layers[0][0] + 7) >> 3
         for t in range(self.spec.BIN[3]):
             idx = []
             for q in range(nb):
@@ -200,11 +176,11 @@ class Net:
                         idx.append(i)
                     v >>= 1
                     i += 1
-            for L in self.layers:
-                if L is last and label >= 0:
+            for l in range(top + 1):
+                if l == top and label >= 0:
                     for i in idx:
                         self.pre[i] += 1
-                idx = self.step(L, idx)
+                idx = self.step(l, idx)
             for j in idx:
                 counts[j] += 1
                 self.post[j] += 1

@@ -4,10 +4,12 @@
   the binning, the rule's parameters, the initial generator bank (fixedpoint.lane_seeds), each layer's
   constants and the offset of its weights in model.blob, and the constant sections of the checkpoint image
   with their CRC. The board then parses nothing (firmware_py/micro_net.py says why);
-- the micro modules (micro_link, micro_net, micro_main), minified (host_tools/minify.py);
+- the micro modules (micro_link, micro_frame, micro_net, micro_main), minified as one program
+  (host_tools/minify.minify_program) and imported one by one by main.py;
 - model.blob itself (the frozen layers' rows are read from it at every step) and main.py.
 A model the micro runtime cannot run is refused (check_micro_model) before anything is written.
-Not wired into `snn-edge flash --profile microbit` yet: the modules do not fit the board (see below).
+Not wired into `snn-edge flash --profile microbit`: the program does not fit the board's heap
+(docs/MICROBIT.md, benchmarks/microbit_heap.py).
 """
 from __future__ import annotations
 
@@ -17,13 +19,12 @@ import zlib
 from edge.errors import SnnEdgeError
 from firmware_py.blob import BytesSource
 
-MODULES = ("micro_link.py", "micro_net.py", "micro_main.py")
-MAIN_PY = b"import micro_main\nmicro_main.main()\n"
-# Measured on the QEMU micro:bit (MicroPython 1.9.2), by hand so far (no test asserts them yet):
-# gc.mem_free() at the prompt after gc.collect() ~9.1 KB; 24 files of 500 bytes (12 KB) fill its
-# filesystem; importing a module whose minified source is 3.6-3.8 KB fails (MemoryError allocating
-# 3256 bytes on a fresh heap), so each micro module must be below ~3 KB and all of them below ~7.5 KB
-# next to a 4 KB model.blob.
+MODULES = ("micro_link", "micro_frame", "micro_net", "micro_main")     # import order: each needs the last
+# main.py imports the modules one by one with a collection in between (the compiler's parse tree of one
+# module is garbage after its import) and without line-number tables (opt_level 3: smaller bytecode).
+MAIN_PY = ("import gc\nimport micropython\nmicropython.opt_level(3)\n"
+           + "".join(f"import {m}\ngc.collect()\n" for m in MODULES)
+           + "import micro_model\ngc.collect()\nmicro_main.main(micro_model)\n")
 
 
 class _Recorder(BytesSource):
@@ -91,12 +92,22 @@ def micro_spec(blob: bytes, where: str = "model") -> str:
             f"CRC_HEAD = {_crc_state(const)!r}\nCRC_MODEL = {crc!r}\n")
 
 
+def micro_program() -> tuple[dict[str, str], dict[str, str]]:
+    """({file name: source} of the micro modules and main.py, minified as one program; the renaming)."""
+    from host_tools.cmd_board import REPO
+    from host_tools.minify import minify_program
+    sources = {m: (REPO / "firmware_py" / f"{m}.py").read_text() for m in MODULES}
+    sources["main"] = MAIN_PY
+    files, mapping = minify_program(sources, keep={"main"})
+    return {name + ".py": src for name, src in files.items()}, mapping
+
+
 def micro_files(blob: bytes, where: str = "model") -> list[tuple[str, bytes]]:
     """(name, bytes) of everything the micro profile writes, in order (main.py last)."""
-    from host_tools.cmd_board import REPO
-    from host_tools.minify import minify_source
-    files = [(n, minify_source((REPO / "firmware_py" / n).read_text(), n).encode()) for n in MODULES]
+    program = micro_program()[0]
+    main = program.pop("main.py")
+    files = [(n, s.encode()) for n, s in program.items()]
     files.append(("micro_model.py", micro_spec(blob, where).encode()))
     files.append(("model.blob", blob))
-    files.append(("main.py", MAIN_PY))
+    files.append(("main.py", main.encode()))
     return files

@@ -33,11 +33,11 @@ def strip_source(source: str, name: str = "<source>") -> str:
 
 
 def _short_names(taken: set[str]):
-    """a, b, ..., z, a0, b0, ...: names not in `taken`."""
+    """a, b, ..., z, A, ..., Z, a0, b0, ...: names not in `taken`."""
     import itertools
     import string
     for suffix in itertools.chain([""], (str(i) for i in itertools.count())):
-        for c in string.ascii_lowercase:
+        for c in string.ascii_letters:
             if c + suffix not in taken:
                 yield c + suffix
 
@@ -84,3 +84,140 @@ def minify_source(source: str, name: str = "<source>") -> str:
     _drop_docstrings(tree)
     _rename_locals(tree)
     return strip_source(ast.unparse(tree), name)
+
+
+# ---------------------------------------------------------------- whole programs (the micro:bit profile)
+# Identifiers that name something outside the program: the ports' modules and their functions, methods of
+# built-in types, the generated micro_model.py's constants. Everything else is renamed.
+FOREIGN = {"struct", "gc", "array", "utime", "micropython", "microbit", "uart", "time", "micro_model",
+           "read", "readinto", "write", "close", "append", "find", "count", "replace", "encode", "index",
+           "collect", "mem_free", "kbd_intr", "opt_level", "ticks_ms", "ticks_diff", "ticks_us", "pack",
+           "unpack", "args", "BIN", "P", "BANK", "BANKS", "LAYERS", "IMAGE", "CRC_HEAD", "CRC_MODEL"}
+
+
+def _flat_imports(tree: ast.Module) -> None:
+    """`try: <import from firmware_py> except ImportError: <flat import>` -> the flat import (the board's
+    filesystem is flat); any other `try: <import> except ImportError: <host shim>` -> the import."""
+    body = []
+    for node in tree.body:
+        if isinstance(node, ast.Try) and node.handlers and all(
+                isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers):
+            host = any(isinstance(n, ast.ImportFrom) and (n.module or "").startswith("firmware_py")
+                       for n in node.body)
+            body += node.handlers[0].body if host else node.body
+        else:
+            body.append(node)
+    tree.body = body
+
+
+def _int_constants(trees: dict[str, ast.Module]) -> dict[str, int]:
+    """UPPER_CASE = <int> assigned once at a module's top level: inlined (no global, no name on the heap)."""
+    found: dict[str, int] = {}
+    assigned: dict[str, int] = {}
+    for tree in trees.values():
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                assigned[n.id] = assigned.get(n.id, 0) + 1
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant) \
+                    and type(node.value.value) is int:
+                found[node.targets[0].id] = node.value.value
+    return {k: v for k, v in found.items() if assigned.get(k) == 1}
+
+
+class _Inline(ast.NodeTransformer):
+    def __init__(self, consts, modules):
+        self.consts = consts
+        self.modules = modules
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id in self.consts:
+            return ast.copy_location(ast.Constant(self.consts[node.id]), node)
+        return node
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.value, ast.Name) and node.value.id in self.modules and node.attr in self.consts:
+            return ast.copy_location(ast.Constant(self.consts[node.attr]), node)
+        return node
+
+
+def _drop_constant_definitions(tree: ast.Module, consts) -> None:
+    body = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in consts:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            node.names = [a for a in node.names if a.name not in consts]
+            if not node.names:
+                continue
+        body.append(node)
+    tree.body = body
+
+
+def _identifiers(tree):
+    """(node, field) of every identifier in the tree."""
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            yield n, "id"
+        elif isinstance(n, ast.Attribute):
+            yield n, "attr"
+        elif isinstance(n, ast.arg):
+            yield n, "arg"
+        elif isinstance(n, (ast.FunctionDef, ast.ClassDef)):
+            yield n, "name"
+        elif isinstance(n, ast.keyword) and n.arg:
+            yield n, "arg"
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            yield n, "name"
+        elif isinstance(n, ast.alias):
+            yield n, "name"
+            if n.asname:
+                yield n, "asname"
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            yield n, "module"
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            for i in range(len(n.names)):
+                yield n.names, i
+
+
+def minify_program(sources: dict[str, str], keep=frozenset()) -> tuple[dict[str, str], dict[str, str]]:
+    """Modules {module name: source} that import each other (flat) -> the same program, smaller, under new
+    module names {new name: source}, and the renaming {old: new}: docstrings and comments gone, flat imports, int constants inlined,
+    and every identifier that is the program's own (not a builtin, not FOREIGN, not a dunder) renamed
+    by one bijection to the shortest names, the most used first (names in `keep` stay). A uniform renaming of identifiers is
+    the same program (nothing here looks names up by string); on the micro:bit every distinct name is a
+    string on the heap for good, and each global a dictionary slot."""
+    import builtins
+    import collections
+    trees = {}
+    for name, src in sources.items():
+        tree = ast.parse(src, name)
+        _drop_docstrings(tree)
+        _flat_imports(tree)
+        trees[name] = tree
+    consts = _int_constants(trees)
+    for tree in trees.values():
+        _drop_constant_definitions(tree, consts)
+        aliases = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+                   if a.name in sources}
+        _Inline(consts, aliases).visit(tree)
+    keep = FOREIGN | set(dir(builtins)) | set(keep)
+    uses: collections.Counter = collections.Counter()
+    for tree in trees.values():
+        for node, field in _identifiers(tree):
+            v = node[field] if isinstance(node, list) else getattr(node, field)
+            for part in v.split("."):
+                uses[part] += 1
+    uses.update({m: 0 for m in sources})
+    own = [k for k, _ in uses.most_common() if k not in keep and not k.startswith("__")]
+    fresh = (n for n in _short_names(keep | {"_"}) if n not in keep)
+    mapping = {k: next(fresh) for k in own}
+    for tree in trees.values():
+        for node, field in _identifiers(tree):
+            if isinstance(node, list):
+                node[field] = mapping.get(node[field], node[field])
+            else:
+                setattr(node, field, ".".join(mapping.get(p, p) for p in getattr(node, field).split(".")))
+    return {mapping.get(name, name): strip_source(ast.unparse(tree), name) for name, tree in trees.items()}, mapping
