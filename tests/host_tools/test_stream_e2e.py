@@ -111,6 +111,16 @@ def test_line_noise_and_resets_learn_the_same_bits_as_one_clean_run(board, tmp_p
     assert flipped > 0 and streamer.link.counters.retransmits > 0    # the noise was there and was repaired
 
 
+@pytest.mark.slow
+def test_without_checkpoints_a_reset_resends_from_the_first_label(board, tmp_path):
+    """checkpoint_every=0 (boards that learn in RAM only): the board reboots into the flashed weights,
+    so the stream redoes every labelled sample and still ends with the clean run's bits."""
+    streamer, _ = stream_and_pull(board, tmp_path, "readout_delta", 1, (6,), noise=False, checkpoint_every=0)
+    assert "ckpt" not in " ".join(p.name for p in board.folder.rglob("*"))      # none was ever written
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        Streamer(board.path, open_serial, checkpoint_every=-1)
+
+
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "host_tools.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
