@@ -20,7 +20,7 @@ except ImportError:     # flat filesystem (micro:bit): the modules sit next to e
 DEFAULT_MAX_PAYLOAD = 1024      # for serve() called directly (tests); main() sizes by the free heap
 DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged
 MAX_PAYLOAD_CAP = 16384         # big frames make the per-frame cost of an interpreted loop vanish
-FRAMES_IN_WINDOW = 4            # window = this many full frames (capped by INFO's u16)
+FRAMES_IN_WINDOW = 8            # window = this many full frames (capped by INFO's u16)
 MICROBIT_MAX_PAYLOAD = 32
 MICROBIT_WINDOW = 48            # the nRF51 UART buffer holds 63 bytes
 

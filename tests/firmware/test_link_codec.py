@@ -157,7 +157,8 @@ def test_a_late_duplicate_hello_gets_the_same_info_and_resets_nothing():
 
 def test_link_sizes_follow_the_free_heap_and_the_handler():
     from firmware_py.board_main import MAX_PAYLOAD_CAP, link_sizes
-    assert link_sizes(4000) == (256, 1024)                    # the floor
-    assert link_sizes(150_000) == (8192, 32768)               # 1/16 of the heap per frame, 4 frames
-    assert link_sizes(10**7) == (MAX_PAYLOAD_CAP, 0xFFFF)     # capped; the window fits INFO's u16
-    assert link_sizes(10**7, 1024) == (1024, 4096)            # the runtime's handler asks for 1 KB
+    assert link_sizes(4000) == (256, 2048)                    # the floor
+    assert link_sizes(100_000) == (4096, 32768)               # 1/16 of the heap per frame, 8 frames
+    assert link_sizes(150_000) == (8192, 0xFFFF)              # the window fits INFO's u16
+    assert link_sizes(10**7) == (MAX_PAYLOAD_CAP, 0xFFFF)     # capped
+    assert link_sizes(10**7, 1024) == (1024, 8192)            # the runtime's handler asks for 1 KB
