@@ -89,10 +89,10 @@ def minify_source(source: str, name: str = "<source>") -> str:
 # ---------------------------------------------------------------- whole programs (the micro:bit profile)
 # Identifiers that name something outside the program: the ports' modules and their functions, methods of
 # built-in types, the generated micro_model.py's constants. Everything else is renamed.
-FOREIGN = {"struct", "gc", "array", "utime", "micropython", "microbit", "uart", "time", "micro_model",
+FOREIGN = {"struct", "gc", "array", "utime", "micropython", "microbit", "uart", "time",
            "read", "readinto", "write", "close", "append", "find", "count", "replace", "encode", "index",
            "collect", "mem_free", "kbd_intr", "opt_level", "ticks_ms", "ticks_diff", "ticks_us", "pack",
-           "unpack", "args", "BIN", "P", "BANK", "BANKS", "LAYERS", "IMAGE", "CRC_HEAD", "CRC_MODEL"}
+           "unpack", "args"}
 
 
 def _flat_imports(tree: ast.Module) -> None:
@@ -110,8 +110,25 @@ def _flat_imports(tree: ast.Module) -> None:
     tree.body = body
 
 
+def _int_literal(node: ast.AST) -> int | None:
+    """The int that `node` spells (an int literal, or minus one), else None."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_literal(node.operand)
+        return None if inner is None else -inner
+    return node.value if isinstance(node, ast.Constant) and type(node.value) is int else None
+
+
+def _const_literal(node: ast.AST):
+    """An int, or a tuple of ints, that `node` spells; else None."""
+    if isinstance(node, ast.Tuple):
+        items = [_int_literal(e) for e in node.elts]
+        return None if None in items else tuple(items)
+    return _int_literal(node)
+
+
 def _int_constants(trees: dict[str, ast.Module]) -> dict[str, int]:
-    """UPPER_CASE = <int> assigned once at a module's top level: inlined (no global, no name on the heap)."""
+    """UPPER_CASE = <int or tuple of ints> assigned once at a module's top level: inlined (no global, no name
+    on the heap)."""
     found: dict[str, int] = {}
     assigned: dict[str, int] = {}
     for tree in trees.values():
@@ -120,10 +137,17 @@ def _int_constants(trees: dict[str, ast.Module]) -> dict[str, int]:
                 assigned[n.id] = assigned.get(n.id, 0) + 1
         for node in tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                    and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant) \
-                    and type(node.value.value) is int:
-                found[node.targets[0].id] = node.value.value
+                    and node.targets[0].id.isupper():
+                value = _const_literal(node.value)
+                if value is not None:
+                    found[node.targets[0].id] = value
     return {k: v for k, v in found.items() if assigned.get(k) == 1}
+
+
+def _int_node(value) -> ast.expr:
+    if isinstance(value, tuple):
+        return ast.Tuple([_int_node(v) for v in value], ast.Load())
+    return ast.Constant(value) if value >= 0 else ast.UnaryOp(ast.USub(), ast.Constant(-value))
 
 
 class _Inline(ast.NodeTransformer):
@@ -133,14 +157,63 @@ class _Inline(ast.NodeTransformer):
 
     def visit_Name(self, node):
         if isinstance(node.ctx, ast.Load) and node.id in self.consts:
-            return ast.copy_location(ast.Constant(self.consts[node.id]), node)
+            return ast.copy_location(_int_node(self.consts[node.id]), node)
         return node
 
     def visit_Attribute(self, node):
         self.generic_visit(node)
         if isinstance(node.value, ast.Name) and node.value.id in self.modules and node.attr in self.consts:
-            return ast.copy_location(ast.Constant(self.consts[node.attr]), node)
+            return ast.copy_location(_int_node(self.consts[node.attr]), node)
         return node
+
+
+class _Fold(ast.NodeTransformer):
+    """Arithmetic on int literals done once, here (the inlined constants leave `16 * 10`, `x - 0`,
+    `a if 1 else b`): less source and no run-time work on the board."""
+    OPS = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__,
+           ast.Mod: int.__mod__, ast.LShift: int.__lshift__, ast.RShift: int.__rshift__,
+           ast.BitAnd: int.__and__, ast.BitOr: int.__or__, ast.BitXor: int.__xor__}
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        a, b = _int_literal(node.left), _int_literal(node.right)
+        op = self.OPS.get(type(node.op))
+        if op is None:
+            return node
+        if a is not None and b is not None:
+            if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and b == 0 or \
+                    isinstance(node.op, (ast.LShift, ast.RShift)) and b < 0:
+                return node
+            return ast.copy_location(_int_node(op(a, b)), node)
+        if b == 0 and isinstance(node.op, (ast.Add, ast.Sub, ast.BitOr, ast.BitXor, ast.LShift, ast.RShift)) \
+                or b == 1 and isinstance(node.op, (ast.Mult, ast.FloorDiv)):
+            return node.left
+        return node
+
+    def visit_AugAssign(self, node):
+        self.generic_visit(node)
+        if _int_literal(node.value) == 0 and isinstance(node.op, (ast.Add, ast.Sub)):
+            return ast.copy_location(ast.Pass(), node)
+        return node
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        test = _int_literal(node.test)
+        return node if test is None else (node.body if test else node.orelse)
+
+
+def _drop_unused_imports(tree: ast.Module, own, drop_all: bool = False) -> None:
+    """`import <own module> [as x]` whose name the module no longer uses (all its constants were inlined);
+    drop_all: every import of those modules."""
+    used = set() if drop_all else {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    body = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            node.names = [a for a in node.names if a.name not in own or (a.asname or a.name) in used]
+            if not node.names:
+                continue
+        body.append(node)
+    tree.body = body
 
 
 def _drop_constant_definitions(tree: ast.Module, consts) -> None:
@@ -182,6 +255,42 @@ def _identifiers(tree):
                 yield n.names, i
 
 
+def _reuse_local_names(tree: ast.Module, order: list[str], reserved) -> None:
+    """Each function's locals renamed again, to the first names of `order` that the function does not
+    use otherwise: locals of different functions share names (on MicroPython every distinct identifier,
+    local or not, is a string in the qstr pool for good, and the pool grows by doubling)."""
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef) or any(
+                isinstance(n, (ast.FunctionDef, ast.Lambda, ast.ClassDef, ast.Nonlocal)) and n is not fn
+                for n in ast.walk(fn)):
+            continue
+        declared = {g for n in ast.walk(fn) if isinstance(n, ast.Global) for g in n.names}
+        args = fn.args
+        params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]
+                  if a is not None]
+        stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+        stored |= {n.name for n in ast.walk(fn) if isinstance(n, ast.ExceptHandler) and n.name}
+        stored |= {a.asname or a.name for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))
+                   for a in n.names}
+        local = (set(params) | stored) - declared
+        if any(n in reserved for n in local):
+            continue                        # a kept or foreign name bound locally: leave the function alone
+        free = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} - local
+        pool = (n for n in order if n not in free)
+        ranked = sorted(local, key=lambda n: order.index(n) if n in order else len(order))
+        new = {n: next(pool) for n in ranked}
+        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+            if a is not None:
+                a.arg = new[a.arg]
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Name) and n.id in new:
+                n.id = new[n.id]
+            elif isinstance(n, ast.ExceptHandler) and n.name in new:
+                n.name = new[n.name]
+            elif isinstance(n, ast.alias) and (n.asname or n.name) in new:
+                n.asname = new[n.asname or n.name]
+
+
 def minify_program(sources: dict[str, str], keep=frozenset()) -> tuple[dict[str, str], dict[str, str]]:
     """Modules {module name: source} that import each other (flat) -> the same program, smaller, under new
     module names {new name: source}, and the renaming {old: new}: docstrings and comments gone, flat imports, int constants inlined,
@@ -198,11 +307,19 @@ def minify_program(sources: dict[str, str], keep=frozenset()) -> tuple[dict[str,
         _flat_imports(tree)
         trees[name] = tree
     consts = _int_constants(trees)
-    for tree in trees.values():
+    for name, tree in trees.items():
         _drop_constant_definitions(tree, consts)
         aliases = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
                    if a.name in sources}
         _Inline(consts, aliases).visit(tree)
+        _Fold().visit(tree)
+        if name not in keep:        # (main.py's imports are there to run the modules)
+            _drop_unused_imports(tree, set(sources))
+    empty = {name for name, tree in trees.items() if not tree.body and name not in keep}
+    for name in empty:              # a module of constants only: all inlined, no module on the board
+        del trees[name]
+    for tree in trees.values():
+        _drop_unused_imports(tree, empty, drop_all=True)
     keep = FOREIGN | set(dir(builtins)) | set(keep)
     uses: collections.Counter = collections.Counter()
     for tree in trees.values():
@@ -220,4 +337,7 @@ def minify_program(sources: dict[str, str], keep=frozenset()) -> tuple[dict[str,
                 node[field] = mapping.get(node[field], node[field])
             else:
                 setattr(node, field, ".".join(mapping.get(p, p) for p in getattr(node, field).split(".")))
+    order = list(mapping.values())
+    for tree in trees.values():
+        _reuse_local_names(tree, order, keep)
     return {mapping.get(name, name): strip_source(ast.unparse(tree), name) for name, tree in trees.items()}, mapping

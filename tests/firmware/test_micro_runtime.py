@@ -1,10 +1,14 @@
-"""The micro:bit profile's device code (firmware_py/micro_link.py, micro_net.py, micro_main.py) against the
-definitions it re-implements for the 9 KB heap: link.py's frames and session (same bytes in, same bytes out),
-converters/intsim.learn_samples (bit-exact predictions, spike counts, learned weights, bank, saturations),
-the checkpoint image that `snn-edge pull` reads, and the constants of link.py, errors.py and board_main.py."""
+"""The micro:bit profile's device code (firmware_py/micro_link.py, micro_net.py, micro_sample.py, micro_events.py,
+micro_main.py) against the definitions it re-implements for the 9 KB heap: link.py's frames and session (same
+bytes in, same answers out; ERROR: the same code, shorter messages), converters/intsim.learn_samples (bit-exact
+predictions, spike counts, learned weights, bank, saturations), the readout that `snn-edge pull` reads back,
+and the constants of link.py, errors.py and board_main.py; and the minified program flash writes."""
 from __future__ import annotations
 
+import gc
+import importlib
 import struct
+import sys
 import types
 
 import numpy as np
@@ -12,46 +16,42 @@ import pytest
 
 from converters import intsim
 from converters.blob import intmodel_to_blob
-from converters.checkpoint import apply_board_checkpoint
 from converters.intmodel import IntLayer, IntModel, default_learn
 from edge.data import frames_of
+from edge.errors import SnnEdgeError
 from edge.generator import generate_dataset
 from firmware_py import board_main, errors
 from firmware_py import link as L
-from firmware_py import micro_frame as mf
 from firmware_py import micro_link as ml
-from firmware_py import micro_main as mm
-from firmware_py import micro_net as mn
 from firmware_py.binning import BinSpec
-from host_tools.micro_flash import micro_spec
-from host_tools.minify import minify_source
+from host_tools.micro_flash import apply_readout, micro_files, micro_program, micro_spec
 
 SPEC = BinSpec(34, 34, 10_000, 30, 4)         # built-in data, 8x8x2 = 128 inputs
+MICRO = ("micro_model", "firmware_py.micro_net", "firmware_py.micro_sample", "firmware_py.micro_events",
+         "firmware_py.micro_main")
 
 
 def test_constants_are_the_shared_ones():
     assert ml.VERSION == L.PROTOCOL_VERSION
     assert (ml.MAX_PAYLOAD, ml.WINDOW) == (board_main.MICROBIT_MAX_PAYLOAD, board_main.MICROBIT_WINDOW)
-    assert (ml.HELLO, ml.ACK, ml.INFO, ml.ERROR, ml.NAK) == (L.HELLO, L.ACK, L.INFO, L.ERROR, L.NAK)
-    assert (ml.E_NO_SESSION, ml.E_BAD_PAYLOAD, ml.E_UNKNOWN_TYPE, ml.E_HANDLER) == \
-        (L.E_NO_SESSION, L.E_BAD_PAYLOAD, L.E_UNKNOWN_TYPE, L.E_HANDLER)
-    # the request types and error codes micro_main.handle names by number
-    assert (L.LOAD_MODEL, L.EVENTS, L.END_SAMPLE, L.GET_STATS, L.GET_WEIGHTS, L.PUT_WEIGHTS, L.CHECKPOINT,
-            L.RESET) == (2, 3, 4, 5, 6, 7, 8, 9)
-    assert (L.RESULT, L.STATS, L.WEIGHTS) == (0x82, 0x83, 0x84)
-    assert (errors.E_UNSUPPORTED, errors.E_BAD_EVENT, errors.E_BAD_LABEL, errors.E_NO_MODEL) == (3, 5, 6, 7)
+    assert ml.LONGEST == 2 * (ml.MAX_PAYLOAD + L.OVERHEAD)
+    # the message types, session and error codes the micro modules name by number
+    assert (L.HELLO, L.EVENTS, L.END_SAMPLE, L.GET_STATS, L.GET_WEIGHTS) == (1, 3, 4, 5, 6)
+    assert (L.ACK, L.INFO, L.RESULT, L.STATS, L.WEIGHTS, L.ERROR, L.NAK) == (0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86)
+    assert (L.E_NO_SESSION, L.E_BAD_PAYLOAD) == (0xC8, 0xC9)
+    assert (errors.E_UNSUPPORTED, errors.E_BAD_EVENT, errors.E_BAD_LABEL) == (3, 5, 6)
 
 
 def test_frames_are_link_py_frames():
     golden = {(3, 5, bytes.fromhex("03C0DB0041")): "c0 db de 05 05 00 bb db de db dc db dd 00 41 e9 44 2d cb c0",
               (1, 0, b""): "c0 01 00 00 00 16 fc 6b 96 0f c0", (0x80, 255, b""): "c0 80 ff 00 00 1a 04 b8 a3 54 c0"}
     for (t, s, p), wire in golden.items():
-        assert ml.encode(t, s, p).hex(" ") == wire
+        assert ml.enc(t, s, p).hex(" ") == wire
     rng = np.random.default_rng(0)
     for _ in range(200):
-        p = rng.integers(0, 256, int(rng.integers(0, 33)), dtype=np.uint8).tobytes()
+        p = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
         t, s = int(rng.integers(0, 256)), int(rng.integers(0, 256))
-        assert ml.encode(t, s, p) == L.encode_frame(t, s, p)
+        assert ml.enc(t, s, p) == L.encode_frame(t, s, p)
 
 
 class TwinHandler:
@@ -86,7 +86,7 @@ class TwinHandler:
             self.checkpoint()
             return L.ACK, b""
         if mtype == L.RESET:
-            raise ml.Err(errors.E_NO_MODEL, "no model loaded")
+            raise Exception(bytes((errors.E_NO_MODEL,)) + b"no model loaded")
         return L.ERROR, L.pack_error(L.E_UNKNOWN_TYPE, "unknown request type %d" % mtype)
 
 
@@ -119,8 +119,16 @@ def _scenario(rng, n=150):
     return bytes(out)
 
 
+def _frames(wire: bytes) -> list[tuple]:
+    """The answers on a wire, ERROR payloads cut to their code (the micro:bit's messages are shorter)."""
+    out = []
+    d = L.Deframer(4096, lambda t, s, p: out.append((t, s, bytes(p[:1]) if t == L.ERROR else bytes(p))))
+    d.feed(wire)
+    return out
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_same_bytes_in_same_bytes_out_as_link_py(seed):
+def test_same_bytes_in_same_answers_out_as_link_py(seed):
     rng = np.random.default_rng(seed)
     stream = _scenario(rng)
     ref_h, twin_h = TwinHandler(), TwinHandler()
@@ -133,57 +141,66 @@ def test_same_bytes_in_same_bytes_out_as_link_py(seed):
             ref_out.append(L.encode_frame(*r))
     deframer = L.Deframer(ml.MAX_PAYLOAD, on_frame, break_on_intr=True)
     deframer.feed(stream)
-    micro = mf.Link(twin_h.handle, twin_h.hello(), micro_out.append, 1234)
+    link = importlib.reload(ml)            # the session lives in the module's globals: a fresh one
+    link.H, link.WR = twin_h.handle, micro_out.append
+    link.INFO = struct.pack(L.INFO_HEAD, L.PROTOCOL_VERSION, 1234, ml.MAX_PAYLOAD, ml.WINDOW) + twin_h.hello()
     cuts = sorted(rng.choice(len(stream), 60, replace=False))    # the UART delivers arbitrary pieces
     for a, b in zip([0] + cuts, cuts + [len(stream)]):
         if b > a:
-            micro.feed(stream[a:b])
-    assert micro_out == ref_out and len(ref_out) > 50
-    assert (micro.frames, micro.crc_errors, micro.framing_errors) == \
-        (deframer.frames, deframer.crc_errors, deframer.framing_errors)
-    assert micro.duplicates == session.duplicates
+            link.feed(stream[a:b])
+    assert _frames(b"".join(micro_out)) == _frames(b"".join(ref_out)) and len(ref_out) > 50
+    assert any(t == L.ERROR for t, _, _ in _frames(b"".join(ref_out)))     # refusals were compared too
     assert twin_h.labels == ref_h.labels
 
 
 def test_two_ctrl_c_break_the_loop():
-    micro = mf.Link(TwinHandler().handle, b"", lambda b: None, 1)
-    micro.feed(b"\xc0ab\x03")                  # one 0x03: a dropped frame, not a break
+    link = importlib.reload(ml)
+    link.H, link.WR, link.INFO = TwinHandler().handle, lambda b: None, b""
+    link.feed(b"\xc0ab\x03")                  # one 0x03: a dropped frame, not a break
     with pytest.raises(KeyboardInterrupt):
-        micro.feed(b"\x03")                   # the second in a row, in the next read
+        link.feed(b"\x03")                   # the second in a row, in the next read
     with pytest.raises(KeyboardInterrupt):
-        micro.feed(b"\xc0\x03\x03")
+        link.feed(b"\xc0\x03\x03")
 
 
-def test_minified_modules_are_the_same_program():
-    import ast
-    from pathlib import Path
-    for name in ("micro_link.py", "micro_frame.py", "micro_net.py", "micro_main.py"):
-        src = (Path(mm.__file__).parent / name).read_text()
-        small = minify_source(src, name)
-        assert len(small) < 0.6 * len(src)
-        compile(small, name, "exec")
-        assert '"""' not in small and "#" not in small.replace("'#'", "")
-        # same top-level definitions, same attribute names
-        names = lambda t: sorted(n.name for n in ast.parse(t).body if hasattr(n, "name"))  # noqa: E731
-        attrs = lambda t: sorted({n.attr for n in ast.walk(ast.parse(t)) if isinstance(n, ast.Attribute)})  # noqa: E731
-        assert names(small) == names(src) and attrs(small) == attrs(src)
-
-
-def _model(rng, rule="readout_delta"):
-    W0 = rng.integers(-30, 60, (128, 28)).astype(np.int8)
-    W1 = rng.integers(-60, 60, (28, 10)).astype(np.int8)
+def _model(rng, rule="readout_delta", hidden=16):
+    W0 = rng.integers(-30, 60, (128, hidden)).astype(np.int8)
+    W1 = rng.integers(-60, 60, (hidden, 10)).astype(np.int8)
     layers = [IntLayer(W0, np.array(2048, np.int32), 3277, 1500, 6, 6),
               IntLayer(W1, np.array(2048, np.int32), 3277, 800, 6, 6)]
     return IntModel(layers, 1, SPEC.as_tuple(), default_learn(rule, 3))
 
 
-def _spec_module(blob):
-    spec = types.ModuleType("micro_model")
-    exec(micro_spec(blob), spec.__dict__)
-    return spec
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    """load(blob): the micro modules imported afresh as the board imports them: micro_model.py generated
+    from the blob, model.blob in the working directory, a port clock."""
+    utime = types.ModuleType("utime")
+    utime.ticks_us = lambda: 1234                      # the board's clock at boot (INFO's boot id)
+    monkeypatch.setitem(sys.modules, "utime", utime)
+    monkeypatch.setattr(gc, "mem_free", lambda: -1, raising=False)     # the port's, for GET_STATS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def forget():
+        import firmware_py
+        for m in MICRO:
+            sys.modules.pop(m, None)
+            if m.startswith("firmware_py.") and hasattr(firmware_py, m[12:]):
+                delattr(firmware_py, m[12:])      # else `from firmware_py import x` finds the old one
+
+    def load(blob):
+        (tmp_path / "model.blob").write_bytes(blob)
+        (tmp_path / "micro_model.py").write_text(micro_spec(blob))
+        forget()
+        importlib.reload(ml)
+        main = importlib.import_module("firmware_py.micro_main")
+        return main, sys.modules["firmware_py.micro_net"]
+    yield load
+    forget()
 
 
-def _stream(h, recs, labels):
+def _stream(handle, recs, labels):
     results = []
     for r, label in zip(recs, labels):
         ev = r.events
@@ -191,120 +208,99 @@ def _stream(h, recs, labels):
             e = ev[k:k + 4]
             payload = L.pack_events(int(e["t"][0]), [int(v) for v in e["x"]], [int(v) for v in e["y"]],
                                     [int(v) for v in e["t"]], [int(v) for v in e["p"]])
-            assert h.handle(L.EVENTS, payload) == (L.ACK, b"")
-        rtype, payload = h.handle(L.END_SAMPLE, struct.pack("<h", int(label)))
+            assert handle(L.EVENTS, payload) == (L.ACK, b"")
+        rtype, payload = handle(L.END_SAMPLE, struct.pack("<h", int(label)))
         assert rtype == L.RESULT
         results.append(L.unpack_result(payload))
     return results
 
 
-def _pull(h):
-    image = b""
+def _pull(handle):
+    out = b""
     while True:
-        rtype, p = h.handle(L.GET_WEIGHTS, struct.pack("<II", len(image), 28))
-        total = struct.unpack_from("<I", p)[0]
-        image += p[4:]
-        if len(image) >= total:
-            return image
+        rtype, p = handle(L.GET_WEIGHTS, struct.pack("<II", len(out), 28))
+        assert rtype == L.WEIGHTS
+        out += p[4:]
+        if len(out) >= struct.unpack_from("<I", p)[0]:
+            return out
 
 
 @pytest.mark.parametrize("rule", ["readout_delta", "none"])
-def test_micro_runtime_is_bit_exact_with_intsim(rule, tmp_path, monkeypatch):
+def test_micro_runtime_is_bit_exact_with_intsim(rule, board):
     rng = np.random.default_rng(0)
     model = _model(rng, rule)
     recs = generate_dataset(1, seed=1)[:6]
     X = np.stack([frames_of(r, SPEC) for r in recs])
     y = np.array([r.label for r in recs])
     y[2] = -1                                             # an unlabelled sample: inference only
-    learned, preds, scores, nsat, ls = intsim.learn_samples(model, X, y) if rule != "none" else \
-        (model, intsim.run(model, X.transpose(1, 0, 2)).predictions, intsim.run(model, X.transpose(1, 0, 2)).scores,
-         0, None)
-    blob = intmodel_to_blob(model)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "model.blob").write_bytes(blob)
-    spec = _spec_module(blob)
-    h = mm.Handler(spec)
-    h.link = mf.Link(h.handle, mm.DESCRIPTION, lambda b: None, 1)
-    results = _stream(h, recs, y)
+    if rule != "none":
+        learned, preds, scores, nsat, ls = intsim.learn_samples(model, X, y)
+    else:
+        res = intsim.run(model, X.transpose(1, 0, 2))
+        learned, preds, scores, nsat, ls = model, res.predictions, res.scores, None, None
+    mm, net = board(intmodel_to_blob(model))
+    results = _stream(mm.handle, recs, y)
     assert [r[0] for r in results] == list(preds)
     assert [r[2] for r in results] == [list(s) for s in scores]
     assert sum(s.sum() for s in scores) > 50                 # the network is not silent
-    W = np.array(list(h.net.W), np.int8).reshape(28, 10)
+    W = np.array(list(net.W), np.int8).reshape(16, 10)
     assert (W == learned.layers[-1].W).all()
     if rule != "none":
         assert (W != model.layers[-1].W).any()              # it learned
-        assert [hi << 16 | lo for hi, lo in zip(h.net.hi, h.net.lo)] == [int(v) for v in ls.lanes]
-    assert h.net.nsat == nsat
-    # what `snn-edge pull` reads back
-    adapted = apply_board_checkpoint(model, _pull(h))
+        assert [hi << 16 | lo for hi, lo in zip(net.HI, net.LO)] == [int(v) for v in ls.lanes]
+        assert net.NS == nsat
+    # what `snn-edge pull --profile microbit` makes of the board's readout
+    adapted = apply_readout(model, _pull(mm.handle))
     assert (adapted.layers[-1].W == learned.layers[-1].W).all() and (adapted.layers[0].W == model.layers[0].W).all()
-    stats = dict(L.unpack_stats(h.handle(L.GET_STATS, b"")[1]))
-    assert (stats["samples"], stats["labelled"], stats["events"]) == (6, 5, sum(len(r.events) for r in recs))
+    stats = dict(L.unpack_stats(mm.handle(L.GET_STATS, b"")[1]))
+    assert (stats["samples"], stats["labelled"]) == (6, 5)
     assert stats["correct"] == sum(int(p == t) for p, t in zip(preds, y) if t >= 0)
-    # learning lives in RAM on the micro:bit: CHECKPOINT is refused with its code
-    with pytest.raises(ml.Err) as e:
-        h.handle(L.CHECKPOINT, b"")
-    assert e.value.args[0] == errors.E_UNSUPPORTED
 
 
-def test_micro_primitives_match_fixedpoint():
-    from firmware_py import fixedpoint as fp
-    rng = np.random.default_rng(1)
-    for x in list(rng.integers(-fp.STATE_MAX - 5000, fp.STATE_MAX + 5000, 3000)) + [0, -1, 262143, 262144, -262144]:
-        for a in (0, 1, 2048, 3277, 4095, 4096):
-            assert mn.mq(int(x), a) == fp.mul_q12(int(x), a)
-    lanes = fp.lane_seeds(12345, 11)
-    hi, lo = [s >> 16 for s in lanes], [s & 0xFFFF for s in lanes]
-    for _ in range(50):
-        fp.tick(lanes)
-        mn.tick(hi, lo)
-    assert [h << 16 | l for h, l in zip(hi, lo)] == lanes
+def test_refusals_carry_their_codes(board):
+    mm, _ = board(intmodel_to_blob(_model(np.random.default_rng(2))))
+    for mtype, payload, code in [(L.EVENTS, L.pack_events(0, [40], [1], [5], [0]), errors.E_BAD_EVENT),
+                                 (L.END_SAMPLE, struct.pack("<h", 10), errors.E_BAD_LABEL),
+                                 (L.PUT_WEIGHTS, b"", errors.E_UNSUPPORTED), (L.CHECKPOINT, b"", errors.E_UNSUPPORTED),
+                                 (L.RESET, b"", errors.E_UNSUPPORTED), (L.LOAD_MODEL, b"", errors.E_UNSUPPORTED)]:
+        with pytest.raises(Exception) as e:
+            mm.handle(mtype, payload)
+        assert e.value.args[0][0] == code
+    with pytest.raises(ValueError):                      # a cut EVENTS payload: the link answers E_BAD_PAYLOAD
+        mm.handle(L.EVENTS, L.pack_events(0, [4], [1], [5], [0])[:-3])
 
 
-def test_bad_events_and_labels_are_refused_with_their_codes(tmp_path, monkeypatch):
-    blob = intmodel_to_blob(_model(np.random.default_rng(2)))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "model.blob").write_bytes(blob)
-    h = mm.Handler(_spec_module(blob))
-    with pytest.raises(ml.Err) as e:
-        h.handle(L.EVENTS, L.pack_events(0, [40], [1], [5], [0]))
-    assert e.value.args[0] == errors.E_BAD_EVENT
-    with pytest.raises(ml.Err) as e:
-        h.handle(L.END_SAMPLE, struct.pack("<h", 10))
-    assert e.value.args[0] == errors.E_BAD_LABEL
-    with pytest.raises(ml.Err) as e:
-        h.handle(L.PUT_WEIGHTS, b"")
-    assert e.value.args[0] == errors.E_UNSUPPORTED
+def test_models_the_micro_runtime_cannot_run_are_refused():
+    rng = np.random.default_rng(3)
+    one = _model(rng)
+    one.layers = one.layers[:1]
+    with pytest.raises(SnnEdgeError, match="two layers"):
+        micro_spec(intmodel_to_blob(one))
+    with pytest.raises(SnnEdgeError, match="heap"):    # 128-64-10: its code and data exceed the heap
+        micro_files(intmodel_to_blob(_model(rng, hidden=64)))
 
 
-def test_the_minified_program_is_the_same_program(tmp_path, monkeypatch):
-    """What `flash --profile microbit` would write (host_tools/micro_flash.micro_program: one program,
-    flat imports, constants inlined, every own name renamed) gives the repo modules' results bit for bit."""
-    import sys
-
-    from host_tools.micro_flash import micro_program
-    files, names = micro_program()
-    for n, src in files.items():
-        (tmp_path / n).write_text(src)
+def test_the_minified_program_is_the_same_program(board, tmp_path, monkeypatch):
+    """What `flash --profile microbit` writes (host_tools/micro_flash.micro_program: one program, flat
+    imports, constants inlined, every own name renamed) gives the repo modules' results bit for bit."""
     model = _model(np.random.default_rng(0))
     blob = intmodel_to_blob(model)
-    (tmp_path / "model.blob").write_bytes(blob)
     recs = generate_dataset(1, seed=1)[:4]
     y = [r.label for r in recs]
-    monkeypatch.chdir(tmp_path)
-    ref = mm.Handler(_spec_module(blob))
-    ref.link = mf.Link(ref.handle, mm.DESCRIPTION, lambda b: None, 1)
-    expected = _stream(ref, recs, y), _pull(ref)
-    utime = types.ModuleType("utime")                   # the port's clock module, on the host's clock
-    utime.ticks_ms, utime.ticks_diff = mn.ticks_ms, mn.ticks_diff
-    monkeypatch.setitem(sys.modules, "utime", utime)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    small_main = __import__(names["micro_main"])
-    small_frame = __import__(names["micro_frame"])
-    h = getattr(small_main, names["Handler"])(_spec_module(blob))
-    setattr(h, names["link"], getattr(small_frame, names["Link"])(getattr(h, names["handle"]), b"", lambda b: None, 1))
-    handle = getattr(h, names["handle"])
-    h.handle = handle
-    assert (_stream(h, recs, y), _pull(h)) == expected
-    for name in files:
-        sys.modules.pop(name[:-3], None)
+    mm, _ = board(blob)
+    expected = _stream(mm.handle, recs, y), _pull(mm.handle)
+    files, names = micro_program(blob)
+    small = tmp_path / "small"
+    small.mkdir()
+    for n, src in files.items():
+        (small / n).write_text(src)
+    (small / "model.blob").write_bytes(blob)
+    monkeypatch.chdir(small)
+    monkeypatch.syspath_prepend(str(small))
+    assert "micro_model" not in names or names["micro_model"] + ".py" not in files   # constants all inlined
+    try:
+        handle = getattr(importlib.import_module(names["micro_main"]), names["handle"])
+        assert (_stream(handle, recs, y), _pull(handle)) == expected
+    finally:
+        for n in files:
+            sys.modules.pop(n[:-3], None)
