@@ -1,7 +1,7 @@
 """What the micro profile's code costs on the QEMU micro:bit's heap (MicroPython 1.9.2), one JSON line.
 
-The minified program that `flash --profile microbit` would write (host_tools/micro_flash.micro_program)
-is cut at its top-level definitions (classes at their methods) into modules of at most --piece bytes,
+The minified program that `flash --profile microbit` would write (host_tools/micro_flash.micro_program,
+for the 128-16-10 model of tests/firmware/test_micro_runtime.py) is cut at its top-level definitions (classes at their methods) into modules of at most --piece bytes,
 which are imported one by one, heap measured (gc.mem_free after gc.collect) before and after each:
 the persistent cost of the code, and where the heap runs out. Pieces do not run (their names are not
 linked up); importing them compiles and defines exactly the code the board would hold.
@@ -22,6 +22,8 @@ from host_tools.link import open_serial  # noqa: E402
 from host_tools.micro_flash import micro_program  # noqa: E402
 from host_tools.transport import PROFILES, RawRepl, RemoteError  # noqa: E402
 from host_tools.virtual_board import MicrobitBoard  # noqa: E402
+from converters.blob import intmodel_to_blob  # noqa: E402
+from benchmarks.microbit import reference_model  # noqa: E402  # the model the tests run
 
 FOREIGN_MODULES = {"struct", "array", "utime", "gc", "micropython"}
 
@@ -61,7 +63,7 @@ def main() -> int:
     if why:
         print(json.dumps({"skipped": why}))
         return 0
-    program = micro_program()[0]
+    program = micro_program(intmodel_to_blob(reference_model()))[0]
     program.pop("main.py")
     mods = pieces(program, args.piece)
     rows = []
