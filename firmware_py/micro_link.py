@@ -115,7 +115,10 @@ def answer(t, s, p):
             r = H(t, p)
         except Exception as e:  # noqa: BLE001 - a refusal, a short payload, or out of heap
             r = e.args[0] if e.args else 0
-            r = 0x85, r if type(r) is bytes else b"\xc9" + str(e).encode()[:24]     # E_BAD_PAYLOAD
+            # E_BAD_PAYLOAD (a short payload, out of heap) with no message: MicroPython 1.9.2 has no
+            # str.encode, and a message of our own costs heap this board does not have (measured: one
+            # conditional message here and the program no longer loads)
+            r = 0x85, r if type(r) is bytes else b"\xc9"
         LAST = r[0], s, r[1]
         EXP = s + 1 & 255
         return LAST

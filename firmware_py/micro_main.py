@@ -39,6 +39,7 @@ def handle(t, p):
         E.events(p)
         return 0x80, b""
     if t == 4:                                      # END_SAMPLE -> RESULT
+        gc.collect()                                # the network's lists need the heap unfragmented
         return 0x82, R.result(struct.unpack("<h", (p + b"\xff\xff")[:2])[0])
     if t == 6:                                      # GET_WEIGHTS -> WEIGHTS
         o, n = struct.unpack("<II", p)

@@ -184,6 +184,11 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
     runtime on the board needs more heap than running it)."""
     from host_tools.link import open_serial
     from host_tools.transport import PROFILES, RawRepl
+    if profile == "microbit":
+        if model is None or files is not None:
+            raise SnnEdgeError("flash --profile microbit writes the micro program built for one model: give the "
+                               "model (and no --files); the full firmware does not fit the micro:bit")
+        return flash_micro(port, model, baud, log)
     sources = device_files(files)
     model_data = model_blob(model, heap) if model is not None else None   # refused before the port
     flat = profile == "microbit"
@@ -233,6 +238,46 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
     log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256"
         f"{', precompiled' if mpy else ''}, in {seconds:.1f} s")
     return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": bool(mpy),
+            "bytes_written": sum(len(d) for n, d in items if n in written),
+            "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
+
+
+def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
+    """The micro:bit profile: the lean device program built for this model (host_tools/micro_flash), refused
+    before the port is opened when the heap model says it does not fit; written paced, each file verified;
+    earlier programs' files (minified names: one letter, maybe a digit) removed; then a soft reset runs it."""
+    import re
+
+    from host_tools.link import open_serial
+    from host_tools.micro_flash import micro_files
+    from host_tools.transport import PROFILES, RawRepl
+    items = micro_files(model_blob(model), model)
+    t0 = time.monotonic()
+    ser = open_serial(port, baud)
+    written, skipped = [], []
+    try:
+        repl = RawRepl(ser, PROFILES["microbit"], timeout=60)
+        repl.enter()
+        # A running program keeps its ~7 KB of code on the 9 KB heap after the break: without main.py a
+        # soft reset boots an empty heap to write into (main.py is written last, so an interrupted flash
+        # leaves a board that boots to the REPL rather than into half a program).
+        repl.remove_if_exists("main.py")
+        repl.soft_reset()
+        names = {n for n, _ in items}
+        for old in repl.listdir():
+            if re.fullmatch(r"[A-Za-z][0-9]?\.py", old) and old not in names:
+                repl.remove(old)
+        for name, data in items:
+            (written if repl.put(name, data) else skipped).append(name)
+        repl.exit()
+        repl._drain(0.2)              # the friendly REPL's banner: not for whoever opens the port next
+        repl.ser.write(b"\x04")       # soft reset: main.py loads the program on a clean heap
+        time.sleep(0.3)
+    finally:
+        ser.close()
+    seconds = time.monotonic() - t0
+    log(f"flash: micro:bit program, wrote {len(written)} file(s), {len(skipped)} unchanged, verified, in {seconds:.1f} s")
+    return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": False,
             "bytes_written": sum(len(d) for n, d in items if n in written),
             "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
 

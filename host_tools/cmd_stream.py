@@ -137,7 +137,11 @@ def pull(port: str, model_path: str, out: str, profile: str = "unix") -> dict:
         ckpt = link.get_weights()
     finally:
         ser.close()
-    adapted = apply_board_checkpoint(base, ckpt, f"{port}: weights")
+    if profile == "microbit":       # the micro profile sends its learned readout layer only
+        from host_tools.micro_flash import apply_readout
+        adapted = apply_readout(base, ckpt, f"{port}: weights")
+    else:
+        adapted = apply_board_checkpoint(base, ckpt, f"{port}: weights")
     if out.endswith(".onnx"):
         from converters.onnx_export import export
 

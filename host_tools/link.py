@@ -393,6 +393,9 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
     if pacing.pause:
         link_options.setdefault("write_chunk", pacing.chunk)
         link_options.setdefault("write_pause", pacing.pause)
+    reset_input = getattr(ser, "reset_input_buffer", None)
+    if reset_input is not None:
+        reset_input()       # what the board printed before (a flash's REPL banner) is not its answer
     link = BoardLink(ser, **link_options)
     retries, link.max_retries = link.max_retries, 2
     deadline = time.monotonic() + boot_seconds
@@ -407,8 +410,22 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
                     break
         repl = RawRepl(ser, pacing)
         repl.enter()
-        repl.exec_no_follow(start_code(handler))
-        link.hello()
+        if profile == "microbit":
+            # the micro program is main.py itself (host_tools/micro_flash.py): a soft reset in the raw
+            # REPL reboots the board into it, and it compiles for a few seconds before it answers
+            repl.exit()
+            ser.write(b"\x04")
+            deadline = time.monotonic() + boot_seconds
+            while True:
+                try:
+                    link.hello()
+                    break
+                except (LinkTimeout, BoardReset):
+                    if time.monotonic() > deadline:
+                        raise
+        else:
+            repl.exec_no_follow(start_code(handler))
+            link.hello()
         link.counters = LinkCounters()    # the probe's timeouts were not line errors
         return link
     finally:

@@ -34,9 +34,12 @@ MODULES = ("micro_model", "micro_link", "micro_net", "micro_sample", "micro_even
 # (opt_level 3: smaller bytecode), then serves the UART with Ctrl-C as data until the host's break (two 0x03
 # in a row: micro_link raises KeyboardInterrupt); a MemoryError while serving drops the frame in hand (the
 # host retransmits it). micro_main's import connects the link to the handler and the UART.
-MAIN_PY = ("import gc\nimport micropython\nmicropython.opt_level(3)\n"
+# Ctrl-C is data from the first line on: a 0x03 inside a host's hello (its nonce or CRC) while the modules
+# compile would otherwise abort the import and leave the board at the REPL. (The imports stay at the top
+# level: the minifier drops the one of micro_model, whose constants it inlines.)
+MAIN_PY = ("import gc\nimport micropython\nmicropython.opt_level(3)\nmicropython.kbd_intr(-1)\n"
            + "".join(f"import {m}\ngc.collect()\n" for m in MODULES)
-           + "from microbit import uart\nmicro_link.WR = uart.write\nmicropython.kbd_intr(-1)\n"
+           + "from microbit import uart\nmicro_link.WR = uart.write\n"
            "try:\n while 1:\n  d = uart.read()\n  if d:\n   micro_link.feed(d)\n"
            "except KeyboardInterrupt:\n pass\nfinally:\n micropython.kbd_intr(3)\n")
 

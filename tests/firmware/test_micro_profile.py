@@ -27,3 +27,18 @@ def test_module_fits_the_micro_profile(name):
                 assert a.name.split(".")[0] in ALLOWED_IMPORTS, f"{name}.py imports {a.name}"
         if isinstance(node, ast.ImportFrom):
             assert node.module and node.module.split(".")[0] in ALLOWED_IMPORTS, f"{name}.py imports {node.module}"
+
+
+MICRO_MODULES = sorted(p.stem for p in FW.glob("micro_*.py"))
+
+
+@pytest.mark.parametrize("name", MICRO_MODULES)
+def test_micro_bit_modules_avoid_what_micropython_1_9_2_lacks(name):
+    """What the CPython tests cannot catch and the micro:bit's MicroPython 1.9.2 crashes on (each found
+    there): str.encode (an error path that ended main.py) and slices with a step ([::-1])."""
+    tree = ast.parse((FW / f"{name}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            assert node.attr != "encode", f"{name}.py:{node.lineno}: .encode() (none on MicroPython 1.9.2)"
+        if isinstance(node, ast.Slice):
+            assert node.step is None, f"{name}.py:{node.lineno}: a slice with a step"

@@ -95,3 +95,67 @@ def test_board_sim_target_microbit_prints_a_port_with_a_repl():
         sim.send_signal(signal.SIGINT)
         sim.wait(10)
     assert sim.returncode == 0
+
+
+class FlipOneByte:
+    """A pyserial port whose `nth` write (the link writes 32-byte pieces on this profile) reaches the board
+    with one byte inverted: a frame the board must drop and the host must resend."""
+
+    def __init__(self, ser, nth: int):
+        self.ser, self.nth, self.writes, self.flipped = ser, nth, 0, False
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == self.nth:
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0xFF
+            self.flipped = True
+        return self.ser.write(bytes(data))
+
+    def __getattr__(self, name):
+        return getattr(self.ser, name)
+
+
+def test_flash_stream_learn_and_pull_on_the_microbit_match_the_integer_simulator(tmp_path):
+    """The micro profile end to end on the emulated board: `flash --profile microbit` writes the lean program
+    and a 128-16-10 model, the host streams labelled built-in samples through a line that corrupts one piece
+    of a frame, and the board's answers and the readout pulled back equal converters.intsim.learn_samples."""
+    import numpy as np
+
+    from converters import intsim
+    from converters.blob import intmodel_to_blob
+    from edge.data import frames_of
+    from edge.generator import generate_dataset
+    from host_tools.cmd_board import flash
+    from host_tools.link import connect
+    from host_tools.micro_flash import apply_readout
+    from tests.firmware.test_micro_runtime import SPEC, _model
+
+    why = MicrobitBoard.missing()
+    if why:
+        pytest.skip(why)
+    model = _model(np.random.default_rng(0))
+    blob = tmp_path / "model.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    recs = generate_dataset(1, seed=1)[:4]
+    y = np.array([r.label for r in recs])
+    learned, preds, scores, _, _ = intsim.learn_samples(model, np.stack([frames_of(r, SPEC) for r in recs]), y)
+    with MicrobitBoard() as mb:
+        report = flash(mb.path, str(blob), profile="microbit", log=lambda *a: None)
+        assert "main.py" in report["written"] and "model.blob" in report["written"]
+        ser = FlipOneByte(open_serial(mb.path), nth=40)
+        link = connect(ser, profile="microbit", boot_seconds=30)
+        assert (link.info.max_payload, link.info.window) == (32, 48)
+        results = []
+        for r, label in zip(recs, y):
+            link.send_events(r.events["x"], r.events["y"], r.events["t"], r.events["p"])
+            results.append(link.end_of_sample(int(label)))
+        pulled = apply_readout(model, link.get_weights())
+        stats = link.get_stats()
+        ser.close()
+    assert ser.flipped and link.counters.retransmits >= 1            # the corrupt piece was resent
+    assert [r.cls for r in results] == preds.tolist()
+    assert [list(r.counts) for r in results] == [list(s) for s in scores]
+    assert (pulled.layers[-1].W == learned.layers[-1].W).all()
+    assert (pulled.layers[-1].W != model.layers[-1].W).any()            # it learned on the board
+    assert (stats["samples"], stats["labelled"]) == (4, 4) and stats["heap_free"] > 0
