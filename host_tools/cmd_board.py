@@ -105,7 +105,8 @@ def device_files(names: list[str] | None = None) -> list[Path]:
                 raise SnnEdgeError(f"--files {n}: not found in {src}")
             out.append(p)
         return out
-    return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED]
+    # micro_*.py are the micro:bit profile's program, which host_tools/micro_flash.py builds per model
+    return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED and not p.name.startswith("micro_")]
 
 
 MODEL_NAME = "model.blob"      # where the runtime's Store looks (firmware_py/store.py)
