@@ -129,7 +129,7 @@ def cmd_stream(args) -> int:
 
 def pull(port: str, model_path: str, out: str, profile: str = "unix") -> dict:
     from converters.blob import intmodel_to_blob, load_any_model, write_blob
-    from converters.checkpoint import apply_board_checkpoint, weight_drift
+    from converters.checkpoint import weight_drift
 
     base = load_any_model(model_path)
     ser, link = _connect(port, profile)
@@ -137,11 +137,7 @@ def pull(port: str, model_path: str, out: str, profile: str = "unix") -> dict:
         ckpt = link.get_weights()
     finally:
         ser.close()
-    if profile == "microbit":       # the micro profile sends its learned readout layer only
-        from host_tools.micro_flash import apply_readout
-        adapted = apply_readout(base, ckpt, f"{port}: weights")
-    else:
-        adapted = apply_board_checkpoint(base, ckpt, f"{port}: weights")
+    adapted = board_weights(base, ckpt, profile, f"{port}: weights")
     if out.endswith(".onnx"):
         from converters.onnx_export import export
 
@@ -163,12 +159,22 @@ def cmd_pull(args) -> int:
     return 0
 
 
+def board_weights(base, data: bytes, profile: str, where: str):
+    """The flashed model `base` with the weights a board sent (GET_WEIGHTS): the runtime's checkpoint image,
+    or on the micro:bit profile its learned readout layer alone."""
+    if profile == "microbit":
+        from host_tools.micro_flash import apply_readout
+        return apply_readout(base, data, where)
+    from converters.checkpoint import apply_board_checkpoint
+    return apply_board_checkpoint(base, data, where)
+
+
 def _poll(port: str, profile: str, interval: float, duration: float | None, model_path: str | None):
     """Poll stats (and weights, for drift) until Ctrl-C or duration; yields one row per poll."""
     base = None
     if model_path:
         from converters.blob import load_any_model
-        from converters.checkpoint import apply_board_checkpoint, weight_drift
+        from converters.checkpoint import weight_drift
 
         base = load_any_model(model_path)
     ser, link = _connect(port, profile)
@@ -177,7 +183,7 @@ def _poll(port: str, profile: str, interval: float, duration: float | None, mode
         while duration is None or time.monotonic() - t0 < duration:
             row = {"time": round(time.monotonic() - t0, 3), **link.get_stats()}
             if base is not None:
-                adapted = apply_board_checkpoint(base, link.get_weights())
+                adapted = board_weights(base, link.get_weights(), profile, f"{port}: weights")
                 row["drift"] = [d["rel_l1"] for d in weight_drift(base, adapted)]
             yield row
             time.sleep(interval)

@@ -153,6 +153,14 @@ def test_flash_stream_learn_and_pull_on_the_microbit_match_the_integer_simulator
         pulled = apply_readout(model, link.get_weights())
         stats = link.get_stats()
         ser.close()
+        # the CLI's pull and monitor on this profile (each opens its own session)
+        from converters.blob import load_any_model
+        from host_tools.cmd_stream import _poll, pull
+        pull(mb.path, str(blob), str(tmp_path / "adapted.onnx"), profile="microbit")
+        onnx_readout = load_any_model(tmp_path / "adapted.onnx").layers[-1].W
+        row = next(_poll(mb.path, "microbit", 0.0, 5.0, str(blob)))
+    assert (onnx_readout == learned.layers[-1].W).all()
+    assert row["samples"] == 4 and row["drift"][0] == 0 and row["drift"][1] > 0
     assert ser.flipped and link.counters.retransmits >= 1            # the corrupt piece was resent
     assert [r.cls for r in results] == preds.tolist()
     assert [list(r.counts) for r in results] == [list(s) for s in scores]
