@@ -8,14 +8,15 @@ started as `snn-edge board-sim` in its own process as a user would:
   that only counts them (TallyHandler), and the same as a fraction of the raw rate expressed in
   events (raw bytes/s divided by the 6 payload bytes of an event); with the CPU seconds per MB that
   the host, the relay and the board spent, for both (2 cores run all three processes);
-- both again with the relay pacing the line like a UART (--baud), where the link has to keep up
-  with the wire rather than with the interpreter;
+- both again with the relay pacing the line at each --baud (115200, 1 M, 12 M: UARTs up to USB full
+  speed), where the link has to keep up with the wire rather than with the interpreter (the raw
+  figure there includes the REPL's DONE round trip, so a fraction can read slightly above 1);
 - round-trip latency of a result (end_of_sample) and of get_stats, median and 95th percentile;
 - flash time of the firmware (every firmware_py device file) and of a model file of the size of the
   N-MNIST 578-128-10 int8 model;
 - soak: samples through the board at a 64K heap with gc.mem_free() sampled along the way.
 
-Usage: python benchmarks/serial_link.py [--events 300000] [--baud 1000000] [--soak 10000]
+Usage: python benchmarks/serial_link.py [--events 300000] [--baud 115200,1000000,12000000] [--soak 10000]
 """
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--raw-bytes", type=int, default=8_000_000)
-    ap.add_argument("--baud", type=int, default=115_200)
+    ap.add_argument("--baud", type=lambda v: [int(b) for b in v.split(",")], default=[115_200, 1_000_000, 12_000_000],
+                    help="line rates the relay paces at (comma-separated); 12 Mbaud ~ USB full speed")
     ap.add_argument("--soak", type=int, default=10_000)
     ap.add_argument("--heap", default="192K", help="the pty board's heap: frames get 1/16 of what is free")
     args = ap.parse_args()
@@ -231,19 +233,21 @@ def main() -> None:
         finally:
             vb.stop()
 
-        vb = SimProcess(Path(tmp) / "board", "192K", args.baud)
-        try:
-            n_raw = max(args.baud // 10 * 4, 20_000)      # about 4 s of line time
-            raw = raw_rate(vb.path, n_raw)
-            ev_s, link = protocol_rate(vb.path, max(n_raw // EVENT_BYTES, 10_000), TALLY)
-            out["baud"] = args.baud
-            out["uart_raw_bytes_per_s"] = round(raw)
-            out["uart_protocol_events_per_s"] = round(ev_s)
-            out["uart_protocol_fraction_of_raw"] = round(ev_s * EVENT_BYTES / raw, 3)
-            out.update({"uart_" + k: v for k, v in latency(link, 50).items()})
-            link.ser.close()
-        finally:
-            vb.stop()
+        out["paced"] = []
+        for baud in args.baud:
+            vb = SimProcess(Path(tmp) / "board", "192K", baud)
+            try:
+                n_raw = max(min(baud // 10 * 4, 3_000_000), 20_000)      # about 4 s of line time
+                raw = raw_rate(vb.path, n_raw)
+                ev_s, link = protocol_rate(vb.path, max(n_raw // EVENT_BYTES, 10_000), TALLY)
+                row = {"baud": baud, "raw_bytes_per_s": round(raw), "protocol_events_per_s": round(ev_s),
+                       "protocol_fraction_of_raw": round(ev_s * EVENT_BYTES / raw, 3),
+                       "max_payload": link.info.max_payload}
+                row.update(latency(link, 50))
+                out["paced"].append(row)
+                link.ser.close()
+            finally:
+                vb.stop()
 
         if args.soak and shutil.which("mpy-cross"):
             vb = SimProcess(Path(tmp) / "soak", "64K")
