@@ -32,9 +32,20 @@ class StdioPort:
         self.rx = sys.stdin.buffer
         self.tx = sys.stdout.buffer
         self.flush = getattr(self.tx, "flush", None)
+        self.poller = None
+        try:
+            import select
+            self.poller = select.poll()
+            self.poller.register(sys.stdin, select.POLLIN)
+        except (ImportError, AttributeError, OSError, TypeError):
+            self.poller = None
 
     def readinto(self, view, want):
         return self.rx.readinto(view[:want])
+
+    def waiting(self):
+        """True when more input has arrived (a port without poll: never known, so False)."""
+        return self.poller is not None and bool(self.poller.poll(0))
 
     def write(self, data):
         self.tx.write(data)
@@ -51,6 +62,10 @@ class OsPort:
 
     def readinto(self, view, want):
         return self.os.readv(0, [view])
+
+    def waiting(self):
+        import select
+        return bool(select.select([0], [], [], 0)[0])
 
     def write(self, data):
         view = memoryview(data)
@@ -127,10 +142,16 @@ def link_stats(session, deframer):
 
 
 def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW):
-    """Run until the input ends (EOF) or Ctrl-C; every valid request gets exactly one response."""
+    """Run until the input ends (EOF) or Ctrl-C. Every valid request gets one response, except that the
+    plain ACK of a request may be held back while more input is already waiting: answers acknowledge
+    cumulatively, so the next answer carries it (at most one is held, so at least every other ACK is
+    sent, and a held one goes as soon as the input drains). Each ACK costs the host, and a pty's
+    relay, a wake-up: this halves them on a busy line."""
     session = link.DeviceSession(handler, max_payload, window, _boot_id())
     write = port.write
     encode = link.encode_frame
+    waiting = getattr(port, "waiting", None)
+    held = [None]
 
     def on_frame(mtype, seq, payload):
         # The loop must outlive a full heap: a request that runs out of memory is answered with an
@@ -138,8 +159,13 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
         # host's retransmission gets the cached answer once the heap has been collected.
         try:
             r = session.on_frame(mtype, seq, payload)
-            if r is not None:
-                write(encode(r[0], r[1], r[2]))
+            if r is None:
+                return
+            if r[0] == link.ACK and held[0] is None and waiting is not None and waiting():
+                held[0] = r         # at most one held: on a busy slow line every other ACK still goes
+                return
+            held[0] = None
+            write(encode(r[0], r[1], r[2]))
         except MemoryError:
             gc.collect()
 
@@ -154,6 +180,10 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     set_intr(-1)
     try:
         while True:
+            r = held[0]
+            if r is not None and not waiting():
+                held[0] = None
+                write(encode(r[0], r[1], r[2]))
             n = readinto(view, want())
             if not n:
                 return session

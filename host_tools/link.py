@@ -234,7 +234,13 @@ class BoardLink:
             # the timer restarts whenever an answer acknowledges something new (RFC 6298, 5.3):
             # frames queued behind a slow line are not resent while the line makes progress; no
             # back-off, since on a serial line a loss is noise, not congestion
-            allowance = self.rto + len(oldest[0]) / self.line_rate    # its own time on the wire
+            # its own time on the wire, and the next frame's: the board may hold an ACK back until the
+            # next answer (board_main.serve), which then acknowledges both
+            frames = iter(self.unacked.values())
+            next(frames)
+            second = next(frames, None)
+            on_wire = len(oldest[0]) + (len(second[0]) if second is not None else 0)
+            allowance = self.rto + on_wire / self.line_rate
             if time.monotonic() - max(oldest[2], self.progress_at) > allowance:
                 self.counters.timeouts += 1
                 self._resend_all()

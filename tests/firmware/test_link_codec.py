@@ -162,3 +162,50 @@ def test_link_sizes_follow_the_free_heap_and_the_handler():
     assert link_sizes(150_000) == (8192, 0xFFFF)              # the window fits INFO's u16
     assert link_sizes(10**7) == (MAX_PAYLOAD_CAP, 0xFFFF)     # capped
     assert link_sizes(10**7, 1024) == (1024, 8192)            # the runtime's handler asks for 1 KB
+
+
+class ScriptedPort:
+    """serve()'s port: reads return one scripted chunk each; waiting() says what the script says."""
+
+    def __init__(self, chunks, waiting):
+        self.chunks, self.waits, self.out = list(chunks), list(waiting), []
+
+    def readinto(self, view, want):
+        if not self.chunks:
+            return 0
+        data = self.chunks.pop(0)
+        view[:len(data)] = data
+        return len(data)
+
+    def waiting(self):
+        return self.waits.pop(0) if self.waits else False
+
+    def write(self, data):
+        self.out.append(data)
+
+
+def _answers(port):
+    got = []
+    d = L.Deframer(256, lambda t, s, p: got.append((t, s)))
+    for w in port.out:
+        d.feed(w)
+    return got
+
+
+def test_serve_holds_one_ack_while_input_waits_and_never_loses_it():
+    """A plain ACK may wait for the next answer (which acknowledges it too), never two in a row, and a
+    held one is sent as soon as the input drains: every request stays acknowledged."""
+    from firmware_py.board_main import serve
+    from firmware_py.counting_handler import make_tally_handler
+    events = [L.encode_frame(L.EVENTS, s, L.pack_events(0, [1], [2], [3], [0])) for s in range(1, 6)]
+    # reads one frame at a time (the frames are small: whole in one read)
+    chunks = [L.encode_frame(L.HELLO, 0, b"abcd")] + events
+    # waiting() is asked: after each ACK is made, and at the top of each loop turn while one is held
+    port = ScriptedPort(chunks, waiting=[True, True, True, False, False])
+    serve(make_tally_handler(), port, 256, 1024)
+    answers = _answers(port)
+    assert answers[0] == (L.INFO, 0)
+    acked = [s for t, s in answers[1:] if t == L.ACK]
+    assert acked[-1] == 5                                 # the last request is acknowledged
+    assert len(acked) < 5                                 # and some ACKs were carried by later ones
+    assert all(b - a <= 2 for a, b in zip([0] + acked, acked))   # never two held in a row
