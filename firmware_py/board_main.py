@@ -1,10 +1,10 @@
 """The device main loop: bytes from the serial port -> frames -> DeviceSession -> handler -> responses.
 
-Runs under MicroPython (unix port behind a pty, real boards on their USB/UART REPL port, the micro:bit)
-and CPython. Allocation-light: one receive buffer, one deframer and one session for the whole run, so
+Runs under MicroPython (unix port behind a pty, real boards on their USB/UART REPL port) and CPython;
+the micro:bit runs the micro profile's own loop (firmware_py/micro_link.py), this one does not fit there. Allocation-light: one receive buffer, one deframer and one session for the whole run, so
 the heap stays flat over thousands of samples (get_stats reports gc.mem_free after a collection).
 
-A board starts it from main.py (written by `snn-edge flash`): `import board_main; board_main.main()`.
+A board starts it from main.py (written by `snn-edge flash`): `board_main.main()`.
 Two Ctrl-C in a row from the host (byte 0x03, which frames never contain) stop it and return to the
 REPL; while it runs, kbd_intr is disabled so a single 0x03 made by line noise cannot interrupt a
 request half-applied (the deframer drops that frame and the host retransmits it).
@@ -12,15 +12,13 @@ request half-applied (the deframer drops that frame and the host retransmits it)
 import gc
 import sys
 
-try:
-    from firmware_py import link
-except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
-    import link  # type: ignore[import-not-found, no-redef]
+from firmware_py import link
 
 DEFAULT_MAX_PAYLOAD = 1024      # for serve() called directly (tests); main() sizes by the free heap
 DEFAULT_WINDOW = 4096           # bytes the host may have un-acknowledged
 MAX_PAYLOAD_CAP = 16384         # big frames make the per-frame cost of an interpreted loop vanish
 FRAMES_IN_WINDOW = 8            # window = this many full frames (capped by INFO's u16)
+# The micro:bit profile's link (firmware_py/micro_link.py runs there: this loop does not fit its heap)
 MICROBIT_MAX_PAYLOAD = 32
 MICROBIT_WINDOW = 48            # the nRF51 UART buffer holds 63 bytes
 
@@ -73,31 +71,9 @@ class OsPort:
             view = view[self.os.write(1, view):]
 
 
-class MicrobitPort:
-    """The micro:bit's UART (the REPL's): uart.read returns what its 63-byte buffer holds."""
-
-    def __init__(self):
-        from microbit import uart  # type: ignore[import-not-found]  # the micro:bit port's own module
-        self.uart = uart
-
-    def readinto(self, view, want):
-        uart = self.uart
-        while not uart.any():
-            pass
-        data = uart.read(want)
-        n = len(data)
-        view[:n] = data
-        return n
-
-    def write(self, data):
-        self.uart.write(data)
-
-
 def default_port():
     if sys.implementation.name != "micropython":
         return OsPort()
-    if sys.platform == "microbit":
-        return MicrobitPort()
     return StdioPort()
 
 
@@ -235,9 +211,6 @@ def link_sizes(mem_free, handler_cap=None):
 
 def main(handler=None, max_payload=None, window=None):
     """handler: a handler object, a module name (with make_handler()), or None for the default."""
-    if sys.platform == "microbit":
-        max_payload = max_payload or MICROBIT_MAX_PAYLOAD
-        window = window or MICROBIT_WINDOW
     if handler is None or isinstance(handler, str):
         handler = make_handler(handler) if handler else make_handler()
     if not (max_payload and window):

@@ -377,7 +377,9 @@ class EventBatch:
         return lo & 0x7FF, hi & 0x7FF, self.t_base + (lo >> 11) + ((hi >> 12) << 10), (hi >> 11) & 1
 
 
-def _digits(value, n, out):
+def put_digits(value, n, out):
+    """Append the n low base-128 digits of value (plus DIGIT_OFFSET) to out: the board's packer and the
+    host's EVENTS header both use it."""
     for _ in range(n):
         out.append((value & 127) + DIGIT_OFFSET)
         value >>= 7
@@ -389,16 +391,16 @@ def pack_events(t_base, xs, ys, ts, ps):
     if not 0 <= t_base <= EVENT_MAX_T_BASE or len(xs) > EVENT_MAX_COUNT:
         raise ValueError("t_base %d or count %d out of range" % (t_base, len(xs)))
     out = bytearray()
-    _digits(t_base, 5, out)
-    _digits(len(xs), 2, out)
+    put_digits(t_base, 5, out)
+    put_digits(len(xs), 2, out)
     for i in range(len(xs)):
         x, y, p, dt = xs[i], ys[i], ps[i], ts[i] - t_base
         if (dt < 0 or dt > EVENT_MAX_DT or x < 0 or x > EVENT_MAX_XY or y < 0 or y > EVENT_MAX_XY
                 or p not in (0, 1)):
             raise ValueError("event %d (x=%d y=%d t=%d p=%d) does not fit a batch at t_base=%d"
                              % (i, x, y, ts[i], p, t_base))
-        _digits(x | (dt & 0x3FF) << 11, 3, out)
-        _digits(y | p << 11 | (dt >> 10) << 12, 3, out)
+        put_digits(x | (dt & 0x3FF) << 11, 3, out)
+        put_digits(y | p << 11 | (dt >> 10) << 12, 3, out)
     return bytes(out)
 
 

@@ -15,11 +15,30 @@ REPO = Path(__file__).resolve().parents[1]
 NOT_FLASHED = {"rawrepl.py"}
 
 
-def main_py(flat: bool, handler: str | None) -> bytes:
+def main_py(handler: str | None) -> bytes:
     """main.py: start the link loop at boot, with the given handler module (None: the default)."""
     arg = repr(handler) if handler else ""
-    return (("import board_main\n" if flat else "from firmware_py import board_main\n")
-            + f"board_main.main({arg})\n").encode()
+    return f"from firmware_py import board_main\nboard_main.main({arg})\n".encode()
+
+
+def _put_all(repl, items: list[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
+    """Write each (name, bytes) unless the board holds the same bytes; (written, skipped) names."""
+    written: list[str] = []
+    skipped: list[str] = []
+    try:
+        from tqdm import tqdm
+        progress = tqdm(items, desc="flash", unit="file", disable=None)
+    except ImportError:
+        progress = items
+    for name, data in progress:
+        (written if repl.put(name, data) else skipped).append(name)
+    return written, skipped
+
+
+def _flash_report(items, written, skipped, seconds: float, mpy: bool) -> dict:
+    return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": mpy,
+            "bytes_written": sum(len(d) for n, d in items if n in written),
+            "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
 
 
 def register(sub) -> None:
@@ -192,11 +211,9 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
         return flash_micro(port, model, baud, log)
     sources = device_files(files)
     model_data = model_blob(model, heap) if model is not None else None   # refused before the port
-    flat = profile == "microbit"
-    prefix = "" if flat else "firmware_py/"
+    prefix = "firmware_py/"
     t0 = time.monotonic()
     ser = open_serial(port, baud)
-    written, skipped = [], []
     try:
         repl = RawRepl(ser, PROFILES[profile])
         repl.enter()
@@ -214,18 +231,11 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
         if model_data is not None:
             items.append((MODEL_NAME, model_data))
         if write_main:
-            items.append(("main.py", main_py(flat, handler)))
-        if not flat:
-            repl.mkdir("firmware_py")
+            items.append(("main.py", main_py(handler)))
+        repl.mkdir("firmware_py")
         if stale:
             repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
-        try:
-            from tqdm import tqdm
-            progress = tqdm(items, desc="flash", unit="file", disable=None)
-        except ImportError:
-            progress = items
-        for name, data in progress:
-            (written if repl.put(name, data) else skipped).append(name)
+        written, skipped = _put_all(repl, items)
         repl.exit()
         if write_main:
             # Soft reset from the friendly REPL, as `mpremote soft-reset` does: the board restarts with a
@@ -238,9 +248,7 @@ def flash(port: str, model: str | None, profile: str = "unix", baud: int = 11520
     seconds = time.monotonic() - t0
     log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256"
         f"{', precompiled' if mpy else ''}, in {seconds:.1f} s")
-    return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": bool(mpy),
-            "bytes_written": sum(len(d) for n, d in items if n in written),
-            "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
+    return _flash_report(items, written, skipped, seconds, bool(mpy))
 
 
 def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
@@ -255,7 +263,6 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
     items = micro_files(model_blob(model), model)
     t0 = time.monotonic()
     ser = open_serial(port, baud)
-    written, skipped = [], []
     try:
         repl = RawRepl(ser, PROFILES["microbit"], timeout=60)
         repl.enter()
@@ -268,8 +275,7 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
         for old in repl.listdir():
             if re.fullmatch(r"[A-Za-z][0-9]?\.py", old) and old not in names:
                 repl.remove(old)
-        for name, data in items:
-            (written if repl.put(name, data) else skipped).append(name)
+        written, skipped = _put_all(repl, items)
         repl.exit()
         repl._drain(0.2)              # the friendly REPL's banner: not for whoever opens the port next
         repl.ser.write(b"\x04")       # soft reset: main.py loads the program on a clean heap
@@ -278,9 +284,7 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
         ser.close()
     seconds = time.monotonic() - t0
     log(f"flash: micro:bit program, wrote {len(written)} file(s), {len(skipped)} unchanged, verified, in {seconds:.1f} s")
-    return {"written": written, "skipped": skipped, "seconds": seconds, "mpy": False,
-            "bytes_written": sum(len(d) for n, d in items if n in written),
-            "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in items}}
+    return _flash_report(items, written, skipped, seconds, False)
 
 
 def cmd_flash(args) -> int:

@@ -13,6 +13,7 @@ import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
@@ -236,10 +237,7 @@ class BoardLink:
             # back-off, since on a serial line a loss is noise, not congestion
             # its own time on the wire, and the next frame's: the board may hold an ACK back until the
             # next answer (board_main.serve), which then acknowledges both
-            frames = iter(self.unacked.values())
-            next(frames)
-            second = next(frames, None)
-            on_wire = len(oldest[0]) + (len(second[0]) if second is not None else 0)
+            on_wire = sum(len(entry[0]) for entry in islice(self.unacked.values(), 2))
             allowance = self.rto + on_wire / self.line_rate
             if time.monotonic() - max(oldest[2], self.progress_at) > allowance:
                 self.counters.timeouts += 1
@@ -404,16 +402,22 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
         reset_input()       # what the board printed before (a flash's REPL banner) is not its answer
     link = BoardLink(ser, **link_options)
     retries, link.max_retries = link.max_retries, 2
-    deadline = time.monotonic() + boot_seconds
-    try:
+
+    def hello_until(deadline: float, stop_at_repl: bool) -> bool:
+        """Say hello until the board answers (True), or the deadline passes or, with stop_at_repl, the
+        board shows a REPL (False)."""
         while True:
             try:
                 link.hello()
-                return link
+                return True
             except (LinkTimeout, BoardReset):
-                at_repl = any(sign in link.rx_tail for sign in REPL_SIGNS)
-                if at_repl or time.monotonic() > deadline:
-                    break
+                if (stop_at_repl and any(sign in link.rx_tail for sign in REPL_SIGNS)) \
+                        or time.monotonic() > deadline:
+                    return False
+
+    try:
+        if hello_until(time.monotonic() + boot_seconds, stop_at_repl=True):
+            return link
         repl = RawRepl(ser, pacing)
         repl.enter()
         if profile == "microbit":
@@ -421,14 +425,8 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
             # REPL reboots the board into it, and it compiles for a few seconds before it answers
             repl.exit()
             ser.write(b"\x04")
-            deadline = time.monotonic() + boot_seconds
-            while True:
-                try:
-                    link.hello()
-                    break
-                except (LinkTimeout, BoardReset):
-                    if time.monotonic() > deadline:
-                        raise
+            if not hello_until(time.monotonic() + boot_seconds, stop_at_repl=False):
+                link.hello()        # one last try: raises the link's own error
         else:
             repl.exec_no_follow(start_code(handler))
             link.hello()
@@ -455,8 +453,10 @@ def event_digits(x, y, dt, p) -> np.ndarray:
 
 
 def events_head(t_base: int, count: int) -> bytes:
-    digits = [(t_base >> (7 * k)) & 127 for k in range(5)] + [count & 127, count >> 7]
-    return bytes(d + L.DIGIT_OFFSET for d in digits)
+    head = bytearray()
+    L.put_digits(t_base, 5, head)
+    L.put_digits(count, 2, head)
+    return bytes(head)
 
 
 def pack_events_array(t_base: int, x, y, t, p) -> bytes:
