@@ -117,6 +117,35 @@ def link_stats(session, deframer):
             ("mem_free", gc.mem_free() if hasattr(gc, "mem_free") else -1)]
 
 
+def largest_free_block(limit):
+    """The largest bytearray the heap can give now (bytes, to 64), found by trying: MicroPython has no call
+    that says it (micropython.mem_info() prints it to the console, which is the serial link here). Each
+    failed try costs a collection, so this runs once at start, never per sample. -1 on CPython."""
+    if not hasattr(gc, "mem_free"):
+        return -1
+    lo = 0
+    hi = limit
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid
+    gc.collect()
+    return lo
+
+
+def heap_facts():
+    """' heap=H free=F block=B': the GC heap, what is free and its largest free block, in bytes (INFO)."""
+    if not hasattr(gc, "mem_free"):
+        return ""
+    gc.collect()
+    free = gc.mem_free()
+    return " heap=%d free=%d block=%d" % (free + gc.mem_alloc(), free, largest_free_block(free))
+
+
 def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW):
     """Run until the input ends (EOF) or Ctrl-C. Every valid request gets one response, except that the
     plain ACK of a request may be held back while more input is already waiting: answers acknowledge
@@ -149,6 +178,11 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     session.extra_stats = lambda: link_stats(session, deframer)
     buf = bytearray(max_payload + link.OVERHEAD + 2)
     view = memoryview(buf)
+    # Everything the loop holds is allocated now: say in INFO what is left, so the host can tell how
+    # close to its heap the board runs (`snn-edge flash` prints it).
+    facts = heap_facts()
+    hello = handler.hello
+    session.describe = lambda: hello() + facts.encode()
     feed = deframer.feed
     want = deframer.want
     readinto = port.readinto

@@ -22,6 +22,15 @@ from firmware_py.runtime import Network, accumulate_rows
 VERSION = "1.0"
 
 
+def heap_free():
+    """Bytes free on the heap after a collection (-1 on CPython, which has no declared heap)."""
+    gc.collect()
+    try:
+        return gc.mem_free()
+    except AttributeError:
+        return -1
+
+
 def _heap_default():
     try:
         return gc.mem_free() + gc.mem_alloc()
@@ -134,7 +143,12 @@ class Device:
 
         def fit(dims, rule, params, compartments=1):
             memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
-        model = fblob.load_file(path, fit)
+        try:
+            model = fblob.load_file(path, fit)
+        except MemoryError:
+            model = None
+            raise DeviceError(E_NO_MEMORY, "out of heap loading %s (%d bytes free after a collection): the "
+                                           "model does not fit this board's heap" % (path, heap_free()))
         self._install(model, crc)
         wpath = self.store.weights_path()
         if wpath is not None:

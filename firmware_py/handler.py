@@ -15,14 +15,25 @@ class DeviceHandler:
     # four lists, about 8 bytes per item, so 1 KB frames (169 events) keep that inside the memory plan.
     max_payload = 1024
 
-    def __init__(self, device):
+    def __init__(self, device, boot_error=None):
         self.dev = device
+        self.boot_error = boot_error      # why the stored model did not load at boot (None: it did, or none)
         self.model_buf = None
         self.weights_buf = None
         self.segs = None
 
     def hello(self):
-        return ("snn-edge-runtime %s" % VERSION).encode()
+        """INFO's description: the runtime, then the model it runs (sizes, rule, CRC) or why it has none,
+        so the host can confirm that the board boots the model it flashed (`snn-edge flash`)."""
+        out = "snn-edge-runtime %s" % VERSION
+        if self.dev.net is not None:
+            i = self.dev.info()
+            out += " model=%s rule=%s crc=%08x" % ("-".join([str(n) for n in i["sizes"]]), i["rule"], i["crc"])
+            if i["factorised"] is not None:
+                out += " traces=%s" % ("factorised" if i["factorised"] else "full")
+        elif self.boot_error is not None:
+            out += " error=" + self.boot_error
+        return out.encode()
 
     def _chunk(self, buf, offset, total, chunk, what):
         if offset == 0:
@@ -101,8 +112,11 @@ class DeviceHandler:
 
 def make_handler(root=""):
     dev = Device(store=Store(root))
+    error = None
     try:
         dev.boot()
-    except DeviceError:
-        pass            # a stored model that no longer loads: start without one, the host can send another
-    return DeviceHandler(dev)
+    except DeviceError as exc:
+        # a stored model that does not load (too big for this heap, a format this runtime cannot read):
+        # start without one, say why in INFO, and let the host send another
+        error = "%d %s" % (exc.code, exc.msg)
+    return DeviceHandler(dev, error)

@@ -481,6 +481,7 @@ class DeviceSession:
         self.duplicates = 0
         self.errors = 0             # ERROR answers (an answer to a pipelined request can be lost)
         self.extra_stats = None     # board_main adds the link counters and the free heap
+        self.describe = handler.hello   # INFO's description (board_main appends the heap it left)
 
     def on_frame(self, mtype, seq, payload):
         """Returns (response type, seq, response payload) or None (nothing to send)."""
@@ -513,7 +514,7 @@ class DeviceSession:
         nonce = bytes(payload[:4])
         if nonce != self.nonce:
             self.nonce = nonce
-            self.info = pack_info(self.boot_id, self.max_payload, self.window, self.handler.hello())
+            self.info = pack_info(self.boot_id, self.max_payload, self.window, self.describe())
             self.last_type = INFO
             self.last_payload = self.info
             self.last_seq = seq

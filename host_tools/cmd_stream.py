@@ -15,6 +15,7 @@ from edge.errors import SnnEdgeError
 
 
 def register(sub) -> None:
+    from host_tools.boards import add_target_option
     s = sub.add_parser("stream", help="send recordings (and labels) to a board; print its running accuracy")
     s.add_argument("--port", required=True, help="serial device path or pyserial URL")
     s.add_argument("--data", default="builtin", help="recording, folder (N-MNIST layout) or 'builtin'")
@@ -26,7 +27,7 @@ def register(sub) -> None:
     s.add_argument("--limit", type=int, default=None, help="at most this many recordings")
     s.add_argument("--per-class", type=int, default=20, help="builtin: recordings per class")
     s.add_argument("--seed", type=int, default=1, help="builtin generator seed / folder sample order")
-    s.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    add_target_option(s, default="auto", help_extra="; auto: any board running the runtime")
     s.add_argument("--checkpoint-every", type=int, default=10,
                    help="labelled samples between weight checkpoints (a reset resends from the last one); "
                         "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
@@ -40,14 +41,14 @@ def register(sub) -> None:
     m.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     m.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     m.add_argument("--plot", default=None, help="PNG with accuracy, activity, memory and weight drift")
-    m.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    add_target_option(m, default="auto", help_extra="; auto: any board running the runtime")
     m.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("pull", help="read the adapted weights back into a model file")
     p.add_argument("--port", required=True)
     p.add_argument("--model", required=True, help="the model the board was flashed with (.onnx or .blob)")
     p.add_argument("-o", "--output", required=True, help="adapted model: .onnx, .blob or .npz")
-    p.add_argument("--profile", choices=("unix", "microbit"), default="unix")
+    add_target_option(p, default="auto", help_extra="; auto: any board running the runtime")
     p.set_defaults(func=cmd_pull)
 
 
@@ -115,7 +116,7 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
 def cmd_stream(args) -> int:
     summary = run_stream(args.port, args.data, labels=args.labels, shift=args.shift, limit=args.limit,
                          per_class=args.per_class, seed=args.seed, realtime=args.realtime,
-                         profile=args.profile, checkpoint_every=args.checkpoint_every, log=args.log)
+                         profile=args.target, checkpoint_every=args.checkpoint_every, log=args.log)
     acc = summary["accuracy"]
     q = ", ".join("-" if a is None else f"{a:.3f}" for a in summary["accuracy_by_quarter"])
     print(f"stream: {summary['samples']} samples ({summary['labelled_sent']} with labels), "
@@ -152,7 +153,7 @@ def pull(port: str, model_path: str, out: str, profile: str = "unix") -> dict:
 
 
 def cmd_pull(args) -> int:
-    r = pull(args.port, args.model, args.output, args.profile)
+    r = pull(args.port, args.model, args.output, args.target)
     drift = "; ".join(f"layer {d['layer']}: {100 * d['changed']:.1f}% of weights changed, "
                       f"mean |dW| {d['mean_abs_lsb']:.3f} LSB" for d in r["drift"])
     print(f"pull: wrote {r['output']} from {r['bytes']} bytes of board weights ({drift})")
@@ -162,7 +163,8 @@ def cmd_pull(args) -> int:
 def board_weights(base, data: bytes, profile: str, where: str):
     """The flashed model `base` with the weights a board sent (GET_WEIGHTS): the runtime's checkpoint image,
     or on the micro:bit profile its learned readout layer alone."""
-    if profile == "microbit":
+    from host_tools.boards import link_kind
+    if link_kind(profile).micro_profile:
         from host_tools.micro_flash import apply_readout
         return apply_readout(base, data, where)
     from converters.checkpoint import apply_board_checkpoint
@@ -216,7 +218,7 @@ def cmd_monitor(args) -> int:
         raise SnnEdgeError("monitor: give --port (a board to poll) or --log (a stream log to plot)")
     history = []
     tty = sys.stdout.isatty()
-    for row in _poll(args.port, args.profile, args.interval, args.duration, args.model):
+    for row in _poll(args.port, args.target, args.interval, args.duration, args.model):
         history.append(row)
         print(("\r" if tty else "") + _status_line(row), end="" if tty else "\n", flush=True)
     if tty:

@@ -384,16 +384,70 @@ def start_code(handler: str | None = None) -> str:
 REPL_SIGNS = (b">>> ", b"raw REPL", b"Traceback", b"MicroPython", b"CTRL-B")
 
 
+class BoardProgramDied(LinkError):
+    """The board sits at its REPL because its main program raised: .traceback is what it printed."""
+
+    def __init__(self, traceback: str, how: str):
+        last = traceback.strip().splitlines()[-1] if traceback.strip() else "?"
+        super().__init__(f"the board's main program stopped ({how}): {last}\n{traceback.rstrip()}")
+        self.traceback = traceback
+        self.last_line = last
+
+
+def traceback_in(text: bytes) -> str | None:
+    """The last MicroPython traceback in what a board printed (up to the prompt), or None."""
+    k = text.rfind(b"Traceback (most recent call last)")
+    if k < 0:
+        return None
+    tail = text[k:].decode("utf-8", "replace").replace("\r\n", "\n")
+    for stop in ("\nMicroPython v", "\n>>> ", "\x04"):
+        j = tail.find(stop)
+        if j > 0:
+            tail = tail[:j]
+    return tail.strip() + "\n"
+
+
+def read_boot(ser, pacing, seconds: float) -> bytes:
+    """Soft-reset the board from its friendly REPL (Ctrl-B, Ctrl-D, as `mpremote soft-reset`) and return
+    what it printed while it booted (boot.py, main.py): a banner and prompt if main.py is absent or
+    ended, a traceback if it died, nothing if its link loop is running (that loop prints nothing)."""
+    from host_tools.transport import RawRepl
+    repl = RawRepl(ser, pacing)
+    repl._drain(0.05)
+    repl._write(b"\r\x02")
+    repl._drain(0.1)
+    repl._write(b"\x04")
+    out = bytearray()
+    deadline = time.monotonic() + seconds
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        n = ser.in_waiting
+        if n:
+            out += ser.read(n)
+            quiet_since = time.monotonic()
+            if out.rstrip().endswith(b">>>"):
+                break                                # back at the prompt: main.py ended or is absent
+        elif time.monotonic() - quiet_since > 1.5:
+            break                                    # silent: the link loop runs (or is still loading)
+        else:
+            time.sleep(0.01)
+    return bytes(out)
+
+
 def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds: float = 8.0,
             **link_options) -> BoardLink:
     """A session with the board's firmware (the board must have been flashed).
 
     Says hello first: a board that runs the link loop (main.py at boot) answers, through line noise
     too; one that is still booting is silent, so keep trying for up to `boot_seconds`. A board at the
-    REPL shows itself (a prompt, a banner, a traceback in reply to the hello bytes): then start the
-    loop through the raw REPL at once."""
-    from host_tools.transport import PROFILES, RawRepl
-    pacing = PROFILES[profile]
+    REPL shows itself (a prompt, a banner, a traceback in reply to the hello bytes): then it is soft-reset,
+    which runs its main.py again as at power-on; if that dies, the traceback it printed is the error
+    (BoardProgramDied: a MemoryError while loading, say), not a silent link. A board without main.py
+    gets the link loop started through the raw REPL, and if that dies, its traceback too."""
+    from host_tools.boards import link_kind
+    from host_tools.transport import PROFILES, RawRepl, TransportError
+    kind = link_kind(profile)
+    pacing = PROFILES[kind.pacing]
     if pacing.pause:
         link_options.setdefault("write_chunk", pacing.chunk)
         link_options.setdefault("write_pause", pacing.pause)
@@ -420,16 +474,38 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
             return link
         repl = RawRepl(ser, pacing)
         repl.enter()
-        if profile == "microbit":
+        if kind.micro_profile:
             # the micro program is main.py itself (host_tools/micro_flash.py): a soft reset in the raw
             # REPL reboots the board into it, and it compiles for a few seconds before it answers
             repl.exit()
             ser.write(b"\x04")
             if not hello_until(time.monotonic() + boot_seconds, stop_at_repl=False):
                 link.hello()        # one last try: raises the link's own error
-        else:
-            repl.exec_no_follow(start_code(handler))
+            link.counters = LinkCounters()
+            return link
+        has_main = repl.exec("import os\ntry:\n os.stat('main.py')\n print(1)\nexcept OSError:\n print(0)"
+                             ).strip() == b"1"
+        if has_main:
+            repl.exit()
+            booted = read_boot(ser, pacing, boot_seconds)
+            tb = traceback_in(booted)
+            if tb:
+                raise BoardProgramDied(tb, "main.py, after a soft reset")
+            link.rx_tail = b""
+            if hello_until(time.monotonic() + boot_seconds, stop_at_repl=True):
+                link.counters = LinkCounters()
+                return link
+            repl.enter()            # main.py ended without starting the loop: start it below
+        repl.exec_no_follow(start_code(handler))
+        try:
             link.hello()
+        except (LinkTimeout, BoardReset) as exc:
+            try:
+                out, err = repl.follow(timeout=2.0)
+            except TransportError:
+                raise exc from None
+            tb = traceback_in(err) or err.decode("utf-8", "replace")
+            raise BoardProgramDied(tb, "the link loop, started from the raw REPL") from exc
         link.counters = LinkCounters()    # the probe's timeouts were not line errors
         return link
     finally:

@@ -36,6 +36,13 @@ from edge.errors import SnnEdgeError
 REPO = Path(__file__).resolve().parents[1]
 RAWREPL = REPO / "firmware_py" / "rawrepl.py"
 MICROBIT_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
+SHARED_BOARDS = (REPO / ".." / "shared" / "boards").resolve()
+CORTEX_M3_DIR = SHARED_BOARDS / "mps2-an385"
+CORTEX_M3_HEAPS = {140 * 1024: "firmware-140k.elf", 192 * 1024: "firmware-192k.elf"}
+ROMFS_ADDR = 0x21000000          # the firmware's ROMFS partition (4 MB of the board's PSRAM)
+# The port declares armv7em (sys.implementation._mpy), but the core is a Cortex-M3: native code for it
+# must be Thumb-2 without the DSP extension, and the loader accepts any ARM arch up to the port's own.
+CORTEX_M3_MARCH = "armv7m"
 
 
 @dataclass
@@ -286,6 +293,94 @@ class MicrobitBoard:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class CortexM3Board:
+    """The emulated Cortex-M3 (QEMU mps2-an385, MicroPython 1.29, a 140 or 192 KB heap, littlefs at /),
+    its UART on a pty: a 32-bit board like the ones users own (../shared/boards/README.md).
+
+    With `romfs` (the default) QEMU starts with a ROMFS image of this package's firmware at the board's
+    ROMFS partition, mounted at /rom: the board holds the runtime as a real board does after `mpremote
+    romfs deploy` (this emulated partition cannot be rewritten from the UART), and `snn-edge flash` then
+    writes only the model and main.py. Without it the board is bare and flash copies .mpy files to its
+    filesystem. `icount` makes the clock count instructions (shift 3: one instruction = 8 ns), so that
+    time.ticks_us() measures device time. The filesystem lives in the board's RAM: it survives a soft
+    reset, not a restart of QEMU."""
+
+    def __init__(self, heap: int = 192 * 1024, firmware: str | os.PathLike | None = None,
+                 romfs: bool | str | os.PathLike = True, icount: int | None = None):
+        if firmware is None:
+            if heap not in CORTEX_M3_HEAPS:
+                raise SnnEdgeError(f"--heap {heap}: the emulated Cortex-M3 is built with a 140K or 192K heap "
+                                   "(or give --firmware ELF)")
+            firmware = CORTEX_M3_DIR / CORTEX_M3_HEAPS[heap]
+        self.firmware = Path(firmware)
+        self.heap = heap
+        self.romfs = romfs
+        self.icount = icount
+        self.proc = None
+        self.path: str | None = None
+        self._tmp: str | None = None
+
+    @staticmethod
+    def missing(firmware: str | os.PathLike | None = None) -> str | None:
+        if shutil.which("qemu-system-arm") is None:
+            return "qemu-system-arm is not installed (apt-get install qemu-system-arm)"
+        elf = Path(firmware) if firmware else CORTEX_M3_DIR / CORTEX_M3_HEAPS[192 * 1024]
+        if not elf.exists():
+            return f"{elf} not found (the emulated Cortex-M3 firmware of ../shared/boards)"
+        return None
+
+    def command(self) -> list[str]:
+        cmd = ["qemu-system-arm", "-machine", "mps2-an385", "-nographic", "-monitor", "null", "-semihosting",
+               "-serial", "pty", "-kernel", str(self.firmware)]
+        if self.romfs:
+            if isinstance(self.romfs, (str, os.PathLike)):
+                image = Path(self.romfs)
+            else:
+                from host_tools.firmware_files import romfs_image
+                import tempfile
+                self._tmp = tempfile.mkdtemp(prefix="snn-edge-romfs-")
+                image = Path(self._tmp) / "firmware.romfs"
+                image.write_bytes(romfs_image(march=CORTEX_M3_MARCH))
+            cmd += ["-device", f"loader,file={image},addr={ROMFS_ADDR:#x},force-raw=on"]
+        if self.icount is not None:
+            cmd += ["-icount", f"shift={self.icount}"]
+        return cmd
+
+    def start(self) -> "CortexM3Board":
+        why = self.missing(self.firmware)
+        if why:
+            raise SnnEdgeError(why)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while self.path is None:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            m = re.search(r"(/dev/pts/\d+)", line)
+            if m:
+                self.path = m.group(1)
+            elif not line or time.monotonic() > deadline:
+                self.stop()
+                raise SnnEdgeError(f"qemu-system-arm did not report its serial pty (last output {line!r})")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def __enter__(self):
         return self.start()

@@ -235,7 +235,11 @@ def test_connect_starts_the_loop_when_the_board_sits_at_the_repl(runtime, tmp_pa
         t0 = time.monotonic()
         link = connect(open_serial(vb.path), handler=HANDLER, boot_seconds=30)
         elapsed = time.monotonic() - t0
-        assert link.info.description == "counting-handler"
+        from host_tools.cmd_board import parse_info
+        info = parse_info(link.info.description)
+        assert info["runtime"] == "counting-handler"
+        if runtime == "micropython":         # the heap the loop left, measured at its start (INFO)
+            assert 0 < info["block"] <= info["free"] < info["heap"]
         assert link.get_stats()["samples"] == 0
     assert elapsed < 10, elapsed
 

@@ -141,7 +141,7 @@ def test_flash_stream_learn_and_pull_on_the_microbit_match_the_integer_simulator
     y = np.array([r.label for r in recs])
     learned, preds, scores, _, _ = intsim.learn_samples(model, np.stack([frames_of(r, SPEC) for r in recs]), y)
     with MicrobitBoard() as mb:
-        report = flash(mb.path, str(blob), profile="microbit", log=lambda *a: None)
+        report = flash(mb.path, str(blob), target="microbit", log=lambda *a: None)
         assert "main.py" in report["written"] and "model.blob" in report["written"]
         ser = FlipOneByte(open_serial(mb.path), nth=40)
         link = connect(ser, profile="microbit", boot_seconds=30)
