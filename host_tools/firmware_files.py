@@ -126,13 +126,18 @@ def main_py(handler: str | None = None, hole: int = 0) -> bytes:
     Cortex-M3, 148 KB free after the imports but no free block above 12.5 KB), so without the hole a model
     whose weights need one 18 KB array does not load; with it the model's arrays go where the hole was.
     The host sizes the hole from the model (`host_tools.cmd_board.flash`)."""
-    module = handler or "firmware_py.handler"
+    module = (handler or "firmware_py.handler").split(":")[0]
     lines = ["# Written by `snn-edge flash`: the board's main program (the serial link loop).", "import gc"]
     if hole > 0:
         lines += ["try:", f"    _hole = bytearray({hole})  # kept free for the model while the code loads",
                   "except MemoryError:", "    _hole = None"]
-    lines += [f"import {module}", "from firmware_py import board_main"]
     if hole > 0:
-        lines += ["_hole = None", "gc.collect()"]
+        # A hole so big that the code no longer fits means the model does not fit either: import without it,
+        # so that the board still starts its link loop and INFO says why the model did not load.
+        lines += ["try:", f"    import {module}", "except MemoryError:", "    _hole = None", "    gc.collect()",
+                  f"    import {module}", "_hole = None", "gc.collect()"]
+    else:
+        lines.append(f"import {module}")
+    lines.append("from firmware_py import board_main")
     lines.append(f"board_main.main({handler!r})" if handler else "board_main.main()")
     return ("\n".join(lines) + "\n").encode()

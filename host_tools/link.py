@@ -400,7 +400,7 @@ def traceback_in(text: bytes) -> str | None:
     if k < 0:
         return None
     tail = text[k:].decode("utf-8", "replace").replace("\r\n", "\n")
-    for stop in ("\nMicroPython v", "\n>>> ", "\x04"):
+    for stop in ("\nMicroPython ", "\n>>> ", "\x04"):
         j = tail.find(stop)
         if j > 0:
             tail = tail[:j]
