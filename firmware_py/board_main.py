@@ -108,9 +108,44 @@ def make_handler(names=("firmware_py.handler", "handler", "firmware_py.counting_
     raise ImportError("no handler module among %r" % (names,))
 
 
-def link_stats(session, deframer):
+try:
+    from time import ticks_diff, ticks_us
+except ImportError:          # CPython
+    import time as _time
+
+    def ticks_us():
+        return _time.monotonic_ns() // 1000 & 0x3FFFFFFF
+
+    def ticks_diff(a, b):
+        return (a - b) & 0x3FFFFFFF
+
+
+class DeviceClock:
+    """Time the board spends on each kind of request, on its own clock (time.ticks_us: under QEMU's -icount
+    that is device time), as whole milliseconds plus a microsecond remainder so that the totals stay small
+    ints (no allocation) for as long as the board runs. Slot 0: EVENTS requests (decoding and binning), 1:
+    END_SAMPLE (the network and the learning rule), 2: other requests, 3: all the loop's work on the bytes
+    it read (deframing, CRCs, the three before, writing answers): 3 minus the others is the link's own."""
+
+    def __init__(self):
+        self.ms = [0, 0, 0, 0]
+        self.us = [0, 0, 0, 0]
+
+    def add(self, slot, us):
+        v = self.us[slot] + us
+        if v >= 1000:
+            self.ms[slot] += v // 1000
+            v %= 1000
+        self.us[slot] = v
+
+
+def link_stats(session, deframer, clock=None):
     gc.collect()
-    return [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
+    extra = []
+    if clock is not None:
+        extra = [("busy_events_ms", clock.ms[0]), ("busy_sample_ms", clock.ms[1]), ("busy_other_ms", clock.ms[2]),
+                 ("busy_loop_ms", clock.ms[3])]
+    return extra + [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
             ("link_framing_errors", deframer.framing_errors), ("link_garbage_bytes", deframer.garbage_bytes),
             ("link_applied", session.applied), ("link_duplicates", session.duplicates),
             ("link_errors", session.errors),
@@ -158,12 +193,16 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     waiting = getattr(port, "waiting", None)
     held = [None]
 
+    clock = DeviceClock()
+
     def on_frame(mtype, seq, payload):
         # The loop must outlive a full heap: a request that runs out of memory is answered with an
         # ERROR by the session; one whose answer cannot be built goes unanswered here, and the
         # host's retransmission gets the cached answer once the heap has been collected.
         try:
+            t0 = ticks_us()
             r = session.on_frame(mtype, seq, payload)
+            clock.add(0 if mtype == link.EVENTS else (1 if mtype == link.END_SAMPLE else 2), ticks_diff(ticks_us(), t0))
             if r is None:
                 return
             if r[0] == link.ACK and held[0] is None and waiting is not None and waiting():
@@ -175,7 +214,7 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
             gc.collect()
 
     deframer = link.Deframer(max_payload, on_frame, break_on_intr=True)
-    session.extra_stats = lambda: link_stats(session, deframer)
+    session.extra_stats = lambda: link_stats(session, deframer, clock)
     buf = bytearray(max_payload + link.OVERHEAD + 2)
     view = memoryview(buf)
     # Everything the loop holds is allocated now: say in INFO what is left, so the host can tell how
@@ -197,7 +236,9 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
             n = readinto(view, want())
             if not n:
                 return session
+            t0 = ticks_us()
             feed(buf, 0, n)
+            clock.add(3, ticks_diff(ticks_us(), t0))
     finally:
         set_intr(3)
 

@@ -45,6 +45,11 @@ def register(sub) -> None:
                    "(under CPython and under MicroPython)")
     v.add_argument("--mpy-limit", type=int, default=20, help="recordings run under the MicroPython unix port "
                    "(0: skip; needs the `micropython` binary)")
+    v.add_argument("--port", default=None, help="also run recordings on a flashed board over its serial link "
+                   "(inference; with the weights it holds now) and compare its answers")
+    v.add_argument("--board-limit", type=int, default=20, help="recordings sent to the board with --port")
+    from host_tools.boards import add_target_option
+    add_target_option(v, default="auto", help_extra="; with --port")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     v.set_defaults(func=cmd_verify)
 
@@ -199,6 +204,9 @@ def cmd_verify(args) -> int:
         import shutil
         if args.mpy_limit > 0 and shutil.which("micropython"):
             rows.append(("numpy-int vs MicroPython", verify.compare_micropython(model, Xt[:, : args.mpy_limit])))
+    if args.port:
+        rows.append(("numpy-int vs board (link)",
+                     compare_board(model, args.port, args.target, args.data, args.board_limit)))
     learn_rows = []
     if args.learn_steps > 0 and model.learn.rule != "none":
         T = X.shape[1]
@@ -225,3 +233,41 @@ def cmd_verify(args) -> int:
         print(f"re-export byte-identical: {'yes' if canonical else 'no'}")
         print("bit-exact" if bad == 0 else f"MISMATCH: {bad} values differ")
     return 0 if bad == 0 else 1
+
+
+def compare_board(model, port: str, target: str, data: str, limit: int) -> dict:
+    """A flashed board vs the numpy simulator: the board's weights are pulled first (it may have learned
+    since it was flashed: the comparison is of what it computes, with the weights it holds), then
+    `limit` recordings are sent without labels (nothing learns) and its class and per-class spike counts
+    compared with converters.intsim on the pulled weights."""
+    import numpy as np
+
+    from converters import intsim
+    from host_tools.cmd_stream import _connect, board_weights
+    from host_tools.stream import samples_from
+    samples = samples_from(data, limit=limit)
+    if model.layers[-1].kind != "lif":
+        raise SnnEdgeError("verify --port: the board answers spike counts; an integrator readout is compared "
+                           "by the host executors only")
+    ser, link = _connect(port, target)
+    try:
+        pulled = board_weights(model, link.get_weights(), target, f"{port}: weights")
+        answers = []
+        for smp in samples:
+            link.send_events(smp.x, smp.y, smp.t, smp.p)
+            answers.append(link.end_of_sample(-1))
+    finally:
+        ser.close()
+    from edge.transforms import to_frames
+    spec = _bin_spec(model.binning, "model")
+    ev_dtype = [("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")]
+    X = []
+    for smp in samples:
+        ev = np.empty(len(smp.x), dtype=ev_dtype)
+        ev["x"], ev["y"], ev["t"], ev["p"] = smp.x, smp.y, smp.t, smp.p
+        X.append(to_frames(ev, spec))
+    ref = intsim.run(pulled, np.ascontiguousarray(np.stack(X).transpose(1, 0, 2)))
+    counts_bad = sum(int((np.minimum(ref.scores[b], 0xFFFF) != np.array(a.counts)).sum()) for b, a in enumerate(answers))
+    return {"samples": len(samples), "steps": spec.n_steps, "spikes_compared": int(ref.scores.size),
+            "spike_mismatches": counts_bad, "states_compared": 0, "state_mismatches": 0,
+            "prediction_mismatches": sum(int(a.cls != ref.predictions[b]) for b, a in enumerate(answers))}
