@@ -39,6 +39,14 @@ class BoardKind:
     placement: str = "fs"                # where its firmware bytecode lives by default: "rom" or "fs"
     cost: CodeCost = field(default_factory=lambda: CodeCost(None, 0))
     micro_profile: bool = False          # runs the lean micro:bit program, not the full runtime
+    simulator: str | None = None         # host_tools.virtual_board class that runs one (board-sim)
+
+    def simulate(self, args):
+        """Start this kind's simulated board from board-sim's options; returns it (has .path, .stop())."""
+        if self.simulator is None:
+            raise SnnEdgeError(f"--target {self.name}: there is no simulated board of this kind")
+        from host_tools import virtual_board
+        return getattr(virtual_board, self.simulator).from_args(args).start()
 
     def code_bytes(self, placement: str | None = None) -> int:
         placement = placement or self.placement
@@ -51,13 +59,14 @@ class BoardKind:
 # The costs below are what `python -m host_tools.calibrate --target NAME` measured (tests/host_tools/
 # test_boards.py checks that they still hold): rerun it after a change to what main.py imports.
 UNIX = BoardKind("unix", "the virtual board (MicroPython unix port, 64-bit, behind a pty)",
-                 default_heap=194304, native_arch="x64", cost=CodeCost(rom=None, fs=77632, word=8))
+                 default_heap=194304, native_arch="x64", cost=CodeCost(rom=None, fs=77632, word=8),
+                 simulator="VirtualBoard")
 # default_heap: the GC heap of the 192K build (gc.mem_free() + gc.mem_alloc()), a little under 192 KiB
 CORTEX_M3 = BoardKind("cortex-m3", "the emulated Cortex-M3 (QEMU MPS2-AN385, MicroPython 1.29, 32-bit)",
                       default_heap=192064, native_arch="armv7m", placement="rom",
-                      cost=CodeCost(rom=23008, fs=57712, word=4))
+                      cost=CodeCost(rom=23008, fs=57712, word=4), simulator="CortexM3Board")
 MICROBIT = BoardKind("microbit", "the QEMU micro:bit (MicroPython 1.9.2, about 9 KB of heap)",
-                     pacing="microbit", default_heap=None, micro_profile=True)
+                     pacing="microbit", default_heap=None, micro_profile=True, simulator="MicrobitBoard")
 SERIAL = BoardKind("serial", "a MicroPython board on a serial port (32-bit; asks the board what it is)",
                    cost=CORTEX_M3.cost)
 

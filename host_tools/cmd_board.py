@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +38,8 @@ def register(sub) -> None:
                                    "Ctrl-C. unix: the MicroPython unix port (or CPython) with a folder as its "
                                    "filesystem; cortex-m3: the emulated MPS2-AN385 (32-bit, 140K or 192K "
                                    "heap, littlefs, the firmware in ROMFS); microbit: the QEMU micro:bit.")
-    p.add_argument("--target", choices=("unix", "cortex-m3", "microbit"), default="unix",
+    from host_tools.boards import KINDS
+    p.add_argument("--target", choices=tuple(k.name for k in KINDS.values() if k.simulator), default="unix",
                    help="which board (default unix)")
     p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
                    help="unix: interpreter (default: micropython when installed, else cpython)")
@@ -87,28 +86,10 @@ def register(sub) -> None:
 
 
 def cmd_board_sim(args) -> int:
-    from host_tools.virtual_board import CortexM3Board, MicrobitBoard, VirtualBoard, parse_heap
-    folder = None
-    if args.target == "microbit":
-        board = MicrobitBoard(args.firmware_hex, icount=args.icount).start()
-        what = "QEMU micro:bit (MicroPython 1.9.2)"
-    elif args.target == "cortex-m3":
-        board = CortexM3Board(parse_heap(args.heap), args.firmware, romfs=not args.no_romfs,
-                              icount=args.icount).start()
-        what = (f"emulated Cortex-M3 (MPS2-AN385, {args.heap} heap, "
-                f"{'bare' if args.no_romfs else 'firmware in ROMFS'}"
-                f"{f', icount shift {args.icount}' if args.icount is not None else ''})")
-    else:
-        runtime = args.runtime
-        if runtime is None:
-            import shutil
-            runtime = "micropython" if shutil.which("micropython") else "cpython"
-        folder = args.dir or tempfile.mkdtemp(prefix="snn-edge-board-")
-        board = VirtualBoard(folder, runtime=runtime, heap=args.heap if runtime == "micropython" else None,
-                             baud=args.baud).start()
-        what = f"{runtime} board, folder {folder}"
+    from host_tools.boards import kind
+    board = kind(args.target).simulate(args)
     print(board.path, flush=True)
-    print(f"board-sim: {what}; open the path above like a USB serial port; Ctrl-C stops it",
+    print(f"board-sim: {board.describe()}; open the path above like a USB serial port; Ctrl-C stops it",
           file=sys.stderr, flush=True)
 
     def stop_on_sigterm(signum, frame):
@@ -122,9 +103,6 @@ def cmd_board_sim(args) -> int:
         pass
     finally:
         board.stop()
-        if folder is not None and not args.dir:   # a folder we made up is nobody's board: remove it
-            import shutil
-            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

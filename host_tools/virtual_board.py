@@ -110,6 +110,7 @@ class VirtualBoard:
         if heap:
             parse_heap(heap)
         self.baud = baud
+        self.made_folder = False            # board-sim made the folder up: stop() removes it
         self.to_board: FaultModel | None = None
         self.to_host: FaultModel | None = None
         self.proc: subprocess.Popen | None = None
@@ -118,6 +119,19 @@ class VirtualBoard:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "VirtualBoard":
+        """board-sim --target unix: --runtime, --heap, --dir (a temporary folder by default), --baud."""
+        runtime = args.runtime or ("micropython" if shutil.which("micropython") else "cpython")
+        import tempfile
+        board = cls(args.dir or tempfile.mkdtemp(prefix="snn-edge-board-"),
+                    runtime=runtime, heap=args.heap if runtime == "micropython" else None, baud=args.baud)
+        board.made_folder = args.dir is None
+        return board
+
+    def describe(self) -> str:
+        return f"{self.runtime} board, folder {self.folder}"
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "VirtualBoard":
@@ -180,6 +194,8 @@ class VirtualBoard:
                 os.close(fd)
             except OSError:
                 pass
+        if self.made_folder:                # a folder board-sim made up is nobody's board
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -257,6 +273,13 @@ class MicrobitBoard:
         self.proc = None
         self.path = None
 
+    @classmethod
+    def from_args(cls, args) -> "MicrobitBoard":
+        return cls(args.firmware_hex, icount=args.icount)
+
+    def describe(self) -> str:
+        return "QEMU micro:bit (MicroPython 1.9.2)"
+
     @staticmethod
     def missing() -> str | None:
         if shutil.which("qemu-system-arm") is None:
@@ -327,6 +350,16 @@ class CortexM3Board:
         self.proc = None
         self.path: str | None = None
         self._tmp: str | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "CortexM3Board":
+        """board-sim --target cortex-m3: --heap 140K|192K, --firmware ELF, --no-romfs, --icount N."""
+        return cls(parse_heap(args.heap), args.firmware, romfs=not args.no_romfs, icount=args.icount)
+
+    def describe(self) -> str:
+        return (f"emulated Cortex-M3 (MPS2-AN385, {self.heap // 1024}K heap, "
+                f"{'firmware in ROMFS' if self.romfs else 'bare'}"
+                f"{f', icount shift {self.icount}' if self.icount is not None else ''})")
 
     @staticmethod
     def missing(firmware: str | os.PathLike | None = None) -> str | None:
