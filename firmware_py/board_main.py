@@ -163,8 +163,7 @@ def largest_free_block(limit):
     while hi - lo > 64:
         mid = (lo + hi) // 2
         try:
-            b = bytearray(mid)
-            b = None
+            bytearray(mid)       # allocated, then garbage at once
             lo = mid
         except MemoryError:
             hi = mid
