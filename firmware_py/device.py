@@ -18,29 +18,14 @@ from firmware_py.binning import BinSpec, Binner
 from firmware_py.errors import (DeviceError, E_BAD_ARGUMENT, E_BAD_EVENT, E_BAD_LABEL, E_INTERNAL,
                                 E_MODEL_FORMAT, E_NO_MEMORY, E_NO_MODEL, E_OK, E_STATE)
 from firmware_py.runtime import Network, accumulate_rows
+from firmware_py.store import load_stored_model, model_fit
 
 VERSION = "1.0"
 
 
-def heap_free():
-    """Bytes free on the heap after a collection (-1 on CPython, which has no declared heap)."""
-    gc.collect()
-    try:
-        return gc.mem_free()
-    except AttributeError:
-        return -1
-
-
-def _heap_default():
-    try:
-        return gc.mem_free() + gc.mem_alloc()
-    except AttributeError:          # CPython: no declared heap unless given
-        return 1 << 30
-
-
 class Device:
     def __init__(self, heap=None, store=None, rows=None, self_train_gate=None, learn=True, factorised=None):
-        self.heap = heap if heap is not None else _heap_default()
+        self.heap = heap            # bytes a model may take; None: the heap free when it loads
         self.store = store
         self.rows = rows if rows is not None else accumulate_rows
         self.self_train_gate = self_train_gate
@@ -69,10 +54,7 @@ class Device:
         data = memoryview(data)
         if len(data) < fblob.HEADER_SIZE + 4:
             raise DeviceError(E_MODEL_FORMAT, "model blob truncated: %d bytes" % len(data))
-        fact = self.factorised
-
-        def fit(dims, rule, params, compartments=1):
-            memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
+        fit = model_fit(self.heap, self.factorised)
         is_blob = bytes(data[:4]) == fblob.MAGIC
         try:
             if is_blob:
@@ -129,26 +111,18 @@ class Device:
         self._clear_stats()
         gc.collect()
 
-    def boot(self):
-        """Load the model (and learned weights) from the store at power-on; returns True if a model loaded."""
+    def boot(self, stored=None):
+        """Install the store's model (and its learned weights) at power-on; returns True if a model loaded.
+        `stored` is load_stored_model's answer when the caller read the model earlier; a model that does
+        not load raises its DeviceError."""
         if self.store is None:
             return False
-        path = self.store.model_path()
-        if path is None:
+        model, crc, error = stored if stored is not None else load_stored_model(self.store, self.heap,
+                                                                                 self.factorised)
+        if error is not None:
+            raise error
+        if model is None:
             return False
-        with open(path, "rb") as f:
-            f.seek(-4, 2)
-            crc = struct.unpack("<I", f.read(4))[0]
-        fact = self.factorised
-
-        def fit(dims, rule, params, compartments=1):
-            memory.check_fit(dims, rule, params, self.heap, factorised=fact, compartments=compartments)
-        try:
-            model = fblob.load_file(path, fit)
-        except MemoryError:
-            model = None
-            raise DeviceError(E_NO_MEMORY, "out of heap loading %s (%d bytes free after a collection): the "
-                                           "model does not fit this board's heap" % (path, heap_free()))
         self._install(model, crc)
         wpath = self.store.weights_path()
         if wpath is not None:

@@ -110,11 +110,13 @@ class DeviceHandler:
             self.dev.reset()
 
 
-def make_handler(root=""):
+def make_handler(root="", stored=None):
+    """The runtime's handler on a Device with the store under `root`; `stored`: the model the board read
+    before importing this (device.load_stored_model), else it is read now."""
     dev = Device(store=Store(root))
     error = None
     try:
-        dev.boot()
+        dev.boot(stored)
     except DeviceError as exc:
         # a stored model that does not load (too big for this heap, a format this runtime cannot read):
         # start without one, say why in INFO, and let the host send another

@@ -175,8 +175,12 @@ class Deframer:
         """How many bytes certainly belong to the current frame (>= 1): a board that can only do
         blocking reads asks for this many, so it never waits for bytes the sender has not sent."""
         n = self.n
-        if self.dropping or n < HEADER_LEN:
-            return 1 if self.dropping else HEADER_LEN - n + 1
+        if self.dropping or n == 0:
+            # between frames: one byte, for the next may be the host's break (two Ctrl-C, then the REPL's
+            # own bytes), which a bare-metal port's blocking read of a whole header would sit on
+            return 1
+        if n < HEADER_LEN:
+            return HEADER_LEN - n + 1
         if self.body_left:
             return self.body_left
         buf = self.buf

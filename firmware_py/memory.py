@@ -97,14 +97,14 @@ def format_bytes(n):
     return "%d" % n
 
 
-def check_fit(dims, rule, params, heap, slots=DEFAULT_SLOTS, factorised=None, compartments=1):
-    """Raise E_NO_MEMORY when the layers seen so far (plus their rule state) exceed the heap."""
-    b = breakdown(dims, rule, params, factorised, slots, 0, compartments)
-    if b["total"] > heap:
-        raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d, "
-                                       "firmware %d), the heap is %d" % (b["total"], b["weights"], b["state"],
-                                                                        b["traces"], b["buffers"],
-                                                                        b["firmware"], heap))
+def check_fit(dims, rule, params, available, slots=DEFAULT_SLOTS, factorised=None, compartments=1):
+    """Raise E_NO_MEMORY when the model's arrays for the layers seen so far (weights, state, their rule's
+    traces, the event buffer) exceed `available` bytes (the device: its free heap when the model loads)."""
+    b = breakdown(dims, rule, params, factorised, slots, 0, compartments, 0)
+    if b["model"] > available:
+        raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d), "
+                                       "%d are free" % (b["model"], b["weights"], b["state"], b["traces"],
+                                                       b["buffers"], available))
 
 
 def held(net, rule=None, binner=None):
@@ -126,3 +126,10 @@ def held(net, rule=None, binner=None):
     b["buffers"] = used * SLOT_BYTES
     b["total"] = b["weights"] + b["state"] + b["traces"] + b["buffers"] + b["firmware"]
     return b
+
+
+def reserved_arrays(dims):
+    """(typecode, length) of the model's arrays big enough to be worth reserving at power-on, before the
+    code is imported (firmware_py/prealloc.py): the weights of every layer above prealloc.GROW bytes."""
+    from firmware_py.prealloc import GROW
+    return [("b", n_in * n_out) for n_in, n_out, _ in dims if n_in * n_out > GROW]

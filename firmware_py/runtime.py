@@ -9,43 +9,13 @@ from array import array
 
 from firmware_py import fixedpoint as fp
 from firmware_py.errors import DeviceError, E_MODEL_FORMAT
+# the one allocator of the runtime's arrays (reserved at power-on when main.py asked for them)
+from firmware_py.prealloc import zeros  # noqa: F401  (re-exported: the rest of the firmware imports it here)
 
 KIND_LIF = 0
 KIND_INTEGRATOR = 1
 KIND_PROB = 2            # probabilistic GLM layer (GEM, NUMERICS.md §11): firmware_py/gem.py runs it
 KIND_NAMES = ("lif", "integrator", "prob")
-
-_ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
-
-
-_GROW = 1024        # bytes: arrays bigger than this are grown in place from a zero block of this size
-
-
-def zeros(typecode, n):
-    """A zero-filled array of n items that needs no more heap than itself while it is made.
-
-    MicroPython's array(tc, bytearray(k)) copies the k bytes, so a 37 KB weight array would need 74 KB for a
-    moment, in one free block; instead big arrays start from one small zero block and are extended by it:
-    MicroPython grows an array in place when the blocks after it are free (the first-fit allocator put it at
-    the start of a free run), so the peak is the array plus 1 KB."""
-    size = _ITEMSIZE[typecode]
-    if n * size <= _GROW:
-        raw = bytearray(n * size)
-        try:
-            return array(typecode, raw)          # MicroPython: raw bytes become the items
-        except TypeError:
-            a = array(typecode)                  # CPython refuses bytes for non-'B' typecodes
-            a.frombytes(bytes(raw))
-            return a
-    block = zeros(typecode, _GROW // size)
-    a = zeros(typecode, 0)
-    step = len(block)
-    while len(a) + step <= n:
-        a.extend(block)
-    if len(a) < n:
-        a.extend(zeros(typecode, n - len(a)))
-    return a
-
 
 def fill(a, v):
     for k in range(len(a)):

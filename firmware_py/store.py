@@ -6,12 +6,13 @@ NAME.new to NAME, then NAME.old removed. At every point between two filesystem o
 complete, CRC-checked copy exists among NAME, NAME.new and NAME.old, and `read_valid` finds it (NAME
 first: an update that was not committed did not happen), so a reset never loses the model.
 """
+import gc
 import os
 import struct
 
 from firmware_py.blob import crc32_array, check_file
 from firmware_py.crc import crc32
-from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC
+from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC, E_NO_MEMORY
 
 MODEL_FILE = "model.blob"
 WEIGHTS_FILE = "weights.ckpt"
@@ -259,3 +260,56 @@ def check_checkpoint_file(path):
     except OSError:
         return False
     return len(data) >= 16 and data[:4] == CKPT_MAGIC and struct.unpack("<I", data[-4:])[0] == crc32(data[:-4])
+
+
+# ---- loading the stored model --------------------------------------------------------------
+
+def heap_free():
+    """Bytes free on the heap after a collection (-1 on CPython, which has no declared heap)."""
+    gc.collect()
+    try:
+        return gc.mem_free()
+    except AttributeError:
+        return -1
+
+
+def available_heap():
+    """What a model may take now: the free heap after a collection plus the arrays main.py reserved for it
+    (firmware_py/prealloc.py; CPython: no limit)."""
+    from firmware_py.prealloc import reserved_bytes
+    free = heap_free()
+    return free + reserved_bytes() if free >= 0 else 1 << 30
+
+
+def model_fit(heap, factorised=None):
+    """The blob reader's check_fit: the model's own arrays (memory.py's formula, counted layer by layer
+    before each is allocated) must fit `heap` bytes, or the heap free when the reading starts (heap None).
+    The host's plan is the real gate (it knows what the code and the link take); this one refuses at once,
+    with the numbers, what this heap cannot hold, before anything big is allocated."""
+    available = available_heap() if heap is None else heap
+
+    def fit(dims, rule, params, compartments=1):
+        from firmware_py import memory
+        memory.check_fit(dims, rule, params, available, factorised=factorised, compartments=compartments)
+    return fit
+
+
+def load_stored_model(store, heap=None, factorised=None):
+    """(model, crc, None) for the store's model file, (None, None, None) without one, or (None, None,
+    DeviceError) when it does not load. The board calls this before it imports the rest of the firmware
+    (board_main.main): the weight arrays then go into a heap that is still one free run."""
+    path = store.model_path()
+    if path is None:
+        return None, None, None
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            crc = struct.unpack("<I", f.read(4))[0]
+        from firmware_py.blob import load_file
+        return load_file(path, model_fit(heap, factorised)), crc, None
+    except DeviceError as exc:
+        return None, None, exc
+    except MemoryError:
+        return None, None, DeviceError(E_NO_MEMORY, "out of heap loading %s (%d bytes free after a collection): "
+                                                    "the model does not fit this board's heap"
+                                       % (path, heap_free()))

@@ -229,6 +229,12 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
     try:
         repl = RawRepl(ser, PROFILES[(kind or boards.SERIAL).pacing])
         repl.enter()
+        if write_main:
+            # The program that ran keeps its model in the heap after the break: without main.py a soft reset
+            # gives an empty heap to write into (main.py is written last, so an interrupted flash leaves a
+            # board that boots to its REPL, not into half a firmware).
+            repl.remove_if_exists("main.py")
+            repl.soft_reset()
         facts = boards.probe(repl)
         kind = kind or boards.detect(facts)
         if mpy is None:
@@ -249,8 +255,13 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
         if model_data is not None:
             items.append((MODEL_NAME, model_data))
         if write_main:
-            hole = plan["breakdown"]["model"] if plan is not None and where == "fs" else 0
-            items.append(("main.py", main_py(handler, hole)))
+            reserve = []
+            if model_data is not None and (handler is None or handler == "firmware_py.handler"):
+                from converters.blob import blob_to_intmodel
+                from firmware_py.memory import reserved_arrays
+                m = blob_to_intmodel(model_data)
+                reserve = reserved_arrays([(L.n_in, L.n_out, L.per_input) for L in m.layers])
+            items.append(("main.py", main_py(handler, reserve)))
         if stale:
             repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
         if in_rom:

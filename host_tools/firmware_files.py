@@ -118,26 +118,16 @@ def romfs_image(march: str | None) -> bytes:
     return rom.finalise()
 
 
-def main_py(handler: str | None = None, hole: int = 0) -> bytes:
+def main_py(handler: str | None = None, reserve=()) -> bytes:
     """main.py: start the link loop at boot, with the given handler module (None: the runtime's).
 
-    With `hole` > 0 it first takes one block of that many bytes, imports the firmware, and frees the block
-    just before the model loads: bytecode loaded from .mpy files is scattered over the heap (on the
-    Cortex-M3, 148 KB free after the imports but no free block above 12.5 KB), so without the hole a model
-    whose weights need one 18 KB array does not load; with it the model's arrays go where the hole was.
-    The host sizes the hole from the model (`host_tools.cmd_board.flash`)."""
-    module = (handler or "firmware_py.handler").split(":")[0]
-    lines = ["# Written by `snn-edge flash`: the board's main program (the serial link loop).", "import gc"]
-    if hole > 0:
-        lines += ["try:", f"    _hole = bytearray({hole})  # kept free for the model while the code loads",
-                  "except MemoryError:", "    _hole = None"]
-    if hole > 0:
-        # A hole so big that the code no longer fits means the model does not fit either: import without it,
-        # so that the board still starts its link loop and INFO says why the model did not load.
-        lines += ["try:", f"    import {module}", "except MemoryError:", "    _hole = None", "    gc.collect()",
-                  f"    import {module}", "_hole = None", "gc.collect()"]
-    else:
-        lines.append(f"import {module}")
-    lines.append("from firmware_py import board_main")
-    lines.append(f"board_main.main({handler!r})" if handler else "board_main.main()")
+    `reserve`: (typecode, length) of the model's big arrays (firmware_py.memory.reserved_arrays), which
+    main.py allocates before it imports the rest of the firmware, while the heap is still one free run
+    (firmware_py/prealloc.py says why); the model then loads into them."""
+    call = f"board_main.main({handler!r})" if handler else "board_main.main()"
+    lines = ["# Written by `snn-edge flash`: the board's main program (the serial link loop)."]
+    if reserve:
+        lines += ["from firmware_py import prealloc",
+                  f"prealloc.reserve({tuple(tuple(r) for r in reserve)!r})   # the model's big arrays, first"]
+    lines += ["from firmware_py import board_main", call]
     return ("\n".join(lines) + "\n").encode()

@@ -125,7 +125,11 @@ class RawRepl:
     def enter(self, soft_reset: bool = False, attempts: int = 3) -> None:
         for attempt in range(attempts):
             if attempt and self.pacing.unblock:
-                self._write(b"\x03" * self.pacing.unblock)
+                # in pieces, reading between them: once the board is back at its REPL it answers every
+                # Ctrl-C, and a port that nobody reads stops the board (and so its reading) on a full buffer
+                for k in range(0, self.pacing.unblock, 256):
+                    self._write(b"\x03" * min(256, self.pacing.unblock - k))
+                    self._drain(0.005)
                 self._drain(0.2)
             self._write(b"\r\x03")
             time.sleep(0.05)
