@@ -111,10 +111,10 @@ try:
 except ImportError:          # CPython
     import time as _time
 
-    def ticks_us():
+    def ticks_us():  # type: ignore[misc]  # CPython stand-in for MicroPython's time.ticks_us
         return _time.monotonic_ns() // 1000 & 0x3FFFFFFF
 
-    def ticks_diff(a, b):
+    def ticks_diff(a, b):  # type: ignore[no-redef]
         return (a - b) & 0x3FFFFFFF
 
 

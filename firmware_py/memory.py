@@ -103,7 +103,7 @@ def check_fit(dims, rule, params, available, slots=DEFAULT_SLOTS, factorised=Non
     b = breakdown(dims, rule, params, factorised, slots, 0, compartments, 0)
     if b["model"] > available:
         raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d), "
-                                       "%d are free" % (b["model"], b["weights"], b["state"], b["traces"],
+                                       "the heap has %d free" % (b["model"], b["weights"], b["state"], b["traces"],
                                                        b["buffers"], available))
 
 

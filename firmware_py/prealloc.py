@@ -17,7 +17,7 @@ from array import array
 
 GROW = 1024          # bytes: arrays bigger than this are grown in place from a zero block of this size
 _ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
-_pool = []           # (typecode, array) reserved and not yet taken (MicroPython arrays have no .typecode)
+_pool = []  # type: list  # (typecode, array) reserved and not yet taken (MicroPython arrays have no .typecode)
 
 
 def _small(typecode, nbytes):

@@ -213,7 +213,7 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
     from host_tools import boards
     from host_tools.firmware_files import PREFIX, firmware_items, main_py, manifest
     from host_tools.link import open_serial
-    from host_tools.transport import PROFILES, RawRepl
+    from host_tools.transport import PROFILES, RawRepl, RemoteError
     kind = boards.kind(target) if target != "auto" else None
     if kind is not None and kind.micro_profile:
         if model is None or files is not None:
@@ -229,13 +229,14 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
     try:
         repl = RawRepl(ser, PROFILES[(kind or boards.SERIAL).pacing])
         repl.enter()
-        if write_main:
-            # The program that ran keeps its model in the heap after the break: without main.py a soft reset
-            # gives an empty heap to write into (main.py is written last, so an interrupted flash leaves a
-            # board that boots to its REPL, not into half a firmware).
+        try:
+            facts = boards.probe(repl)
+        except RemoteError:
+            # the program that ran left no heap for even this (its model stays in RAM after the break):
+            # without main.py a soft reset gives an empty heap
             repl.remove_if_exists("main.py")
             repl.soft_reset()
-        facts = boards.probe(repl)
+            facts = boards.probe(repl)
         kind = kind or boards.detect(facts)
         if mpy is None:
             mpy = board_takes_mpy(facts)
@@ -269,7 +270,16 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
             repl.exec("import os\ntry:\n os.rmdir('firmware_py')\nexcept OSError:\n pass")
         else:
             repl.mkdir("firmware_py")
-        written, skipped = _put_all(repl, items)
+        changed = [(n, d) for n, d in items if repl.file_digest(n) != hashlib.sha256(d).hexdigest()]
+        if changed and write_main:
+            # The program that ran keeps its model in the heap after the break: without main.py a soft reset
+            # gives an empty heap to write into, and main.py goes last, so an interrupted flash leaves a
+            # board that boots to its REPL, not into half a firmware.
+            repl.remove_if_exists("main.py")
+            repl.soft_reset()
+            changed = [(n, d) for n, d in changed if n != "main.py"] + [items[-1]]
+        written, _ = _put_all(repl, changed)
+        skipped = [n for n, _ in items if n not in written]
         repl.exit()
         if write_main:
             # Soft reset from the friendly REPL, as `mpremote soft-reset` does: the board restarts with a

@@ -140,9 +140,11 @@ def test_plan_chooses_factorised_traces_when_full_do_not_fit():
     from host_tools.cmd_device import plan_model
     m = _model(n_hidden=400)
     m.learn.params["factorised"] = 0
+    from host_tools.boards import SERIAL
     dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
-    full = memory.breakdown(dims, "solsa", m.learn.params, 0)["total"]
-    fact = memory.breakdown(dims, "solsa", m.learn.params, 1)["total"]
+    code = SERIAL.code_bytes()           # what plan_model counts for the firmware on a serial board
+    full = memory.breakdown(dims, "solsa", m.learn.params, 0, firmware=code)["total"]
+    fact = memory.breakdown(dims, "solsa", m.learn.params, 1, firmware=code)["total"]
     assert fact < full
     assert plan_model(m, full)["solsa_traces"] == "full"
     r = plan_model(m, (full + fact) // 2)

@@ -183,7 +183,9 @@ def test_runtime_learns_the_same_weights_through_line_noise_as_on_a_clean_line(t
             runs.append((results, link.get_weights(), stats, link.counters.retransmits, before))
     (clean_res, clean_w, clean_stats, clean_rt, before), (noisy_res, noisy_w, noisy_stats, noisy_rt, _) = runs
     assert clean_w != before                              # it did learn
-    assert noisy_rt > 0 and clean_rt == 0
+    assert noisy_rt > 0
+    # a clean line corrupts nothing (a timer retransmission can still happen on a loaded machine)
+    assert clean_stats["link_crc_errors"] + clean_stats["link_framing_errors"] == 0
     assert noisy_stats["link_crc_errors"] + noisy_stats["link_framing_errors"] > 0
     assert noisy_res == clean_res
     assert noisy_w == clean_w
