@@ -63,6 +63,7 @@ class RawRepl:
         self.bytes_written = 0
         self.retries = 0            # garbled code re-sent (paced lines) and files re-written
         self._rx = bytearray()
+        self._support: tuple[bool, bool] | None = None
 
     # ------------------------------------------------------------ wire
     def _write(self, data: bytes) -> None:
@@ -257,26 +258,36 @@ class RawRepl:
             "f.close()\n", timeout=max(self.timeout, 60))
         return bytes.fromhex(out.decode().replace("\r", "").replace("\n", ""))
 
+    def _write_support(self) -> tuple[bool, bool]:
+        """(os.rename exists, binascii.a2b_base64 exists) on this board, asked once per session."""
+        if self._support is None:
+            probe = self.exec("import os\nprint(hasattr(os,'rename'))\n"
+                              "try:\n from binascii import a2b_base64 as _a\n print(1)\n"
+                              "except ImportError:\n print(0)").split()
+            self._support = (probe[0] == b"True", probe[1] == b"1")
+        return self._support
+
     def write_file(self, path: str, data: bytes, atomic: bool = True) -> None:
-        """Write in chunks of file_chunk bytes (one exec each), to path.tmp then rename when the board
-        has os.rename (the micro:bit has not: it writes in place)."""
-        probe = self.exec("import os\nprint(hasattr(os,'rename'))\n"
-                          "try:\n from binascii import a2b_base64 as _a\n print(1)\n"
-                          "except ImportError:\n print(0)").split()
-        has_rename, has_b64 = probe[0] == b"True", probe[1] == b"1"
+        """Write in chunks of file_chunk bytes (one exec each; the file is opened with the first and
+        closed and renamed with the last), to path.tmp then rename when the board has os.rename (the
+        micro:bit has not: it writes in place)."""
+        has_rename, has_b64 = self._write_support()
         target = path + ".tmp" if atomic and has_rename else path
-        self.exec(f"f=open({target!r},'wb')")
         step = self.pacing.file_chunk
-        for i in range(0, len(data), step):
-            piece = data[i:i + step]
-            if has_b64:     # 4/3 of the bytes on the wire instead of ~3x for a repr of binary data
-                self.exec(f"f.write(_a({base64.b64encode(piece)!r}))")
-            else:
-                self.exec(f"f.write({piece!r})")
-        self.exec("f.close()\ndel f")
-        if target != path:
-            self.exec(f"import os\ntry:\n os.remove({path!r})\nexcept OSError:\n pass\n"
-                      f"os.rename({target!r},{path!r})")
+        pieces = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
+        for k, piece in enumerate(pieces):
+            code = ""
+            if k == 0:
+                code = ("from binascii import a2b_base64 as _a\n" if has_b64 else "") + f"f=open({target!r},'wb')\n"
+            if piece:
+                # base64: 4/3 of the bytes on the wire instead of ~3x for a repr of binary data
+                code += (f"f.write(_a({base64.b64encode(piece)!r}))\n" if has_b64 else f"f.write({piece!r})\n")
+            if k == len(pieces) - 1:
+                code += "f.close()\ndel f\n"
+                if target != path:
+                    code += (f"import os\ntry:\n os.remove({path!r})\nexcept OSError:\n pass\n"
+                             f"os.rename({target!r},{path!r})\n")
+            self.exec(code)
 
     def mkdir(self, path: str) -> None:
         self.exec(f"import os\ntry:\n os.mkdir({path!r})\nexcept OSError:\n pass")
