@@ -133,9 +133,19 @@ def _lif_tail(b: Body, I: str, V: str, a_mem: str, theta: str, spiking: str):
     return s_out, vpre, V2, n_v
 
 
+def _spike_current(b: Body, s_in: str, W: str) -> str:
+    """acc = s_in @ W exactly (int32), for uint8 inputs up to 255: onnxruntime's x86 u8 x s8 GEMM adds pairs of
+    products in saturating int16 (pmaddubsw), which is exact only for inputs up to 127; so the input is split
+    into its low 7 bits and its top bit, s = lo + 128 * hi, and the two products are added in int32."""
+    hi = b.op("BitShift", [s_in, b.const(7, np.uint8)], direction="RIGHT")
+    lo = b.op("Mod", [s_in, b.const(128, np.uint8)])
+    acc_hi = b.op("Mul", [b.op("MatMulInteger", [hi, W]), b.const(128, np.int32)])
+    return b.op("Add", [b.op("MatMulInteger", [lo, W]), acc_hi])
+
+
 def lif_step_function() -> onnx.FunctionProto:
     b = Body("CubaLifStep")
-    acc = b.op("MatMulInteger", ["s_in", "W"])
+    acc = _spike_current(b, "s_in", "W")
     cur = b.op("Mul", [acc, b.pow2("shift", np.int32)])
     i_raw = b.op("Add", [b.mul_q12("I", "a_syn", np.int32), cur])
     I2, n_i = b.clip_rows(i_raw, fp.STATE_MAX, np.int32)
