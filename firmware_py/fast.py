@@ -18,18 +18,40 @@ except ImportError:
 
 rows_viper = None
 solsa_full_viper = None
-if micropython is not None:
-    try:
-        exec("""
+
+
+def _viper_source():
+    """The kernels' source for this port. A ptr32 load gives a machine word: on a 64-bit port it is
+    zero-extended, so a negative int32 item needs its sign restored (each `v = SIGNED(v)` line below); on
+    a 32-bit port the word is already signed, and the 64-bit fix cannot even be written there (0x7FFFFFFF
+    is not a small int: ViperTypeError), so those lines go."""
+    import sys
+    wide = sys.maxsize > 0x7FFFFFFF
+    out = []
+    for line in _KERNELS.split("\n"):
+        if " = SIGNED(" not in line:
+            out.append(line)
+        elif wide:
+            indent = line[:len(line) - len(line.lstrip())]
+            name = line.strip().split(" ")[0]
+            out.append("%sif %s > 0x7FFFFFFF:" % (indent, name))
+            out.append("%s    %s = %s - 0x7FFFFFFF - 0x7FFFFFFF - 2" % (indent, name, name))
+    return "\n".join(out)
+
+
+_KERNELS = """
 @micropython.viper
 def rows_viper(W, n_out: int, idx, vals, n: int, acc):
+    # idx: array('H') of input indices, vals: bytearray of their values (binning.Binner, runtime.LayerState)
     w = ptr8(W)
     a = ptr32(acc)
+    pi = ptr16(idx)
+    pv = ptr8(vals)
     for j in range(n_out):
         a[j] = 0
     for k in range(n):
-        base = int(idx[k]) * n_out
-        c = int(vals[k])
+        base = pi[k] * n_out
+        c = pv[k]
         if c == 1:
             for j in range(n_out):
                 v = int(w[base + j])
@@ -61,15 +83,13 @@ def solsa_full_viper(e, G, x, vec) -> int:
     n = 0
     for i in range(n_in):
         xi = px[i]
-        if xi > 0x7FFFFFFF:   # ptr32 loads zero-extend on 64-bit ports: restore the sign (no-op on 32-bit)
-            xi = xi - 0x7FFFFFFF - 0x7FFFFFFF - 2
+        xi = SIGNED(xi)
         base = i * n_out
         for j in range(n_out):
             v = pe[base + j]
             if v == 0 and xi == 0:
                 continue
-            if v > 0x7FFFFFFF:
-                v = v - 0x7FFFFFFF - 0x7FFFFFFF - 2
+            v = SIGNED(v)
             if v >= 0:
                 v = (v * a_mem) >> 12
             else:
@@ -82,8 +102,7 @@ def solsa_full_viper(e, G, x, vec) -> int:
                 v = 0 - m
                 n += 1
             f = pv[4 + j]
-            if f > 0x7FFFFFFF:
-                f = f - 0x7FFFFFFF - 0x7FFFFFFF - 2
+            f = SIGNED(f)
             if f != 0 and v != 0:
                 p = v * f
                 if p >= 0:
@@ -91,8 +110,7 @@ def solsa_full_viper(e, G, x, vec) -> int:
                 else:
                     p = 0 - ((0 - p) >> 12)
                 g = pg[base + j]
-                if g > 0x7FFFFFFF:
-                    g = g - 0x7FFFFFFF - 0x7FFFFFFF - 2
+                g = SIGNED(g)
                 g = g + p
                 if g > gm:
                     g = gm
@@ -109,7 +127,11 @@ def solsa_full_viper(e, G, x, vec) -> int:
                     v = 0 - (((0 - v) * k) >> 12)
             pe[base + j] = v
     return n
-""", globals())
+"""
+
+if micropython is not None:
+    try:
+        exec(_viper_source(), globals())
     except (SyntaxError, NameError, AttributeError, ImportError):
         rows_viper = None      # a port built without the native emitters
         solsa_full_viper = None
