@@ -31,16 +31,9 @@ def main():
         net.reset()
         for t in range(T):
             base = (s * T + t) * N
-            idx = []
-            vals = []
-            for i in range(N):
-                v = frames[base + i]
-                if v:
-                    idx.append(i)
-                    vals.append(v)
-            net.step(idx, vals)
+            net.step_frame(frames[base:base + N])
             for st in net.states:
-                out.write(",".join([str(j) for j in sorted(st.out)]) + "|" + ",".join([str(v) for v in st.V])
+                out.write(",".join([str(j) for j in sorted(st.spiking())]) + "|" + ",".join([str(v) for v in st.V])
                           + "|" + ",".join([str(v) for v in st.I]) + "\n")
             out.write("nsat %d\n" % net.nsat)
 

@@ -118,11 +118,10 @@ def compare_firmware(model: IntModel, X: np.ndarray) -> dict:
     for b in range(B):
         net.reset()
         for t in range(T):
-            idx = [int(i) for i in np.flatnonzero(X[t, b])]
-            net.step(idx, [int(X[t, b, i]) for i in idx])
+            net.step_frame([int(v) for v in X[t, b]])
             for l, st in enumerate(net.states):
                 s = np.zeros(model.layers[l].n_out, np.uint8)
-                s[list(st.out)] = 1
+                s[st.spiking()] = 1
                 spikes_cmp += s.size
                 spikes_bad += int((s != ref.spikes[l][t, b]).sum())
                 states_cmp += 2 * s.size
@@ -147,13 +146,12 @@ def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray
     rule.reset()
     spikes_cmp = spikes_bad = values_cmp = values_bad = 0
     for t in range(X.shape[0]):
-        idx = [int(i) for i in np.flatnonzero(X[t])]
         rule.before_step()
-        net.step(idx, [int(X[t, i]) for i in idx])
+        net.step_frame([int(v) for v in X[t]])
         rule.after_step(t, None if labels[t] < 0 else int(labels[t]))
         for l, st in enumerate(net.states):
             s = np.zeros(model.layers[l].n_out, np.uint8)
-            s[list(st.out)] = 1
+            s[st.spiking()] = 1
             spikes_cmp += s.size
             spikes_bad += int((s != trace["spikes"][t][l]).sum())
             values_cmp += s.size

@@ -77,56 +77,158 @@ def event_slot(spec, x, y, t, p):
     return k, (p * spec.out_h + yd) * spec.out_w + xd
 
 
-class Binner:
-    """Accumulates events into per-step spike lists; event-driven: memory ~ active inputs.
+NONE = 0xFFFF            # end of a step's list / no entry (slot indices and steps are u16)
+DEFAULT_SLOTS = 3072     # active (step, input) pairs a sample may hold: the 1,000 N-MNIST recordings binned
+                         # 34x34 / 2, 10 ms x 30, need at most 2,120 (median 1,444)
 
-    `add` takes events one at a time (as they arrive from a sensor or the serial link);
-    `step_inputs(k)` gives the sorted input indices active at step k and, in count mode, their
-    counts; `dense()` gives the [n_steps * n_inputs] frame as a bytearray (tests, host checks).
+
+class Binner:
+    """Accumulates events into per-step active-input lists; event-driven (memory ~ active inputs) and
+    allocation-free: every buffer is preallocated for `slots` distinct (step, input) pairs, so a sample
+    allocates nothing, whatever its events (on a board a per-event dict entry costs heap and time).
+
+    Each distinct (step, input) pair is one slot: its input `neuron[e]`, its count `count[e]` (saturated at
+    255) and the next slot of the same step `nxt[e]` (a list per step from `head[k]`). `latest[n]` is the
+    last slot input n got: events arrive in time order from a sensor or a recording, so a repeat of n in
+    the newest step is found there at once; only an event out of time order searches its step's list.
+
+    `step_inputs(k)` gives the number n of active inputs at step k and fills `idx[:n]`, `vals[:n]` (their
+    counts, 1 in binary mode) and the dense `frame` (vals at idx, 0 elsewhere: for the per-input-decay
+    paths that visit every input anyway). `dense()` gives the [n_steps * n_inputs] frame (tests, host checks).
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, slots=DEFAULT_SLOTS):
+        from array import array
+        if spec.n_inputs > NONE or spec.n_steps > NONE:
+            raise ValueError("Binner: at most %d inputs and steps" % NONE)
+        slots = min(slots, spec.n_steps * spec.n_inputs, NONE)    # never more than the pairs there are
         self.spec = spec
+        self.slots = slots
+        self.neuron = array("H", bytes(2 * slots))
+        self.nxt = array("H", bytes(2 * slots))
+        self.step = array("H", bytes(2 * slots))
+        self.count = bytearray(slots)
+        self.head = array("H", bytes(2 * spec.n_steps))
+        self.latest = array("H", bytes(2 * spec.n_inputs))
+        self.idx = array("H", bytes(2 * spec.n_inputs))
+        self.vals = bytearray(spec.n_inputs)
+        self.frame = bytearray(spec.n_inputs)
+        self.framed = 0              # entries of idx written into frame by the last step_inputs
         self.reset()
 
     def reset(self):
-        self.steps = [None] * self.spec.n_steps  # step -> {neuron: count}
+        for k in range(len(self.head)):
+            self.head[k] = NONE
+        latest = self.latest
+        for n in range(len(latest)):
+            latest[n] = NONE
+        self._clear_frame()
+        self.used = 0                # slots in use
         self.dropped = 0
 
+    def _clear_frame(self):
+        frame = self.frame
+        idx = self.idx
+        for k in range(self.framed):
+            frame[idx[k]] = 0
+        self.framed = 0
+
     def add(self, x, y, t, p):
+        """One event (checked by event_slot: it raises ValueError for one the sensor cannot produce)."""
         slot = event_slot(self.spec, x, y, t, p)
         if slot is None:
             self.dropped += 1
-            return
-        k, n = slot
-        d = self.steps[k]
-        if d is None:
-            d = {}
-            self.steps[k] = d
-        c = d.get(n, 0)
-        if c < 255:
-            d[n] = c + 1
+        else:
+            self._count(slot[0], slot[1])
 
-    def add_many(self, xs, ys, ts, ps):
-        add = self.add
-        for i in range(len(xs)):
-            add(xs[i], ys[i], ts[i], ps[i])
+    def add_many(self, xs, ys, ts, ps, n=None):
+        """The first n events (all by default), already checked against the sensor (the Device does):
+        event_slot's arithmetic inline, so that no (step, neuron) tuple is made per event. Raises
+        MemoryError when the slots run out."""
+        spec = self.spec
+        cx, cy, cw, ch = spec.crop
+        f = spec.downsample
+        out_w = spec.out_w
+        out_h = spec.out_h
+        dt = spec.dt_us
+        n_steps = spec.n_steps
+        for e in range(len(xs) if n is None else n):
+            xc = xs[e] - cx
+            yc = ys[e] - cy
+            k = ts[e] // dt
+            if xc < 0 or yc < 0 or xc >= cw or yc >= ch or k >= n_steps:
+                self.dropped += 1
+                continue
+            xd = xc // f
+            yd = yc // f
+            if xd >= out_w or yd >= out_h:
+                self.dropped += 1
+                continue
+            self._count(k, (ps[e] * out_h + yd) * out_w + xd)     # (a bound method in a local would allocate)
+
+    def _count(self, k, n):
+        # latest[n]: n's slot in the highest step that has n. Its step equals k: found; is below k (or
+        # no slot): (k, n) is new; is above k (an event out of time order): search step k's list.
+        e = self.latest[n]
+        top = e != NONE and self.step[e] < k
+        if e == NONE or top or self.step[e] > k:
+            if not (e == NONE or top):
+                e = self.head[k]
+                neuron = self.neuron
+                while e != NONE and neuron[e] != n:
+                    e = self.nxt[e]
+            else:
+                e = NONE
+            if e == NONE:
+                e = self.used
+                if e >= self.slots:
+                    raise MemoryError("event buffer full")
+                self.used = e + 1
+                self.neuron[e] = n
+                self.step[e] = k
+                self.count[e] = 0
+                self.nxt[e] = self.head[k]
+                self.head[k] = e
+                if self.latest[n] == NONE or top:
+                    self.latest[n] = e
+        c = self.count[e]
+        if c < 255:
+            self.count[e] = c + 1
 
     def step_inputs(self, k):
-        d = self.steps[k]
-        if not d:
-            return [], []
-        idx = sorted(d.keys())
-        if self.spec.mode == BINARY:
-            return idx, [1] * len(idx)
-        return idx, [d[n] for n in idx]
+        """Fill idx, vals and frame with the active inputs of step k; returns how many there are."""
+        self._clear_frame()
+        binary = self.spec.mode == BINARY
+        idx = self.idx
+        vals = self.vals
+        frame = self.frame
+        neuron = self.neuron
+        count = self.count
+        nxt = self.nxt
+        m = 0
+        e = self.head[k]
+        while e != NONE:
+            n = neuron[e]
+            v = 1 if binary else count[e]
+            idx[m] = n
+            vals[m] = v
+            frame[n] = v
+            m += 1
+            e = nxt[e]
+        self.framed = m
+        return m
+
+    def active_pairs(self):
+        """Distinct (step, input) pairs held now (the event buffer's use)."""
+        return self.used
 
     def dense(self):
         n_in = self.spec.n_inputs
         out = bytearray(self.spec.n_steps * n_in)
         for k in range(self.spec.n_steps):
-            idx, vals = self.step_inputs(k)
+            n = self.step_inputs(k)
             base = k * n_in
-            for j in range(len(idx)):
-                out[base + idx[j]] = vals[j]
+            for j in range(n):
+                out[base + self.idx[j]] = self.vals[j]
+        self._clear_frame()
         return out

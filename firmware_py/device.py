@@ -14,7 +14,7 @@ import struct
 from firmware_py import blob as fblob
 from firmware_py import learning
 from firmware_py import memory
-from firmware_py.binning import BinSpec, Binner
+from firmware_py.binning import DEFAULT_SLOTS, BinSpec, Binner
 from firmware_py.errors import (DeviceError, E_BAD_ARGUMENT, E_BAD_EVENT, E_BAD_LABEL, E_INTERNAL,
                                 E_MODEL_FORMAT, E_NO_MEMORY, E_NO_MODEL, E_OK, E_STATE)
 from firmware_py.runtime import Network, accumulate_rows
@@ -24,8 +24,10 @@ VERSION = "1.0"
 
 
 class Device:
-    def __init__(self, heap=None, store=None, rows=None, self_train_gate=None, learn=True, factorised=None):
+    def __init__(self, heap=None, store=None, rows=None, self_train_gate=None, learn=True, factorised=None,
+                 slots=DEFAULT_SLOTS):
         self.heap = heap            # bytes a model may take; None: the heap free when it loads
+        self.slots = slots          # the event buffer: distinct (step, input) pairs a sample may hold
         self.store = store
         self.rows = rows if rows is not None else accumulate_rows
         self.self_train_gate = self_train_gate
@@ -102,7 +104,7 @@ class Device:
             if rule is not None and self.rows is not accumulate_rows and hasattr(rule, "use_kernel"):
                 from firmware_py import fast     # fast rows asked for: the fast learning kernel too
                 rule.use_kernel(fast.best_solsa_full())
-            binner = Binner(spec)
+            binner = Binner(spec, self.slots)
         except MemoryError:
             gc.collect()
             raise DeviceError(E_NO_MEMORY, "out of heap while allocating the model's state (previous model kept)")
@@ -154,14 +156,16 @@ class Device:
         self.binner.reset()
         self.in_sample = True
 
-    def add_events(self, xs, ys, ts, ps):
-        """Bin a batch of events (parallel sequences). The whole batch is checked first: a bad event
-        rejects the batch (E_BAD_EVENT, nothing added). Returns the number of events binned."""
+    def add_events(self, xs, ys, ts, ps, n=None):
+        """Bin a batch of events (parallel sequences; the first n items, all when n is None). The whole
+        batch is checked first: a bad event rejects the batch (E_BAD_EVENT, nothing added). Returns the
+        number of events binned."""
         self._need_model()
         if not self.in_sample:
             raise DeviceError(E_STATE, "add_events before begin_sample")
-        n = len(xs)
-        if len(ys) != n or len(ts) != n or len(ps) != n:
+        if n is None:
+            n = len(xs)
+        if len(ys) < n or len(ts) < n or len(ps) < n or len(xs) < n:
             raise DeviceError(E_BAD_ARGUMENT, "events: x, y, t, p lengths differ (%d, %d, %d, %d)"
                               % (n, len(ys), len(ts), len(ps)))
         spec = self.binner.spec
@@ -176,12 +180,13 @@ class Device:
                                                "p in {0, 1}, t >= 0" % (k, x, y, ts[k], ps[k], w, h))
         before = self.binner.dropped
         try:
-            self.binner.add_many(xs, ys, ts, ps)
+            self.binner.add_many(xs, ys, ts, ps, n)
         except MemoryError:
             gc.collect()
             self.binner.reset()
             self.in_sample = False
-            raise DeviceError(E_NO_MEMORY, "event buffer full: sample dropped")
+            raise DeviceError(E_NO_MEMORY, "event buffer full (%d active (step, input) pairs): sample dropped"
+                              % self.binner.slots)
         self.events += n
         return n - (self.binner.dropped - before)
 

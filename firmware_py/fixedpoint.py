@@ -1,9 +1,13 @@
 """Integer primitives of docs/NUMERICS.md: the one definition every executor shares.
 
-Pure Python (no numpy), runs unchanged on MicroPython and CPython. The numpy simulator
+Pure Python (no numpy), runs unchanged on MicroPython and CPython. On a 32-bit MicroPython an int of 2**30
+or more is a heap object, so what the device calls in its hot loops (mul_q12, Bank, sround_mul,
+apply_update) never forms one: same results, nothing allocated. The numpy simulator
 (converters/intsim.py) vectorises these same formulas and is tested against this module; the golden
 vectors in tests/golden/ are generated from it. Section numbers refer to docs/NUMERICS.md.
 """
+
+from array import array
 
 NUMERICS_VERSION = 2
 
@@ -25,6 +29,10 @@ SIG_LUT_SIZE = 256
 ZERO_SEED_STATE = 0x6D2B79F5     # xorshift32 must never hold 0
 LANE_MUL = 0x9E3779B9
 LANE_WARMUP = 4
+Q_MASK = Q_ONE - 1
+SPLIT = 1 << 18                  # |x| below this: x * a (a <= 4096) stays below 2**30, a small int everywhere
+SPLIT_G = 1 << 21                # |g| below this: g * lr_m (lr_m < 256) plus a 28-bit draw stays below 2**30
+DELTA_MAX = 1 << 21              # sround_mul's results are clipped here: beyond any 20-bit value plus a delta
 
 
 # ---- §0 arithmetic -------------------------------------------------------------------------
@@ -42,10 +50,21 @@ def floor_shift(x, k):
 
 
 def mul_q12(x, a):
-    """x * a / 4096 truncated toward zero: negative values decay to 0 like positive ones."""
+    """x * a / 4096 truncated toward zero: negative values decay to 0 like positive ones.
+
+    |x| < 2**20 and |a| <= 4096 here, so x * a can reach 2**31: on a 32-bit MicroPython an int of 2**30 or
+    more is a heap object, so a large |x| is split at bit 12 (x = xh * 4096 + xl, exact:
+    (x * a) >> 12 == xh * a + ((xl * a) >> 12) for x, a >= 0) and nothing is ever allocated."""
+    if a < 0:
+        return -mul_q12(x, -a)
     if x >= 0:
-        return (x * a) >> Q if a >= 0 else -((x * -a) >> Q)
-    return -(((-x) * a) >> Q) if a >= 0 else ((-x) * -a) >> Q
+        if x < SPLIT:
+            return (x * a) >> Q
+        return (x >> Q) * a + (((x & Q_MASK) * a) >> Q)
+    x = -x
+    if x < SPLIT:
+        return -((x * a) >> Q)
+    return -((x >> Q) * a + (((x & Q_MASK) * a) >> Q))
 
 
 def decay(x, a):
@@ -81,8 +100,12 @@ def solsa_reset_factor(h, theta, sg_shift):
     """§10.5b: Q12 factor 1 - theta * surrogate' of the soft reset, max(0, .) so it never flips a sign.
 
     h is the Q12 triangle surrogate (peak 4096, half-width 4096 << sg_shift state units), i.e.
-    surrogate' = h / 2**(24 + sg_shift) per state unit; h * theta < 2**31."""
-    r = Q_ONE - ((h * theta) >> (Q + sg_shift))
+    surrogate' = h / 2**(24 + sg_shift) per state unit; h * theta < 2**31, so a large theta is split at
+    bit 12 (h * theta >> 12 == h * (theta >> 12) + (h * (theta & 4095) >> 12), exact) to stay small."""
+    if theta < SPLIT:
+        r = Q_ONE - ((h * theta) >> (Q + sg_shift))
+    else:
+        r = Q_ONE - ((h * (theta >> Q) + ((h * (theta & Q_MASK)) >> Q)) >> sg_shift)
     return r if r > 0 else 0
 
 
@@ -135,6 +158,77 @@ def tick(lanes):
     return lanes
 
 
+class Bank:
+    """A bank of n xorshift32 lanes (§6) as the device holds it: each 32-bit state as two 16-bit halves
+    (array 'H'), so that a tick and a draw never form an int of 2**30 or more. Indexing reads and writes
+    the 32-bit states (checkpoints, reports: those may allocate); `list(bank)` gives them all."""
+
+    def __init__(self, seed, n):
+        self.seed = seed
+        self.hi = array("H", bytes(2 * n))
+        self.lo = array("H", bytes(2 * n))
+        states = lane_seeds(seed, n)       # big ints on a 32-bit port: once, here, never per sample
+        for k in range(n):
+            self[k] = states[k]
+        self.hi0 = array("H", self.hi)      # the seeded states, for reseed()
+        self.lo0 = array("H", self.lo)
+
+    def reseed(self):
+        """Back to lane_seeds(seed, n) (what `reset`, and GEM's firing banks at every sample, do)."""
+        hi = self.hi
+        lo = self.lo
+        hi0 = self.hi0
+        lo0 = self.lo0
+        for k in range(len(hi)):
+            hi[k] = hi0[k]
+            lo[k] = lo0[k]
+
+    def __len__(self):
+        return len(self.hi)
+
+    def __getitem__(self, k):
+        return (self.hi[k] << 16) | self.lo[k]
+
+    def __setitem__(self, k, v):
+        self.hi[k] = (v >> 16) & 0xFFFF
+        self.lo[k] = v & 0xFFFF
+
+    def tick(self):
+        """xorshift32 (13, 17, 5) on every lane, in halves: every intermediate is below 2**29."""
+        hi = self.hi
+        lo = self.lo
+        for k in range(len(hi)):
+            h = hi[k]
+            lw = lo[k]
+            h ^= ((h << 13) | (lw >> 3)) & 0xFFFF       # s ^= s << 13
+            lw ^= (lw << 13) & 0xFFFF
+            lw ^= h >> 1                                # s ^= s >> 17
+            h ^= ((h << 5) | (lw >> 11)) & 0xFFFF       # s ^= s << 5
+            lw ^= (lw << 5) & 0xFFFF
+            hi[k] = h
+            lo[k] = lw
+
+    def bits(self, k, nb):
+        """bits(lane k, nb): the top nb bits of its state, nb in 0..30 (a small int)."""
+        if nb <= 0:
+            return 0
+        if nb <= 16:
+            return self.hi[k] >> (16 - nb)
+        return (self.hi[k] << (nb - 16)) | (self.lo[k] >> (32 - nb))
+
+
+def bank_of(states):
+    """A Bank holding the given 32-bit lane states (and reseeding to them)."""
+    b = Bank(1, 0)
+    b.hi = array("H", bytes(2 * len(states)))
+    b.lo = array("H", bytes(2 * len(states)))
+    for k in range(len(states)):
+        b[k] = states[k]
+    b.hi0 = array("H", b.hi)
+    b.lo0 = array("H", b.lo)
+    return b
+
+
 # ---- §7 stochastic rounding -----------------------------------------------------------------
 
 def sround(y, k, r):
@@ -142,18 +236,43 @@ def sround(y, k, r):
     return (y + r) >> k
 
 
-def apply_update(W, n_in, n_out, G, lr_m, lr_s, lanes, a_syn=None, Ga=None, lra_m=0, lra_s=0):
-    """§7: W (flat row-major list, in place) += sround(G * lr_m, lr_s); optional per-input a_syn too.
+def sround_mul(g, m, s, r):
+    """sround(g * m, s, r) for |g| < 2**24, 0 <= m < 256, s in 0..30 and r a draw of s bits, without an
+    int of 2**30 or more: g * m + r is formed only when it stays small; otherwise g * m is split at bit 12
+    (g * m = yh * 4096 + yl, 0 <= yl < 4096; exact). When s < 12 a result of magnitude DELTA_MAX - 4096 or
+    more may come back as +-DELTA_MAX: every caller adds it to a value of at most 20 bits and clamps to
+    20 bits or less, so the outcome and the saturation count are the same."""
+    if -SPLIT_G < g < SPLIT_G and s <= 28:
+        return (g * m + r) >> s
+    yh = (g >> Q) * m
+    yl = (g & Q_MASK) * m
+    yh += yl >> Q
+    yl &= Q_MASK
+    if s >= Q:
+        return (yh + (r >> Q) + ((yl + (r & Q_MASK)) >> Q)) >> (s - Q)
+    lim = DELTA_MAX >> (Q - s)
+    if yh >= lim:
+        return DELTA_MAX
+    if yh < -lim:
+        return -DELTA_MAX
+    return (yh << (Q - s)) + ((yl + r) >> s)
 
-    `lanes` is the layer's learning bank of n_out + 1 lanes (advanced in place, n_in ticks).
-    Returns the number of clamps that changed a value (saturation count).
+
+def apply_update(W, n_in, n_out, G, lr_m, lr_s, lanes, a_syn=None, Ga=None, lra_m=0, lra_s=0):
+    """§7: W (flat row-major, in place) += sround(G * lr_m, lr_s); optional per-input a_syn too.
+
+    `lanes` is the layer's learning bank of n_out + 1 lanes (a Bank, or a list of 32-bit states),
+    advanced in place by n_in ticks. Returns the number of clamps that changed a value (saturation count).
     """
+    bank = lanes if isinstance(lanes, Bank) else bank_of(lanes)
+    bits = bank.bits
+    tick = bank.tick
     nsat = 0
     for i in range(n_in):
-        tick(lanes)
+        tick()
         base = i * n_out
         for j in range(n_out):
-            w = W[base + j] + sround(G[base + j] * lr_m, lr_s, bits(lanes[j], lr_s))
+            w = W[base + j] + sround_mul(G[base + j], lr_m, lr_s, bits(j, lr_s))
             if w > W_MAX:
                 w = W_MAX
                 nsat += 1
@@ -162,7 +281,7 @@ def apply_update(W, n_in, n_out, G, lr_m, lr_s, lanes, a_syn=None, Ga=None, lra_
                 nsat += 1
             W[base + j] = w
         if a_syn is not None and Ga is not None:
-            a = a_syn[i] + sround(Ga[i] * lra_m, lra_s, bits(lanes[n_out], lra_s))
+            a = a_syn[i] + sround_mul(Ga[i], lra_m, lra_s, bits(n_out, lra_s))
             if a > A_LEARN_MAX:
                 a = A_LEARN_MAX
                 nsat += 1
@@ -170,6 +289,9 @@ def apply_update(W, n_in, n_out, G, lr_m, lr_s, lanes, a_syn=None, Ga=None, lra_
                 a = 0
                 nsat += 1
             a_syn[i] = a
+    if bank is not lanes:
+        for k in range(len(lanes)):
+            lanes[k] = bank[k]
     return nsat
 
 

@@ -35,7 +35,8 @@ class GlmNetwork:
         self.idx = [zeros("i", K * L.n_out) for L in model.layers]
         self.P = [zeros("i", K * L.n_out) for L in model.layers]
         self.s = [bytearray(K * L.n_out) for L in model.layers]
-        self.lanes = [None] * len(model.layers)
+        # firing banks: re-seeded at every sample (from the states kept in the Bank: nothing allocated)
+        self.lanes = [fp.Bank(model.fire_seed + l, K * model.layers[l].n_out) for l in range(len(model.layers))]
         width = 0
         for L in model.layers:
             width = max(width, L.n_in)
@@ -53,22 +54,22 @@ class GlmNetwork:
         for l in range(len(self.model.layers)):
             fill(self.x[l], 0)
             fill(self.f[l], 0)
-            self.lanes[l] = fp.lane_seeds(self.model.fire_seed + l, K * self.model.layers[l].n_out)
+            self.lanes[l].reseed()
         fill(self.counts, 0)
 
     def reset(self):
         self.begin_sample()
         self.nsat = 0
 
-    def step(self, idx, vals):
-        """One step of every layer for every compartment; idx/vals: the active inputs of layer 0."""
+    def step(self, idx, vals, n, dense):
+        """One step of every layer for every compartment; dense: layer 0's inputs as an [n_in] sequence
+        (the input traces are decayed densely anyway; idx[:n], vals[:n] are the same inputs, unused here)."""
         layers = self.model.layers
         last = len(layers) - 1
         decay = fp.decay
         smax = fp.STATE_MAX
         frac = fp.TRACE_FRAC
         SIG = self.SIG
-        xs32 = fp.xorshift32
         nz = self.nz
         nzv = self.nzv
         acc = self.acc
@@ -84,21 +85,19 @@ class GlmNetwork:
             ix = self.idx[l]
             P = self.P[l]
             s = self.s[l]
-            lanes = self.lanes[l]
+            bank = self.lanes[l]
+            bank.tick()                  # every lane of the firing bank ticks once per step (§11.4)
+            draw = bank.hi               # bits(lane, 16): its high half
             sh = L.shift - frac
             clamp = self.clamp if l == last else None
             below = self.s[l - 1] if l > 0 else None
             for r in range(self.K):
                 xb = r * n_in
-                k = 0
-                nk = len(idx) if below is None else 0
                 m = 0
                 for i in range(n_in):
                     v = decay(x[xb + i], a)
                     if below is None:
-                        if k < nk and idx[k] == i:
-                            v += vals[k] << frac
-                            k += 1
+                        v += dense[i] << frac
                     elif below[r * n_in + i]:
                         v += 1 << frac
                     if v > smax:
@@ -128,12 +127,10 @@ class GlmNetwork:
                     ix[ob + j] = q
                     p = SIG[q]
                     P[ob + j] = p
-                    lane = xs32(lanes[ob + j])
-                    lanes[ob + j] = lane
                     if clamp is not None:
                         sj = 1 if j == clamp else 0
                     else:
-                        sj = 1 if (lane >> 16) < p else 0
+                        sj = 1 if draw[ob + j] < p else 0
                     s[ob + j] = sj
                     fprev[ob + j] = fj
                     v = decay(fj, L.a_fb) + (sj << frac)
@@ -186,6 +183,7 @@ class Gem:
         self.Gb = [zeros("i", L.n_out) for L in net.model.layers]
         self.Gf = [zeros("i", L.n_out) for L in net.model.layers]
         self.ll = [0] * K
+        self.w = [0] * K
         self.wn = [0] * K
         self.g = [0] * max(L.n_out for L in net.model.layers)
         self.banks = None
@@ -198,7 +196,10 @@ class Gem:
         return self.banks[-1]
 
     def reset(self):
-        self.banks = [fp.lane_seeds(self.seed + l, L.n_out + 1) for l, L in enumerate(self.net.model.layers)]
+        if self.banks is None:
+            self.banks = [fp.Bank(self.seed + l, L.n_out + 1) for l, L in enumerate(self.net.model.layers)]
+        for bank in self.banks:
+            bank.reseed()
         self.begin_sample()
 
     def begin_sample(self):
@@ -281,8 +282,11 @@ class Gem:
                     n += 1
                 ll[r] = v
             m = max(ll)
-            w = [self_exp(net.EXP, (m - ll[r]) >> 4) for r in range(K)]
-            tot = sum(w)
+            w = self.w
+            tot = 0
+            for r in range(K):
+                w[r] = self_exp(net.EXP, (m - ll[r]) >> 4)
+                tot += w[r]
             wn = self.wn
             for r in range(K):
                 wn[r] = (w[r] * 4096) // tot
@@ -341,11 +345,13 @@ def _accumulate(G, e, wn, size, K):
 
 def _update_vector(vec, G, lr_m, lr_s, bank):
     """One more tick of the bank: vec[j] += sround(G[j] * lr_m, lr_s) with lane j, clamped to 20 bits."""
-    fp.tick(bank)
+    bank.tick()
     smax = fp.STATE_MAX
+    sround_mul = fp.sround_mul
+    bits = bank.bits
     n = 0
     for j in range(len(vec)):
-        v = vec[j] + fp.sround(G[j] * lr_m, lr_s, fp.bits(bank[j], lr_s))
+        v = vec[j] + sround_mul(G[j], lr_m, lr_s, bits(j, lr_s))
         if v > smax or v < -smax:
             v = smax if v > 0 else -smax
             n += 1

@@ -11,8 +11,8 @@ from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, pers
 
 
 class DeviceHandler:
-    # The largest EVENTS batch the board accepts (board_main.link_sizes): events() holds a batch as
-    # four lists, about 8 bytes per item, so 1 KB frames (169 events) keep that inside the memory plan.
+    # The largest EVENTS batch the board accepts (board_main.link_sizes): events() decodes a batch into
+    # four preallocated arrays (9 bytes per event), so 1 KB frames (169 events) keep that inside the plan.
     max_payload = 1024
 
     def __init__(self, device, boot_error=None):
@@ -21,6 +21,13 @@ class DeviceHandler:
         self.model_buf = None
         self.weights_buf = None
         self.segs = None
+        from array import array
+        from firmware_py.link import EVENT_LEN
+        n = self.max_payload // EVENT_LEN
+        self.xs = array("h", bytes(2 * n))
+        self.ys = array("h", bytes(2 * n))
+        self.ts = array("i", bytes(4 * n))
+        self.ps = array("b", bytes(n))
 
     def hello(self):
         """INFO's description: the runtime, then the model it runs (sizes, rule, CRC) or why it has none,
@@ -57,14 +64,10 @@ class DeviceHandler:
         dev = self.dev
         if not dev.in_sample:
             dev.begin_sample()
-        n = batch.count
-        xs = [0] * n
-        ys = [0] * n
-        ts = [0] * n
-        ps = [0] * n
-        for i in range(n):
-            xs[i], ys[i], ts[i], ps[i] = batch.event(i)
-        dev.add_events(xs, ys, ts, ps)
+        if batch.count > len(self.xs):
+            raise DeviceError(E_BAD_ARGUMENT, "events: %d in one batch, at most %d" % (batch.count, len(self.xs)))
+        n = batch.decode_into(self.xs, self.ys, self.ts, self.ps)
+        dev.add_events(self.xs, self.ys, self.ts, self.ps, n)
 
     def end_of_sample(self, label):
         dev = self.dev

@@ -55,12 +55,12 @@ class ReadoutDelta:
         self.pre = zeros("i", L.n_in)
         self.post = [0] * L.n_out
         self.err = [0] * L.n_out
-        self.lanes = fp.lane_seeds(seed + self.l, L.n_out + 1)
+        self.lanes = fp.Bank(seed + self.l, L.n_out + 1)
         self.nsat = 0
         self.updates = 0
 
     def reset(self):
-        self.lanes = fp.lane_seeds(self.seed + self.l, self.L.n_out + 1)
+        self.lanes.reseed()
         self.begin_sample()
 
     def begin_sample(self):
@@ -72,15 +72,18 @@ class ReadoutDelta:
         pass
 
     def after_step(self, t, label):
-        idx, vals = self.net.last_in
+        net = self.net
+        idx = net.last_idx
+        vals = net.last_vals
         pre = self.pre
-        for k in range(len(idx)):
+        for k in range(net.last_n):
             pre[idx[k]] += vals[k]
-        st = self.net.states[self.l]
+        st = net.states[self.l]
         post = self.post
         if self.L.kind == KIND_LIF:
-            for j in st.out:
-                post[j] += 1
+            out = st.out
+            for k in range(st.nout):
+                post[out[k]] += 1
         else:
             vs = self.p["v_shift"]
             V = st.V
@@ -144,7 +147,7 @@ class Solsa:
         self.phi = [0] * n_out
         self.full_kernel = None     # fast.solsa_full_viper when the Device asks for fast kernels
         self.vec = None
-        self.lanes = fp.lane_seeds(seed + self.l, n_out + 1)
+        self.lanes = fp.Bank(seed + self.l, n_out + 1)
         self.nsat = 0
         self.updates = 0
 
@@ -160,7 +163,7 @@ class Solsa:
         self.full_kernel = kernel
 
     def reset(self):
-        self.lanes = fp.lane_seeds(self.seed + self.l, self.L.n_out + 1)
+        self.lanes.reseed()
         self.begin_sample()
 
     def begin_sample(self):
@@ -216,15 +219,10 @@ class Solsa:
         if self.x is not None:
             x = self.x
             a = L.a_syn
-            idx, vals = self.net.last_in
-            k = 0
-            nk = len(idx)
+            dense = self.net.last_dense
             frac = fp.TRACE_FRAC
             for i in range(n_in):
-                v = decay(x[i], a)
-                if k < nk and idx[k] == i:
-                    v += vals[k] << frac
-                    k += 1
+                v = decay(x[i], a) + (dense[i] << frac)
                 if v > m:
                     v = m
                     n += 1
@@ -420,11 +418,14 @@ def run_sample(net, rule, binner, label=None):
         rule.begin_sample()
     if hasattr(net, "clamp"):     # GEM: the observed (last-layer) neurons are clamped while learning
         net.clamp = label if learn else None
+    idx = binner.idx
+    vals = binner.vals
+    frame = binner.frame
     for t in range(binner.spec.n_steps):
-        idx, vals = binner.step_inputs(t)
+        n = binner.step_inputs(t)
         if learn:
             rule.before_step()
-        net.step(idx, vals)
+        net.step(idx, vals, n, frame)
         if learn:
             rule.after_step(t, label)
     cls, measure = net.readout()

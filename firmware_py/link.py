@@ -372,6 +372,22 @@ class EventBatch:
         self.data = payload
         return self
 
+    def decode_into(self, xs, ys, ts, ps):
+        """Every event of the batch into the preallocated xs, ys, ts, ps (at least `count` items each);
+        returns the count. No object per event (event() makes a tuple)."""
+        d = self.data
+        tb = self.t_base
+        k = EVENT_HEAD_LEN
+        for i in range(self.count):
+            lo = d[k] + (d[k + 1] << 7) + (d[k + 2] << 14) - _D3
+            hi = d[k + 3] + (d[k + 4] << 7) + (d[k + 5] << 14) - _D3
+            xs[i] = lo & 0x7FF
+            ys[i] = hi & 0x7FF
+            ts[i] = tb + (lo >> 11) + ((hi >> 12) << 10)
+            ps[i] = (hi >> 11) & 1
+            k += EVENT_LEN
+        return self.count
+
     def event(self, i):
         """(x, y, t_us, p) of event i."""
         d = self.data

@@ -2,14 +2,15 @@
 (from the model file, before flashing): weights, state, learning traces, buffers.
 
 Counts are for a 32-bit board: array items at their item size, list items one 4-byte word each, plus
-a fixed per-object overhead. The event buffer (the Binner's per-step dicts) depends on the input, so
-the plan uses a declared budget of active (step, input) slots and the device reports its current use.
+a fixed per-object overhead. Every buffer is allocated when the model loads (a sample allocates nothing):
+the event buffer holds `slots` distinct (step, input) pairs (binning.Binner), a declared budget.
 """
+from firmware_py.binning import DEFAULT_SLOTS
 from firmware_py.errors import DeviceError, E_NO_MEMORY
 
 OBJ_OVERHEAD = 16          # header of an array/list object on a 32-bit port (approximate, per object)
-SLOT_BYTES = 12            # one active (step, input) entry in a Binner dict on a 32-bit port (19 measured on 64-bit)
-DEFAULT_SLOTS = 2048       # event-buffer budget of the plan: active (step, input) pairs per sample (N-MNIST: ~1000-1500)
+SLOT_BYTES = 7             # one (step, input) slot of binning.Binner: neuron, next, step (u16 each), count (u8)
+STEPS_BOUND = 64           # time steps assumed for the binner's per-step heads where the binning is not at hand
 # Heap taken by the firmware's own code once imported (precompiled .mpy in RAM): the whole Device
 # (runtime, rules, blob, store) measured 56K on the 64-bit unix port, whose objects are twice a 32-bit
 # board's; half of that is counted here. Frozen firmware takes less.
@@ -40,8 +41,16 @@ def glm_layer_bytes(n_in, n_out, K):
     return weights, state
 
 
+def buffer_bytes(n_in, slots, n_steps=STEPS_BOUND):
+    """The event buffer (binning.Binner: slots; per-step heads; latest, idx, vals, frame per input) and the
+    handler's decoded EVENTS batch (169 events of x, y, t, p)."""
+    slots = min(slots, n_steps * n_in, 0xFFFF)
+    binner = slots * SLOT_BYTES + 2 * n_steps + 6 * n_in + 9 * OBJ_OVERHEAD
+    return binner + 169 * 9 + 4 * OBJ_OVERHEAD
+
+
 def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0, compartments=1,
-              firmware=FIRMWARE_BYTES):
+              firmware=FIRMWARE_BYTES, n_steps=STEPS_BOUND):
     """{weights, state, traces, buffers, model, firmware, headroom, total} for layers dims
     [(n_in, n_out, per_input)]: `model` is what loading the model allocates (weights, state, traces,
     buffers), `firmware` what the imported code holds, `headroom` what the link loop and a sample need
@@ -66,7 +75,7 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
         traces = gem_state_bytes(dims, compartments)
     else:
         traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
-    buffers = slots * SLOT_BYTES
+    buffers = buffer_bytes(dims[0][0], slots, n_steps)
     model = w + s + traces + buffers
     return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "model": model,
             "firmware": firmware, "headroom": HEADROOM, "total": model + firmware + HEADROOM}
@@ -117,13 +126,9 @@ def held(net, rule=None, binner=None):
     if net.model.probabilistic:
         name = "gem"
     fact = getattr(rule, "factorised", None)
-    b = breakdown(dims, name, net.model.params, fact, 0, tables, net.model.compartments)
-    used = 0
-    if binner is not None:
-        for d in binner.steps:
-            if d:
-                used += len(d)
-    b["buffers"] = used * SLOT_BYTES
+    slots = binner.slots if binner is not None else DEFAULT_SLOTS
+    steps = binner.spec.n_steps if binner is not None else STEPS_BOUND
+    b = breakdown(dims, name, net.model.params, fact, slots, tables, net.model.compartments, n_steps=steps)
     b["total"] = b["weights"] + b["state"] + b["traces"] + b["buffers"] + b["firmware"]
     return b
 

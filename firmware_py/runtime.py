@@ -82,8 +82,8 @@ class Model:
 
 class LayerState:
     """Explicit state of one layer (§4): I, V [n_out], input trace x [n_in] when a_syn is per-input,
-    plus per-step scratch: acc, vpre, dense spikes s and
-    the list of spiking indices (the next layer's active inputs)."""
+    plus per-step scratch, all preallocated (a step allocates nothing): acc, vpre, the dense spikes s, and
+    the spiking indices out[:nout] (the next layer's active inputs)."""
 
     def __init__(self, layer):
         self.I = zeros("i", layer.n_out)
@@ -97,7 +97,8 @@ class LayerState:
         self.acc = [0] * layer.n_out if layer.per_input else zeros("i", layer.n_out)
         self.vpre = zeros("i", layer.n_out)
         self.s = bytearray(layer.n_out)
-        self.out = []
+        self.out = zeros("H", layer.n_out)
+        self.nout = 0
 
     def reset(self):
         fill(self.I, 0)
@@ -106,7 +107,11 @@ class LayerState:
             fill(self.x, 0)
         fill(self.vpre, 0)
         fill(self.s, 0)
-        self.out = []
+        self.nout = 0
+
+    def spiking(self):
+        """The indices of this step's spikes, as a list (allocates: checks and reports, not the loop)."""
+        return list(self.out[:self.nout])
 
 
 def accumulate_rows(W, n_out, idx, vals, n, acc):
@@ -125,10 +130,12 @@ def accumulate_rows(W, n_out, idx, vals, n, acc):
                 acc[j] += c * W[base + j]
 
 
-def layer_step(L, st, idx, vals, rows=accumulate_rows):
-    """§4 for one layer, event-driven. idx: sorted active input indices, vals: their values (>= 1).
+def layer_step(L, st, idx, vals, n, dense, rows=accumulate_rows):
+    """§4 for one layer, event-driven. idx[:n]: the active input indices (any order), vals[:n]: their
+    values (>= 1); dense: the same inputs as a dense [n_in] sequence (the per-input path visits every
+    input anyway; the layer below's spikes s, or the binner's frame).
 
-    Updates st in place (I, V, x, vpre, s, out) and returns the number of saturations.
+    Updates st in place (I, V, x, vpre, s, out, nout) and returns the number of saturations.
     `rows` is the row-accumulation kernel (plain, viper or numpy: same bits).
     """
     n_out = L.n_out
@@ -138,7 +145,7 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
     smax = fp.STATE_MAX
     nsat = 0
     if not L.per_input:
-        rows(L.W, n_out, idx, vals, len(idx), acc)
+        rows(L.W, n_out, idx, vals, n, acc)
         a = L.a_syn
         F = L.shift
         for j in range(n_out):
@@ -159,13 +166,8 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
         nz = st.nz
         nzv = st.nzv
         m = 0
-        k = 0
-        nk = len(idx)
         for i in range(L.n_in):
-            v = decay(x[i], a_syn[i])
-            if k < nk and idx[k] == i:
-                v += vals[k] << frac
-                k += 1
+            v = decay(x[i], a_syn[i]) + (dense[i] << frac)
             if v > smax:
                 v = smax
                 nsat += 1
@@ -191,10 +193,11 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
     V = st.V
     vpre = st.vpre
     s = st.s
+    out = st.out
     a = L.a_mem
     theta = L.theta
     lif = L.kind == KIND_LIF
-    out = []
+    nout = 0
     for j in range(n_out):
         v = decay(V[j], a) + I[j]
         if v > smax:
@@ -206,12 +209,13 @@ def layer_step(L, st, idx, vals, rows=accumulate_rows):
         vpre[j] = v
         if lif and v > theta:
             s[j] = 1
-            out.append(j)
+            out[nout] = j
+            nout += 1
             v -= theta
         else:
             s[j] = 0
         V[j] = v
-    st.out = out
+    st.nout = nout
     return nsat
 
 
@@ -226,7 +230,10 @@ class Network:
         self.counts = zeros("i", n)     # spike counts (lif readout)
         self.score = [0] * n            # sum_t V (integrator readout; may pass 31 bits on long samples)
         self.nsat = 0                   # NUMERICS.md §0 saturation counter (reset() zeroes it)
-        self.last_in = ([], [])         # the last layer's active inputs at this step (for learning)
+        # the last layer's active inputs at this step (for learning): idx[:n], vals[:n], dense
+        self.last_idx = self.last_vals = self.last_dense = None
+        self.last_n = 0
+        self.ones = bytearray(b"\x01" * max(L.n_out for L in model.layers))   # the values of 0/1 spikes
 
     def reset(self):
         for st in self.states:
@@ -239,27 +246,40 @@ class Network:
         for j in range(len(self.score)):
             self.score[j] = 0
 
-    def step(self, idx, vals):
-        """One time step of every layer in order (§4); idx/vals are the active inputs of layer 0."""
+    def step(self, idx, vals, n, dense):
+        """One time step of every layer in order (§4); idx[:n], vals[:n] (and dense) are layer 0's active
+        inputs."""
         layers = self.model.layers
         last = len(layers) - 1
+        ones = self.ones
         for l in range(last + 1):
             st = self.states[l]
             if l == last:
-                self.last_in = (idx, vals)
-            self.nsat += layer_step(layers[l], st, idx, vals, self.rows)
+                self.last_idx = idx
+                self.last_vals = vals
+                self.last_n = n
+                self.last_dense = dense
+            self.nsat += layer_step(layers[l], st, idx, vals, n, dense, self.rows)
             idx = st.out
-            vals = _ones(len(idx))
+            vals = ones
+            n = st.nout
+            dense = st.s
         st = self.states[last]
         if layers[last].kind == KIND_LIF:
             c = self.counts
-            for j in st.out:
-                c[j] += 1
+            out = st.out
+            for k in range(st.nout):
+                c[out[k]] += 1
         else:
             V = st.V
             sc = self.score
             for j in range(len(sc)):
                 sc[j] += V[j]
+
+    def step_frame(self, frame):
+        """step() on a dense input frame [n_in] (host checks and tests: this one allocates)."""
+        idx = array("H", [i for i in range(len(frame)) if frame[i]])
+        self.step(idx, bytearray([frame[i] for i in idx]), len(idx), frame)
 
     def readout(self):
         """(class, per-class measure): argmax of spike counts or summed potentials, ties to the lowest."""
@@ -272,17 +292,6 @@ class Network:
             if m[j] > m[best]:
                 best = j
         return best, m
-
-
-_ONES = [1] * 64
-
-
-def _ones(n):
-    """A list of n ones (the values of 0/1 spikes), shared to avoid allocating per step."""
-    global _ONES
-    if n > len(_ONES):
-        _ONES = [1] * (2 * n)
-    return _ONES
 
 
 def confidence(measure):

@@ -195,10 +195,12 @@ def checkpoint_bytes(model, model_crc, banks=()):
 
 def apply_checkpoint(model, data, model_crc, banks=None):
     """Copy a checkpoint's weights into model, and its generator banks into `banks` (the rule's lists,
-    updated in place) unless banks is None. Everything is checked before anything is changed."""
-    if len(data) < 16 or data[:4] != CKPT_MAGIC:
+    updated in place) unless banks is None. Everything is checked before anything is changed. The image is
+    read through a memoryview: its weights are never copied (a copy is the size of the model)."""
+    data = memoryview(data)
+    if len(data) < 16 or bytes(data[:4]) != CKPT_MAGIC:
         raise DeviceError(E_MODEL_FORMAT, "not a weights checkpoint (magic %r)" % (bytes(data[:4]),))
-    if struct.unpack("<I", data[-4:])[0] != crc32(data[:-4]):
+    if struct.unpack("<I", data[len(data) - 4:])[0] != crc32(data[:len(data) - 4]):
         raise DeviceError(E_MODEL_CRC, "weights checkpoint: CRC mismatch")
     fmt, mcrc, n = struct.unpack("<HIH", data[4:12])
     if fmt != CKPT_FORMAT or mcrc != model_crc or n != len(model.layers):
@@ -259,7 +261,8 @@ def check_checkpoint_file(path):
             data = f.read()
     except OSError:
         return False
-    return len(data) >= 16 and data[:4] == CKPT_MAGIC and struct.unpack("<I", data[-4:])[0] == crc32(data[:-4])
+    n = len(data)
+    return n >= 16 and data[:4] == CKPT_MAGIC and struct.unpack("<I", data[n - 4:])[0] == crc32(memoryview(data)[:n - 4])
 
 
 # ---- loading the stored model --------------------------------------------------------------

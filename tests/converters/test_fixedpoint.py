@@ -86,3 +86,45 @@ def test_sigmoid_lut_is_monotone_and_centered():
     lut = fp.sigmoid_lut()
     assert all(a <= b for a, b in zip(lut, lut[1:]))
     assert lut[127] + lut[128] == 65536
+
+
+# ---- the device's allocation-free forms equal the plain formulas ---------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _mul_q12_ref(x, a):
+    y = abs(x) * abs(a) >> 12
+    return y if (x >= 0) == (a >= 0) else -y
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.integers(-fp.STATE_MAX - 1, fp.STATE_MAX + 1), st.integers(-4096, 4096))
+def test_mul_q12_split_is_exact(x, a):
+    assert fp.mul_q12(x, a) == _mul_q12_ref(x, a)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.integers(-(1 << 24) + 1, (1 << 24) - 1), st.integers(0, 255), st.integers(0, 30), st.data())
+def test_sround_mul_equals_sround_or_saturates_alike(g, m, s, data):
+    r = data.draw(st.integers(0, (1 << s) - 1))
+    want = fp.sround(g * m, s, r)
+    got = fp.sround_mul(g, m, s, r)
+    if abs(want) < fp.DELTA_MAX - 4096:
+        assert got == want
+    else:     # exact or clipped near DELTA_MAX: any 20-bit value plus either saturates the same way
+        assert (got > 0) == (want > 0) and abs(got) >= fp.DELTA_MAX - 4096
+
+
+def test_bank_in_halves_ticks_and_draws_like_xorshift32():
+    bank = fp.Bank(12345, 7)
+    ref = fp.lane_seeds(12345, 7)
+    assert list(bank) == ref
+    for _ in range(500):
+        bank.tick()
+        ref = fp.tick(ref)
+        assert list(bank) == ref
+        for k in range(7):
+            for nb in (0, 1, 6, 16, 17, 30):
+                assert bank.bits(k, nb) == fp.bits(ref[k], nb)
+    bank.reseed()
+    assert list(bank) == fp.lane_seeds(12345, 7)

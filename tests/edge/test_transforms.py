@@ -18,7 +18,7 @@ def real_recordings(nmnist_small):
 
 
 def firmware_dense(events, spec):
-    b = Binner(spec)
+    b = Binner(spec, slots=0xFFFF)            # room for any recording: counts, full resolution
     b.add_many(events["x"].tolist(), events["y"].tolist(), events["t"].tolist(), events["p"].tolist())
     return np.frombuffer(bytes(b.dense()), dtype=np.uint8).reshape(spec.n_steps, spec.n_inputs)
 
@@ -89,8 +89,9 @@ with open(PATH) as fh:
 # The board path: sparse per-step inputs (a dense 30x578 frame is a host-side view and does not fit a 64 KB heap
 # next to the event dict).
 for k in range(spec.n_steps):
-    idx, vals = b.step_inputs(k)
-    sys.stdout.write("%d:%s\n" % (k, " ".join("%d=%d" % (i, v) for i, v in zip(idx, vals))))
+    n = b.step_inputs(k)
+    pairs = sorted((b.idx[j], b.vals[j]) for j in range(n))
+    sys.stdout.write("%d:%s\n" % (k, " ".join("%d=%d" % (i, v) for i, v in pairs)))
 """
 
 

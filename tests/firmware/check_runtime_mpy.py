@@ -36,16 +36,6 @@ def to_rt(L):
     return rt.Layer(L.W, L.n_in, L.n_out, a, L.a_mem, L.theta, L.shift, 0, kind)
 
 
-def sparse(frame):
-    idx = []
-    vals = []
-    for i in range(len(frame)):
-        if frame[i]:
-            idx.append(i)
-            vals.append(frame[i])
-    return idx, vals
-
-
 def compare(tag, ref_layers, inputs):
     gc.collect()
     net = rt.Network(rt.Model([to_rt(L) for L in ref_layers]), ROWS)
@@ -54,8 +44,7 @@ def compare(tag, ref_layers, inputs):
     for t in range(len(inputs)):
         spikes, vpres, nsat = fp.network_step(ref_layers, inputs[t], states)
         total += nsat
-        idx, vals = sparse(inputs[t])
-        net.step(idx, vals)
+        net.step_frame(inputs[t])
         for l in range(len(ref_layers)):
             st = net.states[l]
             check("%s t%d L%d V" % (tag, t, l), list(st.V), states[l]["V"])
@@ -77,8 +66,7 @@ for L in G["network"]["layers"]:
                            L["kind"]))
 net = rt.Network(rt.Model([to_rt(L) for L in layers]), ROWS)
 for t in range(len(G["steps"])):
-    idx, vals = sparse(G["network"]["inputs"][t])
-    net.step(idx, vals)
+    net.step_frame(G["network"]["inputs"][t])
     want = G["steps"][t]
     check("golden t%d V" % t, [list(st.V) for st in net.states], want["V"])
     check("golden t%d I" % t, [list(st.I) for st in net.states], want["I"])

@@ -168,14 +168,11 @@ def test_handler_adapts_device_to_the_link_interface(tmp_path):
     for off in range(0, len(data), 1000):
         h.load_model(off, len(data), data[off:off + 1000])
 
-    class Batch:
-        def __init__(self, ev):
-            self.ev = list(zip(*ev))
-            self.count = len(self.ev)
-
-        def event(self, i):
-            return self.ev[i]
-    h.events(Batch(_events(np.random.default_rng(5))))
+    from firmware_py.link import EventBatch, pack_events
+    xs, ys, ts, ps = (list(map(int, a)) for a in _events(np.random.default_rng(5)))
+    for k in range(0, len(xs), 150):          # real EVENTS payloads, in batches a 1 KB frame holds
+        payload = pack_events(0, xs[k:k + 150], ys[k:k + 150], ts[k:k + 150], ps[k:k + 150])
+        h.events(EventBatch().bind(payload))
     cls, conf, counts = h.end_of_sample(2)
     assert 0 <= cls < 4 and len(counts) == 4 and 0 <= conf <= 255
     stats = dict(h.get_stats())

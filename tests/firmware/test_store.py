@@ -1,4 +1,4 @@
-"""Atomic persistence: kill a real MicroPython process (96K heap on the 64-bit port, precompiled firmware) between any two
+"""Atomic persistence: kill a real MicroPython process (112K heap on the 64-bit port, precompiled firmware) between any two
 filesystem writes; the board then boots a complete model (the old or the new one, never a broken one),
 and the same for weight checkpoints."""
 from __future__ import annotations
@@ -34,9 +34,10 @@ def _cmd(interp):
         exe = shutil.which("micropython")
         if exe is None:
             pytest.skip("the MicroPython unix port is not installed")
-        # the whole Device (all rules, blob, store) takes ~56K of a 64-bit port's heap once imported as .mpy
-        # (about half on a 32-bit board): 96K here is a 64K-class board
-        return [exe, "-X", "heapsize=96K"]
+        # the whole Device (all rules, blob, store) takes ~56K of a 64-bit port's heap once imported as .mpy, and
+        # it allocates its event buffer (the binner's slots) when the model loads
+        # (about half on a 32-bit board): 112K here is a 64K-class board
+        return [exe, "-X", "heapsize=112K"]
     return [sys.executable]
 
 
@@ -61,7 +62,7 @@ def _run(interp, *args, kill_at=None):
             p.stdin.write("\n")
             p.stdin.flush()
     p.wait()
-    assert p.returncode == 0, lines
+    assert p.returncode == 0, "\n".join(lines)
     return lines, ops, True
 
 
