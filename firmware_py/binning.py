@@ -98,19 +98,19 @@ class Binner:
     """
 
     def __init__(self, spec, slots=DEFAULT_SLOTS):
-        from array import array
+        from firmware_py.prealloc import zeros      # reserved at power-on when main.py asked for them
         if spec.n_inputs > NONE or spec.n_steps > NONE:
             raise ValueError("Binner: at most %d inputs and steps" % NONE)
         slots = min(slots, spec.n_steps * spec.n_inputs, NONE)    # never more than the pairs there are
         self.spec = spec
         self.slots = slots
-        self.neuron = array("H", bytes(2 * slots))
-        self.nxt = array("H", bytes(2 * slots))
-        self.step = array("H", bytes(2 * slots))
+        self.neuron = zeros("H", slots)
+        self.nxt = zeros("H", slots)
+        self.step = zeros("H", slots)
         self.count = bytearray(slots)
-        self.head = array("H", bytes(2 * spec.n_steps))
-        self.latest = array("H", bytes(2 * spec.n_inputs))
-        self.idx = array("H", bytes(2 * spec.n_inputs))
+        self.head = zeros("H", spec.n_steps)
+        self.latest = zeros("H", spec.n_inputs)
+        self.idx = zeros("H", spec.n_inputs)
         self.vals = bytearray(spec.n_inputs)
         self.frame = bytearray(spec.n_inputs)
         self.framed = 0              # entries of idx written into frame by the last step_inputs

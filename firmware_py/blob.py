@@ -192,7 +192,8 @@ def load(src, total, check_fit=None):
             raise DeviceError(E_UNSUPPORTED, "%s: kind %s with rule %s (GEM needs probabilistic layers and "
                                              "they need GEM)" % (where, KIND_NAMES[kind], rule))
         if check_fit is not None:      # the rule's state belongs to the last layer: counted there
-            check_fit(dims, rule if l == n_layers - 1 or rule == "gem" else "none", params, compartments)
+            check_fit(dims, rule if l == n_layers - 1 or rule == "gem" else "none", params, compartments,
+                      binning[3] if binning else None)
         if per_input:
             a16 = zeros("H", n_in)
             rd.into(a16, 2 * n_in, "H", where + " a_syn")

@@ -128,6 +128,16 @@ class DeviceClock:
     def __init__(self):
         self.ms = [0, 0, 0, 0]
         self.us = [0, 0, 0, 0]
+        # heap bytes the requests of slots 0-2 allocated (gc.mem_alloc() after minus before; a request
+        # during which a collection ran is not counted, only tallied in `collected`)
+        self.alloc = [0, 0, 0]
+        self.collected = 0
+
+    def add_alloc(self, slot, delta):
+        if delta < 0:
+            self.collected += 1
+        else:
+            self.alloc[slot] += delta
 
     def add(self, slot, us):
         v = self.us[slot] + us
@@ -142,7 +152,8 @@ def link_stats(session, deframer, clock=None):
     extra = []
     if clock is not None:
         extra = [("busy_events_ms", clock.ms[0]), ("busy_sample_ms", clock.ms[1]), ("busy_other_ms", clock.ms[2]),
-                 ("busy_loop_ms", clock.ms[3])]
+                 ("busy_loop_ms", clock.ms[3]), ("alloc_events_bytes", clock.alloc[0]),
+                 ("alloc_sample_bytes", clock.alloc[1]), ("alloc_collected", clock.collected)]
     return extra + [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
             ("link_framing_errors", deframer.framing_errors), ("link_garbage_bytes", deframer.garbage_bytes),
             ("link_applied", session.applied), ("link_duplicates", session.duplicates),
@@ -192,15 +203,20 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     held = [None]
 
     clock = DeviceClock()
+    mem_alloc = getattr(gc, "mem_alloc", None)
 
     def on_frame(mtype, seq, payload):
         # The loop must outlive a full heap: a request that runs out of memory is answered with an
         # ERROR by the session; one whose answer cannot be built goes unanswered here, and the
         # host's retransmission gets the cached answer once the heap has been collected.
         try:
+            slot = 0 if mtype == link.EVENTS else (1 if mtype == link.END_SAMPLE else 2)
+            a0 = mem_alloc() if mem_alloc is not None else 0
             t0 = ticks_us()
             r = session.on_frame(mtype, seq, payload)
-            clock.add(0 if mtype == link.EVENTS else (1 if mtype == link.END_SAMPLE else 2), ticks_diff(ticks_us(), t0))
+            clock.add(slot, ticks_diff(ticks_us(), t0))
+            if mem_alloc is not None:
+                clock.add_alloc(slot, mem_alloc() - a0)
             if r is None:
                 return
             if r[0] == link.ACK and held[0] is None and waiting is not None and waiting():
@@ -283,7 +299,7 @@ def link_sizes(mem_free, handler_cap=None):
     return size, window if window < 0xFFFF else 0xFFFF
 
 
-def runtime_handler(root=""):
+def runtime_handler(root="", kernels="fast"):
     """The runtime's handler, its model read first: the weight arrays are the biggest allocations the
     board makes, and while only the store and the blob reader are imported the heap is still one free run
     (measured on the Cortex-M3: after all the imports the largest free block is 70 KB of 115 KB free from
@@ -297,13 +313,14 @@ def runtime_handler(root=""):
         return None
     stored = load_stored_model(Store(root))
     from firmware_py import handler
-    return handler.make_handler(root, stored)
+    return handler.make_handler(root, stored, kernels)
 
 
-def main(handler=None, max_payload=None, window=None):
-    """handler: a handler object, a module name (with make_handler()), or None for the default."""
+def main(handler=None, max_payload=None, window=None, kernels="fast"):
+    """handler: a handler object, a module name (with make_handler()), or None for the default (the
+    runtime's, with `kernels` "fast" or "plain": see handler.make_handler)."""
     if handler is None:
-        handler = runtime_handler() or make_handler()
+        handler = runtime_handler(kernels=kernels) or make_handler()
     elif isinstance(handler, str):
         handler = make_handler(handler)
     if not (max_payload and window):

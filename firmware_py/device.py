@@ -72,7 +72,8 @@ class Device:
                     raise DeviceError(E_MODEL_FORMAT, "not a model blob (magic %r, expected %r) and not an "
                                       "snn-edge .onnx file (%s)" % (bytes(data[:4]), fblob.MAGIC, exc.msg))
                 dims = [(L.n_in, L.n_out, L.per_input) for L in model.layers]
-                fit(dims, model.rule, model.params, model.compartments)
+                fit(dims, model.rule, model.params, model.compartments,
+                    model.binning[3] if model.binning else None)
                 crc = fblob.crc32(data)
         except MemoryError:
             gc.collect()

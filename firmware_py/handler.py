@@ -113,10 +113,16 @@ class DeviceHandler:
             self.dev.reset()
 
 
-def make_handler(root="", stored=None):
+def make_handler(root="", stored=None, kernels="fast"):
     """The runtime's handler on a Device with the store under `root`; `stored`: the model the board read
-    before importing this (device.load_stored_model), else it is read now."""
-    dev = Device(store=Store(root))
+    before importing this (device.load_stored_model), else it is read now. `kernels`: "fast" runs the
+    network and SOLSA's full traces with firmware_py/fast.py's kernels where the port has them (viper on a
+    board, numpy on CPython; the same bits), "plain" with the pure-Python loops."""
+    rows = None
+    if kernels == "fast":
+        from firmware_py import fast
+        rows = fast.best_rows()
+    dev = Device(store=Store(root), rows=rows)
     error = None
     try:
         dev.boot(stored)

@@ -15,7 +15,10 @@ STEPS_BOUND = 64           # time steps assumed for the binner's per-step heads 
 # (runtime, rules, blob, store) measured 56K on the 64-bit unix port, whose objects are twice a 32-bit
 # board's; half of that is counted here. Frozen firmware takes less.
 FIRMWARE_BYTES = 28 * 1024
-HEADROOM = 4096            # the link loop's buffers and what a sample allocates in passing
+# What loading and running need on top of what they keep: the blob reader's and the answers' transient
+# buffers, and the gaps of a heap that loading has scattered. Measured on the emulated Cortex-M3 (192K,
+# ROMFS): 578-160-10 with SOLSA boots with 14.8 KB free (largest free block 1.3 KB); 578-161-10 does not.
+HEADROOM = 16384
 
 
 def layer_bytes(n_in, n_out, per_input):
@@ -81,22 +84,24 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
             "firmware": firmware, "headroom": HEADROOM, "total": model + firmware + HEADROOM}
 
 
-def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0, firmware=FIRMWARE_BYTES):
+def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0, firmware=FIRMWARE_BYTES,
+                         n_steps=STEPS_BOUND):
     """Full traces when they fit the heap, else factorised; None when neither fits."""
     for fact in (0, 1):
-        if breakdown(dims, "solsa", params, fact, slots, tables, 1, firmware)["total"] <= heap:
+        if breakdown(dims, "solsa", params, fact, slots, tables, 1, firmware, n_steps)["total"] <= heap:
             return fact
     return None
 
 
-def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1, firmware=FIRMWARE_BYTES):
+def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1, firmware=FIRMWARE_BYTES,
+         n_steps=STEPS_BOUND):
     """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised."""
     fact = None
     if rule == "solsa":
-        fact = choose_solsa_variant(dims, params, heap, slots, tables, firmware)
-        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables, 1, firmware)
+        fact = choose_solsa_variant(dims, params, heap, slots, tables, firmware, n_steps)
+        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables, 1, firmware, n_steps)
         return fact is not None, b, ("factorised" if fact else "full") if fact is not None else "factorised"
-    b = breakdown(dims, rule, params, None, slots, tables, compartments, firmware)
+    b = breakdown(dims, rule, params, None, slots, tables, compartments, firmware, n_steps)
     return b["total"] <= heap, b, None
 
 
@@ -106,10 +111,10 @@ def format_bytes(n):
     return "%d" % n
 
 
-def check_fit(dims, rule, params, available, slots=DEFAULT_SLOTS, factorised=None, compartments=1):
+def check_fit(dims, rule, params, available, slots=DEFAULT_SLOTS, factorised=None, compartments=1, n_steps=None):
     """Raise E_NO_MEMORY when the model's arrays for the layers seen so far (weights, state, their rule's
     traces, the event buffer) exceed `available` bytes (the device: its free heap when the model loads)."""
-    b = breakdown(dims, rule, params, factorised, slots, 0, compartments, 0)
+    b = breakdown(dims, rule, params, factorised, slots, 0, compartments, 0, n_steps or STEPS_BOUND)
     if b["model"] > available:
         raise DeviceError(E_NO_MEMORY, "model needs %d bytes (weights %d, state %d, traces %d, buffers %d), "
                                        "the heap has %d free" % (b["model"], b["weights"], b["state"], b["traces"],
@@ -133,8 +138,22 @@ def held(net, rule=None, binner=None):
     return b
 
 
-def reserved_arrays(dims):
+def reserved_arrays(dims, rule="none", params=None, n_steps=STEPS_BOUND, slots=DEFAULT_SLOTS, compartments=1):
     """(typecode, length) of the model's arrays big enough to be worth reserving at power-on, before the
-    code is imported (firmware_py/prealloc.py): the weights of every layer above prealloc.GROW bytes."""
-    from firmware_py.prealloc import GROW
-    return [("b", n_in * n_out) for n_in, n_out, _ in dims if n_in * n_out > GROW]
+    code is imported (firmware_py/prealloc.py): every array above prealloc.GROW bytes that loading the
+    model allocates: the weights of each layer, the learning rule's traces and accumulators, the
+    binner's slots."""
+    from firmware_py.prealloc import GROW, ITEMSIZE
+    params = params or {}
+    out = [("b", n_in * n_out) for n_in, n_out, _ in dims]
+    n_in, n_out, per_input = dims[-1]
+    if rule == "solsa":
+        out.append(("i", n_in * n_out))                                     # G
+        out.append(("i", n_in if params.get("factorised", 0) else n_in * n_out))   # p or e
+    elif rule == "gem":
+        for a, b, _ in dims:
+            out += [("i", compartments * a * b), ("i", a * b)]                 # eW, GW
+    n0 = dims[0][0]
+    slots = min(slots, n_steps * n0, 0xFFFF)
+    out += [("H", slots)] * 3                                               # binner: neuron, next, step
+    return [(tc, n) for tc, n in out if n * ITEMSIZE[tc] > GROW]

@@ -16,7 +16,7 @@ import gc
 from array import array
 
 GROW = 1024          # bytes: arrays bigger than this are grown in place from a zero block of this size
-_ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
+ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
 _pool = []  # type: list  # (typecode, array) reserved and not yet taken (MicroPython arrays have no .typecode)
 
 
@@ -32,7 +32,7 @@ def _small(typecode, nbytes):
 
 def grow(typecode, n):
     """A new zero-filled array of n items, its peak heap use the array plus GROW bytes."""
-    size = _ITEMSIZE[typecode]
+    size = ITEMSIZE[typecode]
     if n * size <= GROW:
         return _small(typecode, n * size)
     # Collect first: garbage still counts as used, so growth would run into it and then have to move the
@@ -62,7 +62,7 @@ def zeros(typecode, n):
 def reserve(specs):
     """Allocate arrays for [(typecode, n), ...], biggest first, into the pool; returns how many were
     reserved (a heap too small for one stops there: loading then reports what does not fit)."""
-    order = sorted(specs, key=lambda s: -s[1] * _ITEMSIZE[s[0]])
+    order = sorted(specs, key=lambda s: -s[1] * ITEMSIZE[s[0]])
     done = 0
     try:
         for tc, n in order:
@@ -77,7 +77,7 @@ def reserved_bytes():
     """Item bytes of the reserved arrays not yet taken (the model's fit check counts them as free)."""
     total = 0
     for tc, a in _pool:
-        total += len(a) * _ITEMSIZE[tc]
+        total += len(a) * ITEMSIZE[tc]
     return total
 
 

@@ -256,13 +256,25 @@ def apply_checkpoint(model, data, model_crc, banks=None):
 
 
 def check_checkpoint_file(path):
+    """A complete checkpoint (magic and CRC), read in small pieces: on a small heap the file itself may be
+    the biggest thing around, and boot reads it once more to apply it."""
     try:
+        size = os.stat(path)[6]
         with open(path, "rb") as f:
-            data = f.read()
+            if size < 16 or f.read(4) != CKPT_MAGIC:
+                return False
+            crc = crc32(CKPT_MAGIC)
+            left = size - 8
+            while left > 0:
+                piece = f.read(256 if left > 256 else left)
+                if not piece:
+                    return False
+                crc = crc32(piece, crc)
+                left -= len(piece)
+            tail = f.read(4)
     except OSError:
         return False
-    n = len(data)
-    return n >= 16 and data[:4] == CKPT_MAGIC and struct.unpack("<I", data[n - 4:])[0] == crc32(memoryview(data)[:n - 4])
+    return len(tail) == 4 and struct.unpack("<I", tail)[0] == crc
 
 
 # ---- loading the stored model --------------------------------------------------------------
@@ -291,9 +303,10 @@ def model_fit(heap, factorised=None):
     with the numbers, what this heap cannot hold, before anything big is allocated."""
     available = available_heap() if heap is None else heap
 
-    def fit(dims, rule, params, compartments=1):
+    def fit(dims, rule, params, compartments=1, n_steps=None):
         from firmware_py import memory
-        memory.check_fit(dims, rule, params, available, factorised=factorised, compartments=compartments)
+        memory.check_fit(dims, rule, params, available, factorised=factorised, compartments=compartments,
+                         n_steps=n_steps)
     return fit
 
 

@@ -72,6 +72,8 @@ def register(sub) -> None:
     f.add_argument("--code", choices=("rom", "fs"), default=None,
                    help="where the board's firmware bytecode lives, for the memory check (default: what the "
                         "board has: its ROMFS when that holds this build, else its filesystem)")
+    f.add_argument("--kernels", choices=("fast", "plain"), default="fast",
+                   help="the board's kernels: fast (viper where the port has it, same bits) or plain Python")
     f.add_argument("--files", nargs="*", default=None,
                    help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
     f.add_argument("--mpy", choices=("auto", "yes", "no"), default="auto",
@@ -132,6 +134,17 @@ def plan_blob(data: bytes, model: str, heap: int, kind, placement: str | None) -
         raise SnnEdgeError(f"model {model}: does not fit the board's {heap}-byte heap: {plan_summary(r)}; "
                            "not flashed (try a smaller network, or see `snn-edge plan`)")
     return r
+
+
+def with_factorised_traces(data: bytes) -> bytes:
+    """The blob with SOLSA's factorised traces, when the plan chose them because the full ones do not fit
+    (the board runs what the blob's rule parameters say)."""
+    from converters.blob import blob_to_intmodel, intmodel_to_blob
+    m = blob_to_intmodel(data)
+    if int(m.learn.params.get("factorised", 0)):
+        return data
+    m.learn.params["factorised"] = 1
+    return intmodel_to_blob(m)
 
 
 def plan_summary(r: dict) -> str:
@@ -200,7 +213,7 @@ def confirm_boot(port: str, kind, blob: bytes | None, plan: dict | None, seconds
 def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200,
           files: list[str] | None = None, write_main: bool = True, mpy: bool | None = None,
           handler: str | None = None, heap: int | None = None, log=print, confirm: bool = True,
-          boot_seconds: float = 20.0, placement: str | None = None) -> dict:
+          boot_seconds: float = 20.0, placement: str | None = None, kernels: str = "fast") -> dict:
     """Copy firmware (and model) to the board and check that it boots it; returns a report
     {"written", "skipped", "seconds", "mpy", "placement", "boot", ...}.
 
@@ -245,6 +258,8 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
         where = "rom" if in_rom else "fs"
         if model_data is not None and (heap or facts.heap > 0):     # CPython boards have no heap limit
             plan = plan_blob(model_data, model, heap or facts.heap, kind, placement or where)
+            if plan.get("solsa_traces") == "factorised":
+                model_data = with_factorised_traces(model_data)
         stale: list[str] = []       # the other form of each module: a .py would shadow a new .mpy
         if in_rom:
             stale = [PREFIX + n for n in facts.fs_firmware]
@@ -261,8 +276,10 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
                 from converters.blob import blob_to_intmodel
                 from firmware_py.memory import reserved_arrays
                 m = blob_to_intmodel(model_data)
-                reserve = reserved_arrays([(L.n_in, L.n_out, L.per_input) for L in m.layers])
-            items.append(("main.py", main_py(handler, reserve)))
+                reserve = reserved_arrays([(L.n_in, L.n_out, L.per_input) for L in m.layers], m.learn.rule,
+                                          {k: int(v) for k, v in m.learn.params.items()},
+                                          m.binning[3] if m.binning else 64, compartments=int(m.compartments))
+            items.append(("main.py", main_py(handler, reserve, kernels)))
         if stale:
             repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
         if in_rom:
@@ -347,5 +364,5 @@ def cmd_flash(args) -> int:
     from host_tools.virtual_board import parse_heap
     mpy = {"auto": None, "yes": True, "no": False}[args.mpy]
     flash(args.port, args.model, args.target, args.baud, args.files, not args.no_main, mpy,
-          args.handler, parse_heap(args.heap) if args.heap else None, placement=args.code)
+          args.handler, parse_heap(args.heap) if args.heap else None, placement=args.code, kernels=args.kernels)
     return 0

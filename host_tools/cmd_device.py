@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="where the firmware's bytecode lives: rom (ROMFS, executed in place) or fs (.mpy "
                         "files, loaded into the heap); default: the target's usual place")
     p.add_argument("--slots", type=int, default=None,
-                   help="event buffer budget: active (step, input) pairs per sample (default 2048)")
+                   help="event buffer budget: active (step, input) pairs per sample (default 3072)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 
@@ -56,13 +56,14 @@ def plan_model(model, heap: int, slots: int | None = None, kind=None, placement:
     params = {k: int(v) for k, v in model.learn.params.items()}
     slots = memory.DEFAULT_SLOTS if slots is None else slots
     code = kind.code_bytes(placement)
+    n_steps = model.binning[3] if model.binning else memory.STEPS_BOUND
     fits, b, variant = memory.plan(dims, model.learn.rule, params, heap, slots, 0,
-                                   int(getattr(model, "compartments", 1)), code)
+                                   int(getattr(model, "compartments", 1)), code, n_steps)
     out = {"fits": fits, "heap": heap, "rule": model.learn.rule, "breakdown": b, "target": kind.name,
            "placement": placement, "sizes": [dims[0][0]] + [d[1] for d in dims]}
     if variant is not None:
         out["solsa_traces"] = variant
-        other = memory.breakdown(dims, "solsa", params, 1 if variant == "full" else 0, slots, 0, 1, code)
+        other = memory.breakdown(dims, "solsa", params, 1 if variant == "full" else 0, slots, 0, 1, code, n_steps)
         out["alternative_total"] = other["total"]
     return out
 

@@ -118,13 +118,15 @@ def romfs_image(march: str | None) -> bytes:
     return rom.finalise()
 
 
-def main_py(handler: str | None = None, reserve=()) -> bytes:
+def main_py(handler: str | None = None, reserve=(), kernels: str = "fast") -> bytes:
     """main.py: start the link loop at boot, with the given handler module (None: the runtime's).
 
     `reserve`: (typecode, length) of the model's big arrays (firmware_py.memory.reserved_arrays), which
     main.py allocates before it imports the rest of the firmware, while the heap is still one free run
-    (firmware_py/prealloc.py says why); the model then loads into them."""
-    call = f"board_main.main({handler!r})" if handler else "board_main.main()"
+    (firmware_py/prealloc.py says why); the model then loads into them. `kernels`: the runtime's
+    ("fast": viper where the port has it; "plain")."""
+    call = f"board_main.main({handler!r})" if handler else \
+        ("board_main.main()" if kernels == "fast" else f"board_main.main(kernels={kernels!r})")
     lines = ["# Written by `snn-edge flash`: the board's main program (the serial link loop)."]
     if reserve:
         lines += ["from firmware_py import prealloc",

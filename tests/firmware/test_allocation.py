@@ -18,8 +18,8 @@ import pytest
 
 from converters.blob import intmodel_to_blob
 from converters.intmodel import IntLayer, IntModel, default_learn
-from tests.firmware.conftest import MICROPYTHONS, run_script
-from tests.firmware.test_runtime_bitexact import BINARY_SPEC, make_gem_model
+from .conftest import MICROPYTHONS, run_script
+from .test_runtime_bitexact import BINARY_SPEC, make_gem_model
 
 BUDGET = {"micropython32": 1024, "micropython": 2048}
 N_RECORDINGS = 4        # one warm-up, three measured

@@ -11,14 +11,15 @@ from firmware_py import link as L
 from tests.firmware.conftest import run_script
 
 
-@pytest.mark.parametrize("interp,heap", [("cpython", None), ("micropython", "192K"), ("micropython", "64K")])
+@pytest.mark.parametrize("interp,heap", [("cpython", None), ("micropython", "192K"), ("micropython", "64K"),
+                                         ("micropython32", "64K")])
 def test_link_checks_under_each_interpreter(interp, heap, request):
     path = request.getfixturevalue("mpy_tree") if heap == "64K" else None
     out = run_script(interp, "check_link_mpy.py", heap=heap, path=path)
     lines = out.strip().splitlines()
     assert lines[-1].startswith("OK "), out
     assert int(lines[-1].split()[1]) > 600       # every bit-flip case ran
-    if interp == "micropython":
+    if interp != "cpython":
         heap_line = [ln for ln in lines if ln.startswith("HEAP ")]
         assert heap_line, out
         first, last = map(int, heap_line[0].split()[1:])

@@ -20,7 +20,7 @@ from converters.blob import intmodel_to_blob
 from converters.intmodel import IntLayer, IntModel, LearnSpec, default_learn
 from firmware_py.binning import BinSpec, COUNT
 
-from .conftest import run_script
+from .conftest import MICROPYTHONS, run_script
 
 N_SAMPLES = 100          # the board's interpreter: the 100 samples
 N_CPYTHON = 30           # the same code under CPython: a shorter run keeps the suite fast
@@ -105,7 +105,7 @@ def _device(tmp_path, model, items, mode, interp, heap="192K", path=None, kernel
     lst.write_text("".join(f"{f} {d}\n" for f, d in items))
     out = tmp_path / f"out-{interp}-{mode}-{kernel}.json"
     run_script(interp, "run_device_mpy.py", str(blob), str(lst), str(out), mode, kernel, str(fact),
-               heap=heap if interp == "micropython" else None, path=path)
+               heap=heap if interp in MICROPYTHONS else None, path=path)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     n = len(items)
     final = lines[n]
@@ -121,12 +121,10 @@ def test_inference_bit_exact_with_intsim_micropython_and_cpython(tmp_path, data,
     X, y = _frames(data, model.binning)
     preds, scores, nsat = host_infer(model, X)
     assert scores.sum() != 0, "the test model must be active on real data"
-    # count-mode events + per-input decays need more than 192K on the 64-bit unix port (8-byte pointers):
-    # at 192K the binner's per-step dicts fail to allocate now and then, depending on fragmentation
-    heap = "256K" if kind == "per_input" else "192K"
-    for interp in ("micropython", "cpython"):
+    heap = "192K"
+    for interp in ("micropython", "micropython32", "cpython"):
         got = _device(tmp_path, model, data, "infer", interp, heap=heap,
-                      path=mpy_tree if interp == "micropython" else None)
+                      path=mpy_tree if interp in MICROPYTHONS else None)
         assert [r[0] for r in got["results"]] == preds.tolist(), interp
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert got["nsat"] == int(nsat.sum()), interp
@@ -144,12 +142,12 @@ def test_learning_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree, ki
     if fact >= 0:
         model.learn.params["factorised"] = fact
     X, y = _frames(data, model.binning)
-    for interp, n in (("micropython", N_SAMPLES), ("cpython", N_CPYTHON)):
+    for interp, n in (("micropython", N_SAMPLES), ("micropython32", N_SAMPLES), ("cpython", N_CPYTHON)):
         m2, preds, scores, nsat, ls = host_learn(model, X[:n], y[:n])
         changed = int((m2.layers[-1].W != model.layers[-1].W).sum())
         assert changed > 0, "learning must move the weights for this test to mean anything"
         got = _device(tmp_path, model, data[:n], "learn", interp, heap=heap,
-                      path=mpy_tree if interp == "micropython" else None)
+                      path=mpy_tree if interp in MICROPYTHONS else None)
         W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
         assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
         if m2.layers[-1].per_input:
@@ -173,9 +171,9 @@ def test_fast_kernels_give_the_same_bits(tmp_path, data, mpy_tree, kind, rule):
         m2, preds, scores, nsat, _ = host_learn(model, X, y)
         W = m2.layers[-1].W
     mode = "infer" if rule == "none" else "learn"
-    for interp in ("micropython", "cpython"):
+    for interp in ("micropython", "micropython32", "cpython"):
         got = _device(tmp_path, model, data, mode, interp, kernel="fast",
-                      path=mpy_tree if interp == "micropython" else None)
+                      path=mpy_tree if interp in MICROPYTHONS else None)
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert np.array_equal(np.array(got["W"], np.int8).reshape(W.shape), W), interp
         assert got["nsat"] == int(np.sum(nsat)), interp
@@ -222,11 +220,11 @@ def host_gem(model, X, y):
 def test_gem_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree):
     model = make_gem_model()
     X, y = _frames(data, model.binning)
-    for interp, n in (("micropython", N_SAMPLES), ("cpython", N_CPYTHON)):
+    for interp, n in (("micropython", N_SAMPLES), ("micropython32", N_SAMPLES), ("cpython", N_CPYTHON)):
         m2, preds, scores, nsat, banks = host_gem(model, X[:n], y[:n])
         assert scores.sum() > 0 and len(set(preds.tolist())) > 1, "the GEM test model must be active"
         assert (m2.layers[-1].W != model.layers[-1].W).any() and (m2.layers[0].W != model.layers[0].W).any()
-        got = _device(tmp_path, model, data[:n], "learn", interp, path=mpy_tree if interp == "micropython" else None)
+        got = _device(tmp_path, model, data[:n], "learn", interp, path=mpy_tree if interp in MICROPYTHONS else None)
         W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
         assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
         assert [r[0] for r in got["results"]] == preds.tolist(), interp

@@ -1,11 +1,11 @@
 """The event-driven runtime vs fixedpoint's reference step and the golden vectors, on every executor:
-CPython (plain and numpy kernels) and the MicroPython unix port (plain and viper kernels) at a 64K heap
-(precompiled .mpy, as boards run it) and at 192K (sources compiled on the fly)."""
+CPython (plain and numpy kernels) and the MicroPython unix ports, 64-bit and 32-bit (plain and viper
+kernels), at a 64K heap (precompiled .mpy, as boards run it) and at 192K (sources compiled on the fly)."""
 from __future__ import annotations
 
 import pytest
 
-from .conftest import run_script
+from .conftest import MICROPYTHONS, run_script
 
 
 @pytest.mark.parametrize("kernel", ["plain", "fast"])
@@ -16,10 +16,11 @@ def test_runtime_matches_reference_under_cpython(kernel):
         assert "kernel numpy" in out
 
 
+@pytest.mark.parametrize("interp", MICROPYTHONS)
 @pytest.mark.parametrize("kernel", ["plain", "fast"])
 @pytest.mark.parametrize("heap", ["64K", "192K"])
-def test_runtime_matches_reference_under_micropython(kernel, heap, mpy_tree):
-    out = run_script("micropython", "check_runtime_mpy.py", kernel, heap=heap,
+def test_runtime_matches_reference_under_micropython(kernel, heap, interp, mpy_tree):
+    out = run_script(interp, "check_runtime_mpy.py", kernel, heap=heap,
                      path=mpy_tree if heap == "64K" else None)
     assert out.strip().splitlines()[-1].startswith("OK"), out
     if kernel == "fast":

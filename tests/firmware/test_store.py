@@ -15,7 +15,7 @@ from converters.blob import intmodel_to_blob
 from converters.intmodel import IntLayer, IntModel, default_learn
 from firmware_py import store as fstore
 
-from .conftest import REPO
+from .conftest import MICROPYTHONS, REPO, micropython_exe
 
 
 def _model(seed):
@@ -30,14 +30,11 @@ def _crc(data):
 
 
 def _cmd(interp):
-    if interp == "micropython":
-        exe = shutil.which("micropython")
-        if exe is None:
-            pytest.skip("the MicroPython unix port is not installed")
-        # the whole Device (all rules, blob, store) takes ~56K of a 64-bit port's heap once imported as .mpy, and
-        # it allocates its event buffer (the binner's slots) when the model loads
-        # (about half on a 32-bit board): 112K here is a 64K-class board
-        return [exe, "-X", "heapsize=112K"]
+    if interp in MICROPYTHONS:
+        # the whole Device (all rules, blob, store) takes ~56K of a 64-bit port's heap once imported as .mpy
+        # files (about 50K of the 32-bit port's: its bytecode sits in the heap), and it allocates its event
+        # buffer (the binner's slots) when the model loads: small boards, with room for a small model
+        return [micropython_exe(interp), "-X", "heapsize=" + ("112K" if interp == "micropython" else "96K")]
     return [sys.executable]
 
 
@@ -47,7 +44,7 @@ FW_PATH = {"micropython": "."}
 def _run(interp, *args, kill_at=None):
     """Run the script; with kill_at, SIGKILL it right after its kill_at-th filesystem operation.
     Returns (stdout lines, number of operations seen, finished?)."""
-    fw = FW_PATH["micropython"] if interp == "micropython" else "."
+    fw = FW_PATH["micropython"] if interp in MICROPYTHONS else "."
     cmd = _cmd(interp) + [str(REPO / "tests" / "firmware" / "store_kill_mpy.py"), fw] + list(args)
     p = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lines, ops = [], 0
@@ -66,7 +63,7 @@ def _run(interp, *args, kill_at=None):
     return lines, ops, True
 
 
-@pytest.mark.parametrize("interp", ["micropython", "cpython"])
+@pytest.mark.parametrize("interp", MICROPYTHONS + ("cpython",))
 def test_model_survives_a_kill_between_any_two_writes(tmp_path, interp, mpy_tree):
     FW_PATH["micropython"] = str(mpy_tree)
     old, new = intmodel_to_blob(_model(1)), intmodel_to_blob(_model(2))
@@ -93,7 +90,7 @@ def test_model_survives_a_kill_between_any_two_writes(tmp_path, interp, mpy_tree
     assert seen == {_crc(old), _crc(new)}
 
 
-@pytest.mark.parametrize("interp", ["micropython", "cpython"])
+@pytest.mark.parametrize("interp", MICROPYTHONS + ("cpython",))
 def test_weights_checkpoint_survives_a_kill_between_any_two_writes(tmp_path, interp, mpy_tree):
     FW_PATH["micropython"] = str(mpy_tree)
     data = intmodel_to_blob(_model(3))

@@ -53,16 +53,20 @@ def gc_heap(board) -> int:
         ser.close()
 
 
-def runs(board, tmp_path, n_hidden: int, recording) -> tuple[bool, str]:
-    """(boots and learns one labelled sample, what happened)."""
+def runs(board, tmp_path, n_hidden: int, recording, heap: int) -> tuple[bool, str]:
+    """(boots and learns one labelled sample, what happened). The SOLSA traces are the ones the plan
+    picks for this heap (as flash does), but flash refuses nothing here: the board decides."""
     from converters.blob import intmodel_to_blob
     from edge.errors import SnnEdgeError
-    from host_tools.cmd_board import flash
+    from host_tools.cmd_board import flash, with_factorised_traces
     from host_tools.link import LinkError, connect, open_serial
     blob = tmp_path / f"walk{n_hidden}.blob"
-    blob.write_bytes(intmodel_to_blob(walk_model(n_hidden)))
+    data = intmodel_to_blob(walk_model(n_hidden))
+    if plan_for(n_hidden, heap).get("solsa_traces") == "factorised":
+        data = with_factorised_traces(data)
+    blob.write_bytes(data)
     try:
-        flash(board.path, str(blob), log=lambda *a: None, heap=10 ** 9)     # no refusal: the board decides
+        flash(board.path, str(blob), log=lambda *a: None, heap=10 ** 9)
     except SnnEdgeError as exc:
         return False, str(exc).splitlines()[0]
     ser = open_serial(board.path)
@@ -97,7 +101,7 @@ def test_every_model_the_plan_approves_runs_and_10_percent_more_does_not(heap, t
     table = []
     with CortexM3Board(HEAPS[heap]) as board:
         for h in sizes + [over]:
-            ok, what = runs(board, tmp_path, h, recording)
+            ok, what = runs(board, tmp_path, h, recording, heap_bytes)
             table.append((h, plan_for(h, heap_bytes)["fits"], ok, what))
     print(f"\n{heap}: " + "; ".join(f"578-{h}-10 plan {'fits' if f else 'no'}, board {'runs' if ok else 'fails'} "
                                     f"({w})" for h, f, ok, w in table))
