@@ -5,8 +5,11 @@ weights arrive in chunks, events in batches (a sample starts with its first batc
 -1 means none. Weights travel as a store.checkpoint_bytes image (all layers, CRC-checked). Errors are
 DeviceError (code + msg), which the session turns into ERROR frames; the loop keeps running.
 """
+from array import array
+
 from firmware_py.device import Device, VERSION
 from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
+from firmware_py.link import EVENT_LEN
 from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, persistent_banks, read_segments
 
 
@@ -21,8 +24,6 @@ class DeviceHandler:
         self.model_buf = None
         self.weights_buf = None
         self.segs = None
-        from array import array
-        from firmware_py.link import EVENT_LEN
         n = self.max_payload // EVENT_LEN
         self.xs = array("h", bytes(2 * n))
         self.ys = array("h", bytes(2 * n))
@@ -120,14 +121,19 @@ def make_handler(root="", stored=None, kernels="fast"):
     board, numpy on CPython; the same bits), "plain" with the pure-Python loops."""
     rows = None
     if kernels == "fast":
-        from firmware_py import fast
-        rows = fast.best_rows()
+        try:
+            from firmware_py import fast     # compiles its viper kernels (board_main imports it before the model)
+            rows = fast.best_rows()
+        except MemoryError:
+            rows = None                      # no heap left to compile them: the plain kernels, same bits
     dev = Device(store=Store(root), rows=rows)
-    error = None
+    # the handler's buffers before the model's state: once a big model is in, the heap is scattered into
+    # gaps smaller than they are (measured: 578-160-10 on the 192K Cortex-M3 left no 640-byte block)
+    handler = DeviceHandler(dev)
     try:
         dev.boot(stored)
     except DeviceError as exc:
         # a stored model that does not load (too big for this heap, a format this runtime cannot read):
         # start without one, say why in INFO, and let the host send another
-        error = "%d %s" % (exc.code, exc.msg)
-    return DeviceHandler(dev, error)
+        handler.boot_error = "%d %s" % (exc.code, exc.msg)
+    return handler

@@ -17,8 +17,10 @@ STEPS_BOUND = 64           # time steps assumed for the binner's per-step heads 
 FIRMWARE_BYTES = 28 * 1024
 # What loading and running need on top of what they keep: the blob reader's and the answers' transient
 # buffers, and the gaps of a heap that loading has scattered. Measured on the emulated Cortex-M3 (192K,
-# ROMFS): 578-160-10 with SOLSA boots with 14.8 KB free (largest free block 1.3 KB); 578-161-10 does not.
-HEADROOM = 16384
+# ROMFS): 578-160-10 with SOLSA boots with 14.8 KB free (largest free block 1.3 KB), 578-161-10 does not;
+# 578-166-10 with factorised traces boots on a fresh board (16.8 KB free) but not after another model ran
+# there (the layout of a heap differs from boot to boot): 20 KB keeps every approved model booting.
+HEADROOM = 20480
 
 
 def layer_bytes(n_in, n_out, per_input):

@@ -143,8 +143,9 @@ def test_plan_chooses_factorised_traces_when_full_do_not_fit():
     from host_tools.boards import SERIAL
     dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
     code = SERIAL.code_bytes()           # what plan_model counts for the firmware on a serial board
-    full = memory.breakdown(dims, "solsa", m.learn.params, 0, firmware=code)["total"]
-    fact = memory.breakdown(dims, "solsa", m.learn.params, 1, firmware=code)["total"]
+    steps = m.binning[3]
+    full = memory.breakdown(dims, "solsa", m.learn.params, 0, firmware=code, n_steps=steps)["total"]
+    fact = memory.breakdown(dims, "solsa", m.learn.params, 1, firmware=code, n_steps=steps)["total"]
     assert fact < full
     assert plan_model(m, full)["solsa_traces"] == "full"
     r = plan_model(m, (full + fact) // 2)
