@@ -1,7 +1,7 @@
 """Datasets as spike tensors: recordings -> (denoise, refractory) -> binning -> X uint8 [S, T, N_in], y.
 
 Sources: a folder in the N-MNIST layout, a single recording file, or "builtin" (the synthetic generator,
-`edge.generator`). Results are cached on disk (`edge.cache`); long loads show a tqdm bar.
+`edge.generator`). Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
 """
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge import cache
 from edge.errors import DataError
 from edge.events import Recording, list_folder_dataset, read_events
+from edge.progress import bar
 from edge.transforms import denoise, refractory, to_frames
 from firmware_py.binning import BinSpec
 
@@ -75,7 +75,7 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"][:limit], hit["y"][:limit], [str(n) for n in hit["names"]][:limit]
         recs = source.recordings()
-        X = np.stack([frames_of(r, spec, pre) for r in tqdm(recs, desc="binning", disable=not progress)])
+        X = np.stack([frames_of(r, spec, pre) for r in bar(recs, progress, desc="binning")])
         y = np.array([r.label for r in recs], dtype=np.int64)
         names = [f"builtin:{i}" for i in range(len(recs))]
     else:
@@ -94,7 +94,7 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"], hit["y"], names
         X = np.empty((len(items), spec.n_steps, spec.n_inputs), dtype=np.uint8)
-        for i, (f, label) in enumerate(tqdm(items, desc=f"reading {path.name}", disable=not progress)):
+        for i, (f, label) in enumerate(bar(items, progress, desc=f"reading {path.name}")):
             X[i] = frames_of(read_events(f, label), spec, pre)
         y = np.array([label for _, label in items], dtype=np.int64)
     if use_cache:
