@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,8 +51,9 @@ def main() -> int:
                                    "onnx.__version__, onnxruntime.__version__)"],
                                   capture_output=True, text=True, check=True).stdout.split()
         run = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS], cwd=ROOT,
-                             capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                                  "OPENBLAS_NUM_THREADS": "1"})
+                             capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
+                                  "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"})
     tail = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     count = lambda word: int(m.group(1)) if (m := re.search(rf"(\d+) {word}", tail)) else 0  # noqa: E731
     failed = sorted(set(re.findall(r"^FAILED (\S+)", run.stdout, re.M)))

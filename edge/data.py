@@ -1,7 +1,7 @@
 """Datasets as spike tensors: recordings -> (denoise, refractory) -> binning -> X uint8 [S, T, N_in], y.
 
-Sources: a folder in the N-MNIST layout, a single recording file, or "builtin" (the synthetic generator,
-`edge.generator`). Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
+Sources: a folder in the N-MNIST layout, a single recording file, "builtin" (the synthetic generator,
+`edge.generator`), or a tonic dataset (a "tonic:NAME:PATH" spec or the object itself, `edge.tonic_source`). Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
 """
 from __future__ import annotations
 
@@ -49,10 +49,17 @@ class BuiltinSource:
 
 
 def frames_of(recording: Recording, spec: BinSpec, pre: Preprocess = Preprocess()) -> np.ndarray:
+    """Spike frames of a recording. A sensor the file declares must equal the binning's; one inferred from the
+    events' extent (a .npy, e.g. saved from tonic) only has to fit in it: --sensor then says the real size."""
     w, h, _ = recording.sensor_size
-    if (w, h) != (spec.sensor_w, spec.sensor_h):
+    if recording.sensor_inferred:
+        if w > spec.sensor_w or h > spec.sensor_h:
+            raise DataError(f"{recording.path}: events reach x={w - 1}, y={h - 1}, outside the "
+                            f"{spec.sensor_w}x{spec.sensor_h} sensor of the binning (set --sensor WxH)")
+    elif (w, h) != (spec.sensor_w, spec.sensor_h):
         raise DataError(
-            f"{recording.path}: sensor is {w}x{h} but the binning expects {spec.sensor_w}x{spec.sensor_h}"
+            f"{recording.path}: sensor is {w}x{h} but the binning expects {spec.sensor_w}x{spec.sensor_h} "
+            "(--sensor WxH)"
         )
     return to_frames(pre.apply(recording.events), spec, recording.path)
 
@@ -64,10 +71,18 @@ def _params(spec: BinSpec, pre: Preprocess, extra: dict) -> dict:
 
 def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preprocess(), *,
                 use_cache: bool = True, progress: bool = True, limit: int | None = None):
-    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, or "builtin"/BuiltinSource.
+    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, "builtin"/BuiltinSource, a
+    tonic spec "tonic:NAME:PATH[:train|test]" or a dataset object (e.g. a tonic dataset with its transforms;
+    edge.tonic_source).
 
     `limit`: only the first N recordings (a folder reads only those; the built-in set is cached whole).
     """
+    from edge import tonic_source
+
+    if tonic_source.is_spec(source):
+        source = tonic_source.open_spec(source)
+    if tonic_source.is_dataset(source):
+        return tonic_source.dataset_frames(source, spec, _params(spec, pre, {}), pre, use_cache, progress, limit)
     if source == BUILTIN:
         source = BuiltinSource()
     if isinstance(source, BuiltinSource):

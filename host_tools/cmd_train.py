@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a float SNN on event data (surrogate BPTT and other rules)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
+    p.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] (files on disk, never downloaded)")
     p.add_argument("--arch", default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
     from edge.rules import rule_names  # numpy only; the rule modules themselves load on use
@@ -65,7 +65,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
                    "(snn-edge quantize), an .onnx or a device blob (snn-edge export)")
-    e.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
+    e.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] (files on disk, never downloaded)")
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
                    help="val/train: the stratified split recorded in the checkpoint (integer models: the "
                    "80/20 split with seed 0 that quantize calibrates on)")
@@ -77,12 +77,21 @@ def register(sub) -> None:
     e.add_argument("--out-dir", default=None, help="where the PNGs go; unset: next to the checkpoint")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-progress", action="store_true", help="no tqdm bar while reading data")
+    _transform_argument(e)
     e.set_defaults(func=cmd_eval)
 
 
+def _transform_argument(p) -> None:
+    p.add_argument("--transform", action="append", default=[], metavar="CALL",
+                   help="a tonic transform applied to a tonic dataset's samples before binning, e.g. "
+                   "'Denoise(filter_time=10000)' (repeat to chain; literal arguments only)")
+
+
 def _data_arguments(p) -> None:
+    _transform_argument(p)
     g = p.add_argument_group("binning (N-MNIST defaults)")
-    g.add_argument("--sensor", default="34x34", help="sensor WxH")
+    g.add_argument("--sensor", default="34x34", help="sensor WxH; also the size of recordings that do not "
+                   "declare theirs (.npy), whose size is otherwise their largest x, y + 1")
     g.add_argument("--dt-ms", type=float, default=10.0, help="time bin")
     g.add_argument("--steps", type=int, default=30, help="time bins per sample (T)")
     g.add_argument("--downsample", type=int, default=2, help="spatial pooling factor")
@@ -99,12 +108,19 @@ def _bin_spec(args):
         raise SnnEdgeError(f"binning: --sensor WxH / --dt-ms / --steps / --downsample: {exc}") from None
 
 
-def _load(source: str, bin_spec, limit, progress: bool):
+def _load(source: str, bin_spec, limit, progress: bool, transforms: list[str] | None = None):
+    from edge import tonic_source
     from edge.data import load_frames
 
-    if source != "builtin" and not Path(source).exists():
+    data = source
+    if tonic_source.is_spec(source):
+        data = tonic_source.open_spec(source, tonic_source.parse_transforms(transforms or []))
+    elif transforms:
+        raise SnnEdgeError(f"--transform: tonic transforms apply to a tonic dataset (--data tonic:NAME:PATH), "
+                           f"not to {source}")
+    elif source != "builtin" and not Path(source).exists():
         raise SnnEdgeError(f"--data: {source} does not exist")
-    X, y, names = load_frames(source, bin_spec, progress=progress, limit=limit)
+    X, y, names = load_frames(data, bin_spec, progress=progress, limit=limit)
     if len(X) == 0:
         raise SnnEdgeError(f"--data: no recordings found in {source}")
     return X, y, names
@@ -136,7 +152,7 @@ def cmd_train(args) -> int:
 
     bin_spec = _bin_spec(args)
     rule = make_rule(args.rule, **_rule_options(args))  # bad rule names/options fail before loading data
-    X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress)
+    X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress, args.transform)
     n_classes = int(y.max()) + 1
     sizes = parse_arch(args.arch) if args.arch else (bin_spec.n_inputs, int(DEFAULTS["hidden"]), n_classes)
     if sizes[0] != bin_spec.n_inputs:
@@ -221,7 +237,7 @@ def _float_logits(args):
     rule_cfg = extra.get("rule", {"name": "bptt", "options": {}})
     rule = make_rule(rule_cfg["name"], **rule_cfg.get("options", {}))
     rule.init(spec, params, np.random.default_rng(0))
-    X, y, _ = _load(args.data, BinSpec(*spec.binning), args.limit, not args.no_progress)
+    X, y, _ = _load(args.data, BinSpec(*spec.binning), args.limit, not args.no_progress, args.transform)
     keep = _split(args, y, extra.get("meta", {}))
     X, y = X[keep], y[keep]
     _check_labels(y, spec.n_classes)
@@ -241,7 +257,7 @@ def _int_logits(args):
     if executor == "onnxruntime" and args.checkpoint.endswith(".onnx"):
         from converters.onnx_import import read_proto
         proto = read_proto(args.checkpoint)  # the file's own graph, not a re-export
-    X, y, _ = _load(args.data, BinSpec(*model.binning), args.limit, not args.no_progress)
+    X, y, _ = _load(args.data, BinSpec(*model.binning), args.limit, not args.no_progress, args.transform)
     keep = _split(args, y, {})
     X, y = X[keep], y[keep]
     n_classes = model.layers[-1].n_out
