@@ -1,7 +1,8 @@
 """Datasets as spike tensors: recordings -> (denoise, refractory) -> binning -> X uint8 [S, T, N_in], y.
 
 Sources: a folder in the N-MNIST layout, a single recording file, "builtin" (the synthetic generator,
-`edge.generator`), or a tonic dataset (a "tonic:NAME:PATH" spec or the object itself, `edge.tonic_source`). Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
+`edge.generator`), or a tonic dataset (a "tonic:NAME:PATH" spec or the object itself, `edge.tonic_source`).
+Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
 """
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def parse_transforms(texts: list[str]):
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
         except (SyntaxError, ValueError) as exc:
-            raise DataError(f"--transform {text!r}: not a tonic transform call with literal arguments ({exc})") from None
+            raise DataError(f"--transform {text!r}: not a tonic transform call with literal arguments "
+                            f"({exc})") from None
         cls = getattr(tt, call.func.id, None)
         if not isinstance(cls, type):
             raise DataError(f"--transform {text!r}: tonic.transforms has no {call.func.id}")

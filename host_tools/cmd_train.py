@@ -16,10 +16,14 @@ DEFAULTS: dict[str, Any] = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a
             "surrogate": "fast_sigmoid", "slope": 10.0, "lr": 2e-3, "epochs": 30, "batch_size": 32}
 
 
+DATA_HELP = ("folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] "
+             "(files on disk, never downloaded)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a float SNN on event data (surrogate BPTT and other rules)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] (files on disk, never downloaded)")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--arch", default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
     from edge.rules import rule_names  # numpy only; the rule modules themselves load on use
@@ -65,7 +69,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
                    "(snn-edge quantize), an .onnx or a device blob (snn-edge export)")
-    e.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] (files on disk, never downloaded)")
+    e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
                    help="val/train: the stratified split recorded in the checkpoint (integer models: the "
                    "80/20 split with seed 0 that quantize calibrates on)")
