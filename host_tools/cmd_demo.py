@@ -114,7 +114,7 @@ def cmd_demo(args) -> int:
     _cli("export", str(int_model), "-o", str(onnx_path), "--blob", str(blob))
     model = load_any_model(onnx_path)
 
-    with_mpy = " and MicroPython" if shutil.which("micropython") else " (MicroPython not installed)"
+    with_mpy = " and MicroPython" if shutil.which("micropython") else "; MicroPython not installed"
     step(f"verify: numpy integer simulator vs onnxruntime vs the firmware (CPython{with_mpy})")
     _cli("verify", str(onnx_path), "--data", "builtin", "--limit", "40", "--mpy-limit", "5",
          "--learn-steps", "60")
