@@ -74,7 +74,9 @@ def parse_transforms(texts: list[str]):
             if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
                 raise ValueError("expected Name(arg=value, ...)")
             args = [ast.literal_eval(a) for a in call.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
+            if len(kwargs) != len(call.keywords):
+                raise ValueError("** arguments are not literal")
         except (SyntaxError, ValueError) as exc:
             raise DataError(f"--transform {text!r}: not a tonic transform call with literal arguments "
                             f"({exc})") from None
