@@ -11,7 +11,12 @@ The file holds:
   weight update, §7), `ReadoutDeltaLearnStep` or `SolsaLearnStep` (one step of forward + rule, §9/§10);
   a board recognises them by name and runs its own kernels;
 - the main graph: the sequence graph, a Scan of `NetworkStep` over T, outputting every step's spikes and
-  states, the scores and the predicted class.
+  states, the scores and the predicted class. The initialisers it does not compute with (the rule's `learn_*`,
+  GEM's learning tables, constants the layer kind does not use) are also outputs of the main graph, passed
+  through unchanged: the file carries them for the board (firmware_py/onnx_reader.py reads the main graph's
+  initialisers) and for the learning step, and onnxruntime would otherwise drop each with a "Removing
+  initializer" warning. Declaring them overridable inputs instead draws another warning and disables constant
+  folding; moving them elsewhere would break the board's reader.
 `step_model` and `learn_model` wrap the file's functions into runnable graphs (the step graph alone, and
 a Scan of the learning step) for onnxruntime; they add no semantics of their own.
 
@@ -542,9 +547,29 @@ def sequence_graph(model: IntModel) -> onnx.GraphProto:
                              initializer=initializers(model))
 
 
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` or of its subgraphs (Scan/If bodies) reads."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                names |= names_read(sub)
+    return names
+
+
+def _pass_through_carried_initializers(graph: onnx.GraphProto) -> None:
+    """Initialisers no node of the graph reads become graph outputs (the values themselves): see the module doc."""
+    used = names_read(graph) | {o.name for o in graph.output}
+    graph.output.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                        for t in graph.initializer if t.name not in used)
+
+
 def to_onnx(model: IntModel) -> onnx.ModelProto:
     validate(model, "model to export")
-    m = helper.make_model(sequence_graph(model), opset_imports=OPSETS, functions=functions(model),
+    graph = sequence_graph(model)
+    _pass_through_carried_initializers(graph)
+    m = helper.make_model(graph, opset_imports=OPSETS, functions=functions(model),
                           producer_name=PRODUCER, producer_version=str(FORMAT_VERSION),
                           doc_string="snn-edge integer SNN; semantics: docs/NUMERICS.md")
     m.ir_version = IR_VERSION
@@ -574,6 +599,12 @@ def export(model: IntModel, path) -> bytes:
 # ---- runnable wrappers around the file's functions (for onnxruntime) ----------------------------
 
 def _wrapper(proto: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A runnable model of `graph` with the file's functions; of the file's initialisers it keeps only those the
+    graph reads (the step graph has no use for the rule's parameters, the learning graph does)."""
+    used = names_read(graph)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     m = helper.make_model(graph, opset_imports=OPSETS, functions=list(proto.functions), producer_name=PRODUCER)
     m.ir_version = IR_VERSION
     return m

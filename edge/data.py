@@ -1,7 +1,8 @@
 """Datasets as spike tensors: recordings -> (denoise, refractory) -> binning -> X uint8 [S, T, N_in], y.
 
-Sources: a folder in the N-MNIST layout, a single recording file, or "builtin" (the synthetic generator,
-`edge.generator`). Results are cached on disk (`edge.cache`); long loads show a tqdm bar.
+Sources: a folder in the N-MNIST layout, a single recording file, "builtin" (the synthetic generator,
+`edge.generator`), or a tonic dataset (a "tonic:NAME:PATH" spec or the object itself, `edge.tonic_source`).
+Results are cached on disk (`edge.cache`); long loads show a progress bar on a terminal.
 """
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edge import cache
 from edge.errors import DataError
 from edge.events import Recording, list_folder_dataset, read_events
+from edge.progress import bar
 from edge.transforms import denoise, refractory, to_frames
 from firmware_py.binning import BinSpec
 
@@ -49,10 +50,17 @@ class BuiltinSource:
 
 
 def frames_of(recording: Recording, spec: BinSpec, pre: Preprocess = Preprocess()) -> np.ndarray:
+    """Spike frames of a recording. A sensor the file declares must equal the binning's; one inferred from the
+    events' extent (a .npy, e.g. saved from tonic) only has to fit in it: --sensor then says the real size."""
     w, h, _ = recording.sensor_size
-    if (w, h) != (spec.sensor_w, spec.sensor_h):
+    if recording.sensor_inferred:
+        if w > spec.sensor_w or h > spec.sensor_h:
+            raise DataError(f"{recording.path}: events reach x={w - 1}, y={h - 1}, outside the "
+                            f"{spec.sensor_w}x{spec.sensor_h} sensor of the binning (set --sensor WxH)")
+    elif (w, h) != (spec.sensor_w, spec.sensor_h):
         raise DataError(
-            f"{recording.path}: sensor is {w}x{h} but the binning expects {spec.sensor_w}x{spec.sensor_h}"
+            f"{recording.path}: sensor is {w}x{h} but the binning expects {spec.sensor_w}x{spec.sensor_h} "
+            "(--sensor WxH)"
         )
     return to_frames(pre.apply(recording.events), spec, recording.path)
 
@@ -64,10 +72,18 @@ def _params(spec: BinSpec, pre: Preprocess, extra: dict) -> dict:
 
 def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preprocess(), *,
                 use_cache: bool = True, progress: bool = True, limit: int | None = None):
-    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, or "builtin"/BuiltinSource.
+    """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, "builtin"/BuiltinSource, a
+    tonic spec "tonic:NAME:PATH[:train|test]" or a dataset object (e.g. a tonic dataset with its transforms;
+    edge.tonic_source).
 
     `limit`: only the first N recordings (a folder reads only those; the built-in set is cached whole).
     """
+    from edge import tonic_source
+
+    if tonic_source.is_spec(source):
+        source = tonic_source.open_spec(source)
+    if tonic_source.is_dataset(source):
+        return tonic_source.dataset_frames(source, spec, _params(spec, pre, {}), pre, use_cache, progress, limit)
     if source == BUILTIN:
         source = BuiltinSource()
     if isinstance(source, BuiltinSource):
@@ -75,7 +91,7 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"][:limit], hit["y"][:limit], [str(n) for n in hit["names"]][:limit]
         recs = source.recordings()
-        X = np.stack([frames_of(r, spec, pre) for r in tqdm(recs, desc="binning", disable=not progress)])
+        X = np.stack([frames_of(r, spec, pre) for r in bar(recs, progress, desc="binning")])
         y = np.array([r.label for r in recs], dtype=np.int64)
         names = [f"builtin:{i}" for i in range(len(recs))]
     else:
@@ -94,7 +110,7 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"], hit["y"], names
         X = np.empty((len(items), spec.n_steps, spec.n_inputs), dtype=np.uint8)
-        for i, (f, label) in enumerate(tqdm(items, desc=f"reading {path.name}", disable=not progress)):
+        for i, (f, label) in enumerate(bar(items, progress, desc=f"reading {path.name}")):
             X[i] = frames_of(read_events(f, label), spec, pre)
         y = np.array([label for _, label in items], dtype=np.int64)
     if use_cache:

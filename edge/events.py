@@ -33,6 +33,9 @@ class Recording:
     sensor_size: tuple[int, int, int]  # (W, H, polarities)
     path: str = ""
     label: int | None = None
+    # True when the file does not declare its sensor and sensor_size is the events' extent (largest x, y + 1):
+    # the binning's own sensor (--sensor) then governs, as long as the events fit in it
+    sensor_inferred: bool = False
 
     @property
     def duration_us(self) -> int:
@@ -168,9 +171,10 @@ def read_numpy(path_or_array, sensor_size=None, label=None, where=None) -> Recor
             raise DataError(f"{where}: not a readable .npy event array ({exc})") from exc
     if arr.dtype.names is None:
         raise DataError(f"{where}: expected a structured array with fields x, y, t, p, got dtype {arr.dtype}")
-    if sensor_size is None:
+    inferred = sensor_size is None
+    if inferred:
         sensor_size = (int(arr["x"].max()) + 1, int(arr["y"].max()) + 1, 2) if len(arr) else (1, 1, 2)
-    return Recording(validate_events(arr, sensor_size, where), tuple(sensor_size), where, label)
+    return Recording(validate_events(arr, sensor_size, where), tuple(sensor_size), where, label, inferred)
 
 
 def read_events(path, label=None) -> Recording:
@@ -227,10 +231,13 @@ def list_folder_dataset(root, split: str | None = None) -> list[tuple[Path, int]
 
 
 def read_tonic_dataset(name: str, save_to, train: bool = True, **kwargs):
-    """A tonic dataset class (e.g. "NMNIST", "DVSGesture", "POKERDVS") whose files are already on disk.
+    """A tonic dataset class (e.g. "NMNIST", "DVSGesture", "POKERDVS") read from files already on disk.
 
-    tonic's classes download when their file check fails; here that download is replaced by an error that says
-    which files to put where, so nothing is ever fetched. The dataset's own reader does the rest.
+    tonic's classes download when their file check fails (for N-MNIST: the archive present and at least 10,000
+    recordings). Here the check is only that the extracted split folder (e.g. `Train/`) is there with files in it,
+    either as `save_to/<split>` (the N-MNIST archive layout, e.g. ../shared/data/nmnist-small) or as tonic's own
+    `save_to/<ClassName>/<split>`; tonic is pointed at it, so a subset works too. A missing folder is an error
+    that says which files to put where: nothing is ever downloaded. `kwargs` go to the class (e.g. transform).
     """
     try:
         import tonic.datasets
@@ -239,14 +246,23 @@ def read_tonic_dataset(name: str, save_to, train: bool = True, **kwargs):
     cls = getattr(tonic.datasets, name, None)
     if not isinstance(cls, type):
         raise DataError(f"tonic has no dataset class {name!r}")
+    roots = (str(save_to), os.path.join(str(save_to), cls.__name__))
 
     class OnDiskOnly(cls):  # type: ignore[misc, valid-type]
+        def _check_exists(self):
+            for root in roots:
+                folder = os.path.join(root, getattr(self, "folder_name", "") or "")
+                if os.path.isdir(folder) and any(files for _, _, files in os.walk(folder)):
+                    self.location_on_system = root
+                    return True
+            return False
+
         def download(self):
-            where = os.path.join(self.location_on_system, getattr(self, "folder_name", "") or "")
+            split = getattr(self, "folder_name", "") or ""
             raise DataError(
-                f"tonic dataset {name} ({'train' if train else 'test'}) is not complete on disk: expected its "
-                f"extracted files under {where} (archive {getattr(self, 'filename', '?')}); put them there, "
-                "this tool never downloads"
+                f"tonic dataset {name} ({'train' if train else 'test'}) is not on disk: expected its extracted "
+                f"files under {os.path.join(roots[0], split)} or {os.path.join(roots[1], split)} (from archive "
+                f"{getattr(self, 'filename', '?')}); put them there, this tool never downloads"
             )
 
     OnDiskOnly.__name__ = cls.__name__  # tonic derives the folder name from the class name

@@ -1,11 +1,9 @@
 """Training and evaluation figures as PNG files (matplotlib, Agg backend), written atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
+from edge.atomic import atomic_output
 from edge.metrics import Reliability
 
 
@@ -19,18 +17,11 @@ def _figure(*args, **kwargs):
 
 
 def _save(plt, fig, path) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_output(path) as fh:
+            fig.savefig(fh, dpi=110, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def training_curves(history: list[dict], path, title: str = "training") -> None:

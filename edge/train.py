@@ -1,5 +1,6 @@
 """The training loop shared by every learning rule: epochs, LR schedule, validation, early stop,
-checkpoints that resume bit for bit, a tqdm bar per epoch, and the training-curve PNG.
+checkpoints that resume bit for bit, a progress bar per epoch on a terminal and one summary line per epoch
+(the only output in a log), and the training-curve PNG.
 
 Batches are drawn from a permutation seeded by (seed, epoch), so a run resumed from a checkpoint
 sees exactly the batches the uninterrupted run would have seen.
@@ -17,6 +18,7 @@ from edge import metrics
 from edge.errors import SnnEdgeError
 from edge.model import LayerParams, NetworkSpec, check_params, save_checkpoint
 from edge.optim import scheduled_lr
+from edge.progress import bar as progress_bar
 from edge.rules.base import LearningRule
 
 RESUME_PREFIX = "resume."
@@ -32,7 +34,7 @@ class FitConfig:
     seed: int = 0
     checkpoint: str | None = None  # best-validation model + the state to resume the last epoch
     curve_png: str | None = None
-    progress: bool = True
+    progress: bool = True         # one line per epoch; a batch bar as well when stderr is a terminal
     eval_batch_size: int = 256
 
 
@@ -91,8 +93,8 @@ def fit(rule: LearningRule, spec: NetworkSpec, params: list[LayerParams], train:
         order = np.random.default_rng([config.seed, epoch]).permutation(len(X))
         n_batches = (len(X) + config.batch_size - 1) // config.batch_size
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress,
-                   leave=False, unit="batch")
+        bar = progress_bar(range(n_batches), config.progress, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False, unit="batch")
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             xb = np.ascontiguousarray(X[idx].transpose(1, 0, 2))

