@@ -5,7 +5,7 @@ Sources: a folder in the N-MNIST layout, a single recording file, or "builtin" (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +66,17 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
                 use_cache: bool = True, progress: bool = True, limit: int | None = None):
     """(X uint8 [S, T, N_in], y int64 [S], names list[str]) for a folder, a file, or "builtin"/BuiltinSource.
 
-    `limit`: only the first N recordings (a folder reads only those; the built-in set is cached whole).
+    `limit`: only the first N recordings (a folder reads only those; the built-in set generates only those).
     """
     if source == BUILTIN:
         source = BuiltinSource()
     if isinstance(source, BuiltinSource):
+        from edge.generator import N_CLASSES
+
+        if limit is not None and limit < source.n_per_class * N_CLASSES:
+            # The generator draws its recordings in order from one seeded stream, so the first `limit`
+            # of the full set are the whole of a smaller set: generate (and cache) only those.
+            source = replace(source, n_per_class=-(-limit // N_CLASSES))
         key = cache.make_key(_params(spec, pre, {"builtin": vars(source)}), [])
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"][:limit], hit["y"][:limit], [str(n) for n in hit["names"]][:limit]
