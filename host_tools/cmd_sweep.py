@@ -42,8 +42,10 @@ def cmd_sweep(args) -> int:
     result = run_sweep(config, workers=args.workers, scheduler=args.scheduler, storage=args.storage,
                        resume=args.resume, progress=False if args.no_progress else None)
     if result.best is None:
-        print(f"no trial completed; table {result.table_md}")
-        return 1
+        running = [r for r in result.rows if r["state"] == "running"]
+        print(f"no trial has completed{f' ({len(running)} still running elsewhere)' if running else ''}; "
+              f"table {result.table_md}")
+        return 0 if running else 1
     point = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
     print(f"best: trial {result.best.number} ({point}) {config.metric} {result.best.value:.4f}; "
           f"table {result.table_csv}, {result.table_md}; plots {', '.join(str(p) for p in result.plots)}")

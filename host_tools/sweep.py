@@ -38,14 +38,16 @@ towards `trials`, and its point is queued again for the next --resume.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ class SweepResult:
     out: Path
     table_csv: Path
     table_md: Path
+    rows: list[dict] = field(default_factory=list)  # result_rows: one per trial of the study
     plots: list[Path] = field(default_factory=list)
     best: Any = None                # optuna.trial.FrozenTrial, or None when no trial completed
 
@@ -318,7 +321,8 @@ def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':')[0]}:***@{host}"
     return url
 
 
@@ -330,7 +334,7 @@ def open_study(config: SweepConfig, storage: str | None, resume: bool):
     config.out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(config.out / STUDY_FILE).resolve()}"
     try:
-        study = optuna.create_study(study_name=config.name, storage=url, sampler=_sampler(config),
+        study = optuna.create_study(study_name=config.name, storage=_rdb_storage(url), sampler=_sampler(config),
                                     direction=config.direction, load_if_exists=resume)
     except optuna.exceptions.DuplicatedStudyError:
         raise SnnEdgeError(f"{_redact(url)}: study {config.name!r} already exists; --resume continues it "
@@ -351,6 +355,21 @@ def open_study(config: SweepConfig, storage: str | None, resume: bool):
     return study, url
 
 
+def _rdb_storage(url: str):
+    """Optuna's SQL storage; sweeps that start together on an empty database race to create its tables
+    (the loser gets a duplicate-table error): the loser waits and opens the tables the winner made."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def _alive(pid) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -365,7 +384,10 @@ def _interrupt(study, trial) -> None:
     """Mark a running trial as cut off: failed, not counted, its point queued again."""
     from optuna.trial import TrialState
 
-    trial.set_user_attr("interrupted", True)
+    try:
+        trial.set_user_attr("interrupted", True)
+    except RuntimeError:  # Optuna's UpdateFinishedTrialError: it was told before the interruption
+        return
     study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
@@ -400,6 +422,24 @@ def counted_trials(study) -> tuple[int, int]:
 
 
 # --- the sweep ----------------------------------------------------------------------------------
+
+@contextmanager
+def _deferred_ctrl_c():
+    """Hold Ctrl-C back while the study is written (asking a trial and tagging it, telling a result):
+    cut off there, a trial would be left half-sampled or untagged, which --resume cannot tell apart
+    from another machine's running trial. The KeyboardInterrupt is raised when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
 
 @dataclass
 class _Pending:
@@ -477,11 +517,12 @@ def _drive(study, config: SweepConfig, client, pending: dict, bar) -> None:
         while sum(len(config.seeds) - len(p.results) for p in pending.values()) < slots:
             if sum(counted_trials(study)) >= config.trials:
                 return
-            trial = study.ask(distributions)
-            trial.set_user_attr("driver_host", host)
-            trial.set_user_attr("driver_pid", pid)
-            options = point_options(config, trial.params)
-            pending[trial.number] = _Pending(trial, options)
+            with _deferred_ctrl_c():
+                trial = study.ask(distributions)
+                trial.set_user_attr("driver_host", host)
+                trial.set_user_attr("driver_pid", pid)
+                options = point_options(config, trial.params)
+                pending[trial.number] = _Pending(trial, options)
             folder = (config.out / "trials" / f"{trial.number:04d}").resolve()
             for seed in config.seeds:
                 future = client.submit(run_seed, options, seed, str(folder / f"seed{seed}.ckpt"), config.metric,
@@ -499,9 +540,11 @@ def _drive(study, config: SweepConfig, client, pending: dict, bar) -> None:
         p = pending[number]
         p.results[seed] = outcome
         if len(p.results) == len(config.seeds):
-            del pending[number]
+            with _deferred_ctrl_c():
+                line = _finish(study, config, p)
+                del pending[number]
             bar.update(1)
-            bar.write(_finish(study, config, p))
+            bar.write(line)
         launch()
 
 
@@ -595,7 +638,7 @@ def write_results(study, config: SweepConfig) -> SweepResult:
     lines += ["| " + " | ".join(str(r[c]).replace("|", "/").replace("\n", " ") for c in columns) + " |"
               for r in rows]
     write_atomic(md_path, ("\n".join(lines) + "\n").encode())
-    result = SweepResult(study=study, out=config.out, table_csv=csv_path, table_md=md_path, best=best)
+    result = SweepResult(study=study, out=config.out, table_csv=csv_path, table_md=md_path, rows=rows, best=best)
     done = [r for r in rows if r["state"] == "complete"]
     if done:
         points = {n: [(r[n], r[config.metric]) for r in done] for n in config.space}
