@@ -22,15 +22,18 @@ def register(sub) -> None:
                    help="continue the study (after an interruption, or one shared with other machines)")
     p.add_argument("--out", default=None, help="results folder (overrides [sweep] out)")
     p.add_argument("--trials", type=int, default=None, help="target number of trials (overrides [sweep] trials)")
+    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fixed train option of the config, e.g. --train epochs=1")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (it shows only on a terminal anyway)")
     p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args) -> int:
     from edge.errors import SnnEdgeError
-    from host_tools.sweep import load_config, run_sweep
+    from host_tools.sweep import load_config, override_train, run_sweep
 
     config = load_config(args.config)
+    override_train(config, args.train)
     if args.out:
         config.out = Path(args.out)
     if args.trials is not None:

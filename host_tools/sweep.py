@@ -172,6 +172,26 @@ def parse_config(data: dict, source: str = "sweep config") -> SweepConfig:
     return config
 
 
+def override_train(config: SweepConfig, items: list[str]) -> None:
+    """Fixed train options from KEY=VALUE strings (VALUE read as a TOML value, else as text), e.g. a
+    smoke run of a long sweep with `--train epochs=1 --train limit=200`."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SnnEdgeError(f"--train: expected KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        config.train.update(_normalise_options({key.strip(): value}, "--train"))
+    first = {n: (p.grid[0] if p.grid else p.distribution.low) for n, p in config.space.items()}
+    train_args(point_options(config, first), "--train")
+
+
 def _normalise_options(options: dict, where: str) -> dict:
     """Dashes to underscores, `set = {k = v}` to set.k; reserved options refused."""
     out: dict[str, Any] = {}
@@ -477,6 +497,9 @@ def run_sweep(config: SweepConfig, *, workers: int | None = None, scheduler: str
     """
     from tqdm import tqdm
 
+    data = config.train.get("data")
+    if isinstance(data, str) and data != "builtin" and Path(data).exists():
+        config.train["data"] = str(Path(data).resolve())  # the workers may run in another folder
     study, url = open_study(config, storage, resume)
     if resume:
         requeue_orphans(study)
