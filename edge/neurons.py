@@ -61,14 +61,16 @@ def leaky_readout_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParam
 # ---------------------------------------------------------------------------------------------
 # Input currents over a whole window: dense GEMM or event gather-sum, same numbers.
 
-# Below this fraction of non-zero inputs the event kernel (a scipy CSR product: a gather-sum of
-# weight rows over the events, in compiled code) beats the BLAS product. Measured on the 2-core dev
-# machine (OpenBLAS 1 thread, T*B = 960 rows, 128 outputs, currents + weight gradient incl. building
-# the input): 578 inputs dense 9-10 ms at 1-8% density, events 2.4 ms at 1%, 5.5 at 4-8%, 7.5 (= dense)
-# at 15%, 19 at 25%; 2312 inputs dense 20-26 ms, events 7 at 1%, 16 at 4%, 19 at 8%, 23 at 15%.
-# N-MNIST frames are 4-10% dense (a batch up to ~11%). Narrow inputs (a 128-wide hidden layer: both ~1-2 ms) keep the GEMM.
+# Below this fraction of non-zero inputs, on inputs at least EVENT_MIN_INPUTS wide, the event kernel
+# (a scipy CSR product: a gather-sum of weight rows over the events, in compiled code) beats the BLAS
+# product. Measured on the 2-core dev machine (OpenBLAS 1 thread, T*B = 960 rows, 128 outputs,
+# currents + weight gradient incl. building the input): 2312 inputs dense 20-26 ms, events 7 at 1%
+# density, 16 at 4%, 19 at 8%, 23 at 15%. In whole training epochs on N-MNIST (benchmarks/
+# train_throughput.py, samples per CPU second): 2312 inputs (4-5% dense) 1.7x faster with events;
+# 578 inputs (8-10% dense) no faster (3,000 either way), so they keep the GEMM and its exact results
+# (the two kernels sum in different orders: float32 results differ in the last bits).
 EVENT_DENSITY_CROSSOVER = 0.12
-EVENT_MIN_INPUTS = 256
+EVENT_MIN_INPUTS = 1000
 METHODS = ("auto", "dense", "events")
 
 
