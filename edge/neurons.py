@@ -93,10 +93,8 @@ def to_events(x2d: np.ndarray, dtype=np.float32):
     from scipy.sparse import csr_matrix
 
     n_rows, n_cols = x2d.shape
-    mask = x2d != 0
-    flat = np.flatnonzero(mask)
-    indptr = np.zeros(n_rows + 1, np.int64)
-    np.cumsum(np.count_nonzero(mask, axis=1), out=indptr[1:])
+    flat = np.flatnonzero(x2d != 0)  # row-major positions; on a bool array ~2x faster than on uint8
+    indptr = np.searchsorted(flat, np.arange(n_rows + 1) * n_cols)  # where each row's events start
     values = x2d.reshape(-1)[flat].astype(dtype)
     return csr_matrix((values, flat % n_cols, indptr), shape=(n_rows, n_cols))
 
