@@ -659,8 +659,7 @@ def write_results(study, config: SweepConfig) -> SweepResult:
         lines += [f"Best: trial {best.number}, {config.metric} {best.value:.4f}, "
                   + ", ".join(f"{k}={v}" for k, v in best.params.items()), ""]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]).replace("|", "/").replace("\n", " ") for c in columns) + " |"
-              for r in rows]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows]
     write_atomic(md_path, ("\n".join(lines) + "\n").encode())
     result = SweepResult(study=study, out=config.out, table_csv=csv_path, table_md=md_path, rows=rows, best=best)
     done = [r for r in rows if r["state"] == "complete"]
@@ -677,6 +676,12 @@ def write_results(study, config: SweepConfig) -> SweepResult:
                               title=f"best trial {best.number} (seed {config.seeds[0]})")
         result.plots.append(path)
     return result
+
+
+def _cell(value) -> str:
+    """A Markdown table cell: floats to 6 significant digits (the CSV keeps them whole), no pipes."""
+    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "/").replace("\n", " ")
 
 
 def _spans_decades(values: list) -> bool:

@@ -165,6 +165,37 @@ def test_bad_configs_name_the_problem(tmp_path, space, message):
         load_config(config)
 
 
+def test_tpe_and_random_draw_inside_ranges_and_expand_bundles(tmp_path):
+    """No Dask here: the samplers' draws and how a point becomes train options."""
+    from host_tools.sweep import _distributions, open_study, point_options, train_args
+
+    for sampler in ("tpe", "random"):
+        config = load_config(_config(tmp_path, f"""
+[sweep]
+name = "{sampler}"
+sampler = "{sampler}"
+trials = 3
+out = "{tmp_path / sampler}"
+[train]
+data = "builtin"
+set = {{grad_clip = 2.0}}
+[space]
+lr = {{low = 1e-4, high = 1e-2, log = true}}
+batch-size = {{low = 8, high = 32, step = 8}}
+net = {{choices = {{plain = {{readout = "spikes"}}, leaky = {{readout = "membrane", reset-grad = true}}}}}}
+"""))
+        study, _ = open_study(config, None, resume=False)
+        for _ in range(3):
+            trial = study.ask(_distributions(config))
+            assert 1e-4 <= trial.params["lr"] <= 1e-2 and trial.params["batch_size"] in (8, 16, 24, 32)
+            args = train_args(point_options(config, trial.params), "test")
+            assert args.lr == trial.params["lr"] and args.batch_size == trial.params["batch_size"]
+            assert args.set == ["grad_clip=2.0"]
+            assert (args.readout, args.reset_grad) == {"plain": ("spikes", False),
+                                                       "leaky": ("membrane", True)}[trial.params["net"]]
+        assert (tmp_path / sampler / "study.db").is_file()
+
+
 # --- one study, two processes, a real PostgreSQL server ----------------------------------------------
 
 def _pg_bindir() -> Path | None:
