@@ -488,6 +488,19 @@ def _client(workers: int | None, scheduler: str | None):
     return Client(cluster), cluster
 
 
+def _warm_data_cache(config: SweepConfig) -> None:
+    """Bin the first point's data once in this process: local workers then read it from the shared
+    cache (edge.cache) instead of every worker binning the same recordings at the same time."""
+    from host_tools.cmd_train import _bin_spec, _load
+
+    first = {n: (p.grid[0] if p.grid else p.distribution.low) for n, p in config.space.items()}
+    try:
+        args = train_args(point_options(config, first), config.source)
+        _load(args.data, _bin_spec(args), args.limit, False)
+    except SnnEdgeError:
+        pass  # the trials record it (other points may differ)
+
+
 def run_sweep(config: SweepConfig, *, workers: int | None = None, scheduler: str | None = None,
               storage: str | None = None, resume: bool = False, progress: bool | None = None) -> SweepResult:
     """Run (or continue) the sweep until `config.trials` trials have finished, then write its results.
@@ -512,6 +525,8 @@ def run_sweep(config: SweepConfig, *, workers: int | None = None, scheduler: str
     pending: dict[int, _Pending] = {}
     try:
         if finished < config.trials:
+            if scheduler is None:
+                _warm_data_cache(config)
             client, cluster = _client(workers, scheduler)
             _drive(study, config, client, pending, bar)
     except BaseException:
