@@ -34,7 +34,8 @@ SQLite file needs no locking across machines.
 
 A trial that raises is recorded as failed, with its error, and the sweep goes on. A trial cut
 off by an interruption (Ctrl-C, or its process killed) is marked `interrupted`, does not count
-towards `trials`, and its point is queued again for the next --resume.
+towards `trials`, and its point is queued again for the next --resume. Processes that share a study
+can each take the last free place at once: the later trial is marked `surplus` and not run.
 """
 from __future__ import annotations
 
@@ -365,8 +366,12 @@ def open_study(config: SweepConfig, storage: str | None, resume: bool):
     signature = config.signature()
     stored = study.user_attrs.get("signature")
     if stored is None:
-        study.set_user_attr("signature", signature)
-    elif stored != json.loads(json.dumps(signature)):
+        try:
+            study.set_user_attr("signature", signature)
+        except sqlalchemy.exc.IntegrityError:  # another process sharing the study stored it just now
+            pass
+        stored = study.user_attrs.get("signature")
+    if stored != json.loads(json.dumps(signature)):
         raise SnnEdgeError(f"{_redact(url)}: study {config.name!r} was made with another search space, seeds, "
                            f"metric or sampler than {config.source}; give another [sweep] name or --out")
     if study.direction.name.lower() != config.direction:
@@ -426,13 +431,29 @@ def requeue_orphans(study) -> int:
     return n
 
 
+def _counts(t) -> bool:
+    """Whether a trial counts towards the target: not cut off by an interruption, not a surplus one."""
+    return not (t.user_attrs.get("interrupted") or t.user_attrs.get("surplus"))
+
+
+def _surplus(study, trial, target: int) -> bool:
+    """Whether a just-asked trial lies beyond the target. Processes sharing a study each count, then
+    ask: two can count the same free place. Trial numbers come from the storage in one order for
+    everyone, so the first `target` counted trials by number are the ones that run."""
+    from optuna.trial import TrialState
+
+    numbers = sorted(t.number for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)) if _counts(t))
+    return trial.number not in numbers[:target]
+
+
 def counted_trials(study) -> tuple[int, int]:
     """(finished, running) trials that count towards the target, from every process sharing the study."""
     from optuna.trial import TrialState
 
     finished = running = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)):
-        if t.user_attrs.get("interrupted"):
+        if not _counts(t):
             continue
         if t.state == TrialState.RUNNING:
             running += 1
@@ -545,6 +566,7 @@ def run_sweep(config: SweepConfig, *, workers: int | None = None, scheduler: str
 
 def _drive(study, config: SweepConfig, client, pending: dict, bar) -> None:
     from distributed import as_completed
+    from optuna.trial import TrialState
 
     slots = max(1, sum(client.nthreads().values()))
     distributions = _distributions(config)
@@ -560,6 +582,10 @@ def _drive(study, config: SweepConfig, client, pending: dict, bar) -> None:
                 trial = study.ask(distributions)
                 trial.set_user_attr("driver_host", host)
                 trial.set_user_attr("driver_pid", pid)
+                if _surplus(study, trial, config.trials):
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=TrialState.FAIL)
+                    return
                 options = point_options(config, trial.params)
                 pending[trial.number] = _Pending(trial, options)
             folder = (config.out / "trials" / f"{trial.number:04d}").resolve()
@@ -620,7 +646,10 @@ def _std(values: list[float]) -> float:
 # --- results ------------------------------------------------------------------------------------
 
 def _state(t) -> str:
-    return "interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower()
+    for mark in ("interrupted", "surplus"):
+        if t.user_attrs.get(mark):
+            return mark
+    return t.state.name.lower()
 
 
 def result_rows(study, config: SweepConfig) -> list[dict]:

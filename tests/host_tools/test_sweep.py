@@ -196,6 +196,18 @@ net = {{choices = {{plain = {{readout = "spikes"}}, leaky = {{readout = "membran
         assert (tmp_path / sampler / "study.db").is_file()
 
 
+def test_a_trial_beyond_the_target_is_surplus(tmp_path):
+    """Two processes that count one free place at once both ask: the later-numbered trial is surplus."""
+    from host_tools.sweep import _distributions, _surplus, open_study
+
+    config = load_config(_config(tmp_path, f'[sweep]\nsampler = "grid"\ntrials = 1\nout = "{tmp_path}"\n'
+                                           f'[train]\ndata = "builtin"\n[space]\nlr = [1e-3, 2e-3]\n'))
+    study, _ = open_study(config, None, resume=False)
+    first, second = study.ask(_distributions(config)), study.ask(_distributions(config))
+    assert not _surplus(study, first, 1) and _surplus(study, second, 1)
+    assert not _surplus(study, second, 2)
+
+
 # --- one study, two processes, a real PostgreSQL server ----------------------------------------------
 
 def _pg_bindir() -> Path | None:
@@ -268,7 +280,10 @@ def test_two_processes_share_one_study_on_postgresql(tmp_path, postgres_url):
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     trials = _trials(postgres_url, "shared")
-    # each process alone would have run both points: together they ran each once
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert sorted(t.params["lr"] for t in trials) == [2e-3, 1e-2]
-    assert all(0.0 <= t.value <= 1.0 for t in trials)
+    # each process alone would have run both points: together they ran each once (a trial asked by both
+    # for the same last place at once is marked surplus and not run)
+    ran = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert [t.state.name for t in ran] == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["lr"] for t in ran) == [2e-3, 1e-2]
+    assert all(0.0 <= t.value <= 1.0 for t in ran)
+    assert all(t.state.name == "FAIL" and "histories" not in t.user_attrs for t in trials if t not in ran)
