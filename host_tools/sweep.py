@@ -51,7 +51,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from edge.errors import SnnEdgeError
 
@@ -111,11 +111,16 @@ class SweepResult:
 
 # --- the config ---------------------------------------------------------------------------------
 
-def load_config(path) -> SweepConfig:
+def _toml():
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib
+
+
+def load_config(path) -> SweepConfig:
+    tomllib = _toml()
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -160,7 +165,7 @@ def parse_config(data: dict, source: str = "sweep config") -> SweepConfig:
         if missing:
             raise SnnEdgeError(f"{source}: grid sampler: {', '.join(missing)} is a continuous range; give a list "
                                f"of values or a step")
-        trials = trials or math.prod(len(p.grid) for p in space.values())
+        trials = trials or math.prod([len(p.grid or ()) for p in space.values()])
     if not isinstance(trials, int) or trials < 1:
         raise SnnEdgeError(f"{source}: [sweep] trials: expected a positive integer (required for sampler "
                            f"{sampler}), got {trials!r}")
@@ -176,10 +181,7 @@ def parse_config(data: dict, source: str = "sweep config") -> SweepConfig:
 def override_train(config: SweepConfig, items: list[str]) -> None:
     """Fixed train options from KEY=VALUE strings (VALUE read as a TOML value, else as text), e.g. a
     smoke run of a long sweep with `--train epochs=1 --train limit=200`."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+    tomllib = _toml()
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -258,10 +260,10 @@ def train_args(options: dict, source: str):
 
     parser = train_parser()
 
-    def fail(message):
+    def fail(message) -> NoReturn:
         raise SnnEdgeError(f"{source}: train options: {message}")
 
-    parser.error = fail  # argparse would print usage and exit; a sweep records the error instead
+    parser.error = fail  # type: ignore[method-assign]  # argparse would print usage and exit; a sweep records the error instead
     # argparse has no public table of its actions; _actions is the documented-by-use way to read it
     actions = {a.dest: a for a in parser._actions}
     argv: list[str] = []
