@@ -507,7 +507,9 @@ def _client(workers: int | None, scheduler: str | None):
     n = workers or os.cpu_count() or 1
     # ":0": its HTTP server on a free port (None still asks for 8787, and warns when another sweep has it)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+                           # runs report their own errors; Dask's logs only add shutdown noise (a worker's
+                           # heartbeat failing as the scheduler closes first)
+                           silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
