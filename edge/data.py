@@ -6,7 +6,7 @@ Results are cached on disk (`edge.cache`); long loads show a progress bar on a t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,7 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
     tonic spec "tonic:NAME:PATH[:train|test]" or a dataset object (e.g. a tonic dataset with its transforms;
     edge.tonic_source).
 
-    `limit`: only the first N recordings (a folder reads only those; the built-in set is cached whole).
+    `limit`: only the first N recordings (a folder reads only those; the built-in set generates only those).
     """
     from edge import tonic_source
 
@@ -87,6 +87,12 @@ def load_frames(source, spec: BinSpec = NMNIST_SPEC, pre: Preprocess = Preproces
     if source == BUILTIN:
         source = BuiltinSource()
     if isinstance(source, BuiltinSource):
+        from edge.generator import N_CLASSES
+
+        if limit is not None and limit < source.n_per_class * N_CLASSES:
+            # The generator draws its recordings in order from one seeded stream, so the first `limit`
+            # of the full set are the whole of a smaller set: generate (and cache) only those.
+            source = replace(source, n_per_class=-(-limit // N_CLASSES))
         key = cache.make_key(_params(spec, pre, {"builtin": vars(source)}), [])
         if use_cache and (hit := cache.load(key)) is not None:
             return hit["X"][:limit], hit["y"][:limit], [str(n) for n in hit["names"]][:limit]

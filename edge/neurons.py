@@ -61,68 +61,57 @@ def leaky_readout_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParam
 # ---------------------------------------------------------------------------------------------
 # Input currents over a whole window: dense GEMM or event gather-sum, same numbers.
 
-# Below this fraction of non-zero inputs the gather-sum of weight rows beats the BLAS product.
-# Measured on the 2-core dev machine (OpenBLAS, T*B = 960 rows, currents + weight gradient): at
-# 578x128 dense took 2.5 ms at every density, events 4.7 ms at 0.5% and 45 ms at 8%; at 2312x128
-# dense 8 ms, events 18 ms at 0.5%. Finding the non-zeros alone costs ~1-4 ms, so events only win
-# below ~0.3% (N-MNIST frames are 4-10% dense: dense GEMM is picked). benchmarks/train_throughput.py
-# prints both timings on the real data.
-EVENT_DENSITY_CROSSOVER = 0.003
-
+# Below this fraction of non-zero inputs, on inputs at least EVENT_MIN_INPUTS wide, the event kernel
+# (a scipy CSR product: a gather-sum of weight rows over the events, in compiled code) beats the BLAS
+# product. Measured on the 2-core dev machine (OpenBLAS 1 thread, T*B = 960 rows, 128 outputs,
+# currents + weight gradient incl. building the input): 2312 inputs dense 20-26 ms, events 7 at 1%
+# density, 16 at 4%, 19 at 8%, 23 at 15%. In whole training epochs on N-MNIST (benchmarks/
+# train_throughput.py, samples per CPU second): 2312 inputs (4-5% dense) 1.7x faster with events;
+# 578 inputs (8-10% dense) no faster (3,000 either way), so they keep the GEMM and its exact results
+# (the two kernels sum in different orders: float32 results differ in the last bits).
+EVENT_DENSITY_CROSSOVER = 0.12
+EVENT_MIN_INPUTS = 1000
 METHODS = ("auto", "dense", "events")
 
 
-def choose_method(density: float, method: str = "auto") -> str:
+def choose_method(density: float, method: str = "auto", n_inputs: int = EVENT_MIN_INPUTS) -> str:
     if method != "auto":
         return method
-    return "events" if density < EVENT_DENSITY_CROSSOVER else "dense"
+    return "events" if density < EVENT_DENSITY_CROSSOVER and n_inputs >= EVENT_MIN_INPUTS else "dense"
 
 
 def density(x: np.ndarray) -> float:
     return float(np.count_nonzero(x)) / max(1, x.size)
 
 
-class EventList(NamedTuple):
-    """Non-zeros of a [R, N] input matrix, row-major (rows sorted), with their values."""
+def to_events(x2d: np.ndarray, dtype=np.float32):
+    """The non-zeros of a [R, N] input matrix as a scipy CSR matrix of `dtype` (values kept: counts work).
 
-    rows: np.ndarray
-    cols: np.ndarray
-    values: np.ndarray | None  # None when all are 1 (binary spikes)
-    n_rows: int
+    Built from the flat non-zero positions directly: scipy's own dense-to-CSR conversion took ~40 ms
+    on a 960 x 2312 N-MNIST batch, this ~5 ms.
+    """
+    from scipy.sparse import csr_matrix
 
-
-def to_events(x2d: np.ndarray) -> EventList:
-    rows, cols = np.nonzero(x2d != 0)  # nonzero on a bool array is ~2x faster than on uint8
-    vals = x2d[rows, cols]
-    binary = bool(np.all(vals == 1))
-    return EventList(rows, cols, None if binary else vals, x2d.shape[0])
-
-
-def _segment_sum(values: np.ndarray, keys: np.ndarray, n_out: int) -> np.ndarray:
-    """out[k] = sum of values[j] with keys[j] == k, for keys sorted ascending."""
-    out = np.zeros((n_out, values.shape[1]), values.dtype)
-    if keys.size == 0:
-        return out
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    out[keys[starts]] = np.add.reduceat(values, starts, axis=0)
-    return out
+    n_rows, n_cols = x2d.shape
+    flat = np.flatnonzero(x2d != 0)  # row-major positions; on a bool array ~2x faster than on uint8
+    indptr = np.searchsorted(flat, np.arange(n_rows + 1) * n_cols)  # where each row's events start
+    values = x2d.reshape(-1)[flat].astype(dtype)
+    return csr_matrix((values, flat % n_cols, indptr), shape=(n_rows, n_cols))
 
 
-def event_currents(ev: EventList, W: np.ndarray) -> np.ndarray:
-    """[R, N_out] = sum over the events of each row of W[col] * value; costs events x N_out."""
-    rows_of_w = W[ev.cols]
-    if ev.values is not None:
-        rows_of_w *= ev.values[:, None].astype(W.dtype)
-    return _segment_sum(rows_of_w, ev.rows, ev.n_rows)
+def event_currents(ev, W: np.ndarray) -> np.ndarray:
+    """[R, N_out] = for every row, the sum of W's rows at its events times their values.
+
+    scipy's CSR product does exactly that gather-sum in compiled code (events x N_out multiply-adds),
+    without materialising the gathered rows as a numpy gather + reduceat did.
+    """
+    return np.asarray(ev @ W)
 
 
-def event_weight_grad(ev: EventList, grad_current: np.ndarray, n_in: int) -> np.ndarray:
+def event_weight_grad(ev, grad_current: np.ndarray, n_in: int) -> np.ndarray:
     """dL/dW [N_in, N_out] = X^T @ grad_current, summed over the events only."""
-    order = np.argsort(ev.cols, kind="stable")
-    g = grad_current[ev.rows[order]]
-    if ev.values is not None:
-        g *= ev.values[order][:, None].astype(g.dtype)
-    return _segment_sum(g, ev.cols[order], n_in)
+    assert ev.shape[1] == n_in
+    return np.asarray(ev.T @ grad_current)
 
 
 class WindowInput:
@@ -131,11 +120,11 @@ class WindowInput:
     def __init__(self, x: np.ndarray, dtype, method: str = "auto"):
         self.shape = x.shape  # (T, B, N_in)
         flat = x.reshape(-1, x.shape[-1])
-        self.method = choose_method(density(flat), method)
-        self.events: EventList | None = None
+        self.method = choose_method(density(flat), method, x.shape[-1])
+        self.events = None  # scipy CSR matrix for the event kernel
         self.dense: np.ndarray | None = None
         if self.method == "events":
-            self.events = to_events(flat)
+            self.events = to_events(flat, dtype)
         else:
             self.dense = flat.astype(dtype, copy=False)
 

@@ -76,3 +76,30 @@ def confusion_matrix(cm: np.ndarray, path, title: str = "confusion matrix") -> N
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
     _save(plt, fig, path)
+
+
+def metric_vs_params(points: dict[str, list[tuple[object, float]]], metric: str, path, title: str = "sweep",
+                     log_x: frozenset[str] = frozenset()) -> None:
+    """One panel per parameter: the metric of every finished trial against that parameter's value.
+
+    points[name] = [(value, metric), ...]; numbers go on a numeric axis (log for names in log_x),
+    anything else (architectures, rule names) on a categorical one in first-seen order.
+    """
+    names = list(points)
+    plt, (fig, axes) = _figure(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = [v for v, _ in points[name]]
+        scores = [s for _, s in points[name]]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            ax.scatter(values, scores)
+            if name in log_x:
+                ax.set_xscale("log")
+        else:
+            labels = list(dict.fromkeys(str(v) for v in values))
+            ax.scatter([labels.index(str(v)) for v in values], scores)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+    fig.suptitle(title)
+    _save(plt, fig, path)

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "host_tools.cmd_device",
     "host_tools.cmd_stream",
     "host_tools.cmd_demo",
+    "host_tools.cmd_sweep",
 ]
 
 

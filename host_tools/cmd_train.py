@@ -23,6 +23,19 @@ DATA_HELP = ("folder in the N-MNIST layout, a recording, 'builtin', or a tonic d
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a float SNN on event data (surrogate BPTT and other rules)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+    _register_eval(sub)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The `train` options alone, for callers that build a run from a dict (snn-edge sweep)."""
+    p = argparse.ArgumentParser(prog="snn-edge train", add_help=False)
+    add_train_arguments(p)
+    return p
+
+
+def add_train_arguments(p) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--arch", default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
@@ -63,8 +76,9 @@ def register(sub) -> None:
     p.add_argument("--curve", default=None, help="training-curve PNG; unset: <out without .ckpt>.curve.png")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars or per-epoch lines")
-    p.set_defaults(func=cmd_train)
 
+
+def _register_eval(sub) -> None:
     e = sub.add_parser("eval", help="accuracy, NLL, ECE, confusion matrix and reliability diagram",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
@@ -147,6 +161,17 @@ def _rule_options(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    curve = args.curve or os.path.splitext(args.out)[0] + ".curve.png"
+    result = train_from_args(args, curve)
+    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
+    print(f"best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch + 1} "
+          f"(nll {best.get('val_nll', float('nan')):.4f}, ece {best.get('val_ece', float('nan')):.4f}); "
+          f"{result.seconds:.1f}s; checkpoint {args.out}; curve {curve}")
+    return 0
+
+
+def train_from_args(args, curve_png: str | None):
+    """One training run from parsed `train` options -> edge.train.FitResult (curve_png None: no PNG)."""
     import numpy as np
 
     from edge.data import split_stratified
@@ -180,19 +205,13 @@ def cmd_train(args) -> int:
                                f"not {rule.name!r}")
         resume = (old_params, extra)
     params = init_params(spec, np.random.default_rng(args.seed))
-    curve = args.curve or os.path.splitext(args.out)[0] + ".curve.png"
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr_schedule=args.lr_schedule,
                        warmup_epochs=args.warmup_epochs, patience=args.patience, seed=args.seed,
-                       checkpoint=args.out, curve_png=curve, progress=not args.no_progress)
+                       checkpoint=args.out, curve_png=curve_png, progress=not args.no_progress)
     meta = {"data": str(args.data), "limit": args.limit, "val_fraction": args.val_fraction,
             "split_seed": args.split_seed, "command": " ".join(sys.argv)}
-    result = fit(rule, spec, params, (X[train_idx], y[train_idx]), (X[val_idx], y[val_idx]), config,
-                 resume=resume, meta=meta)
-    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
-    print(f"best validation accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch + 1} "
-          f"(nll {best.get('val_nll', float('nan')):.4f}, ece {best.get('val_ece', float('nan')):.4f}); "
-          f"{result.seconds:.1f}s; checkpoint {args.out}; curve {curve}")
-    return 0
+    return fit(rule, spec, params, (X[train_idx], y[train_idx]), (X[val_idx], y[val_idx]), config,
+               resume=resume, meta=meta)
 
 
 def cmd_eval(args) -> int:

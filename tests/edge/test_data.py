@@ -19,6 +19,14 @@ def test_builtin_source_and_cache_roundtrip():
     assert np.array_equal(X, X2) and np.array_equal(y, y2)
 
 
+def test_builtin_limit_generates_only_the_prefix():
+    """--limit N on the built-in set (now generated only up to N) gives exactly the first N of the bigger set."""
+    full = load_frames(BuiltinSource(n_per_class=4, seed=1), use_cache=False, progress=False)
+    head = load_frames(BuiltinSource(n_per_class=4, seed=1), use_cache=False, progress=False, limit=25)
+    assert head[0].shape[0] == 25 and np.array_equal(head[0], full[0][:25])
+    assert np.array_equal(head[1], full[1][:25]) and head[2] == full[2][:25]
+
+
 def test_cache_key_depends_on_content_and_params(tmp_path, nmnist_small):
     files = sorted((nmnist_small / "Train" / "1").iterdir())[:3]
     for f in files:

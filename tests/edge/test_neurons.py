@@ -127,6 +127,7 @@ def test_auto_kernel_choice_follows_density():
     assert choose_method(0.0005) == "events"
     assert choose_method(0.5) == "dense"
     assert choose_method(0.5, "events") == "events"
+    assert choose_method(0.05, n_inputs=2312) == "events" and choose_method(0.05, n_inputs=578) == "dense"
     sparse = np.zeros((4, 2, 1000), np.uint8)
     sparse[0, 0, :3] = 1
     assert WindowInput(sparse, np.float32).method == "events"
