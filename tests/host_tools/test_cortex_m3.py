@@ -67,7 +67,7 @@ def test_flash_writes_only_the_model_when_the_romfs_holds_the_firmware_and_confi
 
 
 def test_flash_says_when_the_board_cannot_load_the_model_quoting_the_board(tmp_path):
-    """A bare board (firmware as .mpy files on its filesystem: 58 KB of heap for the code instead of 23 KB)
+    """A bare board (firmware as .mpy files on its filesystem: 61 KB of heap for the code instead of 24 KB)
     flashed as if its code sat in ROMFS: the plan's assumption is wrong, the board runs out of heap while
     loading, and flash says so with the board's message and what the plan had assumed."""
     from converters.blob import load_any_model
@@ -87,8 +87,9 @@ def test_flash_says_when_the_board_cannot_load_the_model_quoting_the_board(tmp_p
         with pytest.raises(SnnEdgeError) as err:
             flash(board.path, str(blob), placement="rom", log=lambda *a: None)
     msg = str(err.value)
-    assert "does not run the model" in msg, msg
-    assert re.search(r"out of heap (loading model\.blob|while allocating the model's state)", msg), msg
+    # the board's own words: its INFO error, or main.py's traceback when loading left no room for the code
+    assert re.search(r"does not run the model.*out of heap (loading model\.blob|while allocating the model's "
+                     r"state)|main program stopped.*MemoryError", msg, re.S), msg
     assert "plan said: fits" in msg and "code in ROMFS" in msg, msg
 
 
