@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 # The settings that reach >= 85% validation accuracy on the 80/20 split of nmnist-small in 30 epochs
 # (see the README); every one can be changed on the command line.
@@ -20,43 +21,43 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a float SNN on event data (surrogate BPTT and other rules)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
-    p.add_argument("--arch", default=None,
+    p.add_argument("--arch", type=opt.arch, default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
     from edge.rules import rule_names  # numpy only; the rule modules themselves load on use
 
     p.add_argument("--rule", default="bptt", help=f"learning rule: {', '.join(rule_names())}")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training split")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="samples per update")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=opt.positive_int, default=DEFAULTS["epochs"], help="passes over the training split")
+    p.add_argument("--batch-size", type=opt.positive_int, default=DEFAULTS["batch_size"], help="samples per update")
+    p.add_argument("--lr", type=opt.positive_float, default=None,
                    help=f"base learning rate; unset: the rule's own (bptt: {DEFAULTS['lr']})")
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine", "step"),
                    help="per-epoch schedule (cosine ends at 5%% of --lr)")
-    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs")
-    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay; unset: the rule's (0)")
+    p.add_argument("--warmup-epochs", type=opt.nonneg_int, default=0, help="linear warm-up epochs")
+    p.add_argument("--weight-decay", type=opt.nonneg_float, default=None, help="AdamW weight decay; unset: the rule's (0)")
     p.add_argument("--loss", default=None, help="ce or mse_count; unset: the rule's (ce)")
-    p.add_argument("--patience", type=int, default=0, help="early stop after N epochs without a better "
+    p.add_argument("--patience", type=opt.nonneg_int, default=0, help="early stop after N epochs without a better "
                    "validation score (0: never)")
-    p.add_argument("--seed", type=int, default=0, help="weights and batch order")
+    p.add_argument("--seed", type=opt.nonneg_int, default=0, help="weights and batch order")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the rule, e.g. --set grad_clip=1.0")
     net = p.add_argument_group("network")
     net.add_argument("--readout", default=DEFAULTS["readout"], choices=("spikes", "membrane"),
                      help="last layer: spike counts, or a leaky non-spiking integrator (time-mean)")
-    net.add_argument("--a-syn", type=float, default=DEFAULTS["a_syn"], help="synaptic decay per step")
-    net.add_argument("--a-mem", type=float, default=DEFAULTS["a_mem"], help="membrane decay per step")
-    net.add_argument("--theta", type=float, default=DEFAULTS["theta"], help="firing threshold")
+    net.add_argument("--a-syn", type=opt.unit_float, default=DEFAULTS["a_syn"], help="synaptic decay per step")
+    net.add_argument("--a-mem", type=opt.unit_float, default=DEFAULTS["a_mem"], help="membrane decay per step")
+    net.add_argument("--theta", type=opt.positive_float, default=DEFAULTS["theta"], help="firing threshold")
     net.add_argument("--learn-syn-decay", action="store_true", help="per-input learnable synaptic decays")
     net.add_argument("--learn-mem-decay", action="store_true", help="train each layer's membrane decay")
     net.add_argument("--learn-threshold", action="store_true", help="train each layer's threshold")
     net.add_argument("--surrogate", default=DEFAULTS["surrogate"], choices=("fast_sigmoid", "arctan", "triangle"),
                      help="surrogate derivative of the spike")
-    net.add_argument("--slope", type=float, default=DEFAULTS["slope"], help="surrogate slope (snnTorch's meaning)")
+    net.add_argument("--slope", type=opt.positive_float, default=DEFAULTS["slope"], help="surrogate slope (snnTorch's meaning)")
     net.add_argument("--reset-grad", action="store_true", help="keep the gradient through the reset")
     _data_arguments(p)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="stratified validation split")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split")
-    p.add_argument("--out", default="model.ckpt", help="checkpoint (best validation model + resume state)")
-    p.add_argument("--curve", default=None, help="training-curve PNG; unset: <out without .ckpt>.curve.png")
+    p.add_argument("--val-fraction", type=opt.open_fraction, default=0.2, help="stratified validation split")
+    p.add_argument("--split-seed", type=opt.nonneg_int, default=0, help="seed of the stratified split")
+    p.add_argument("--out", type=opt.output_file, default="model.ckpt", help="checkpoint (best validation model + resume state)")
+    p.add_argument("--curve", type=opt.output_file, default=None, help="training-curve PNG; unset: <out without .ckpt>.curve.png")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars or per-epoch lines")
     p.set_defaults(func=cmd_train)
@@ -67,8 +68,8 @@ def register(sub) -> None:
     e.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
                    help="val/train: the stratified split recorded in the checkpoint")
-    e.add_argument("--limit", type=int, default=None, help="only the first N recordings")
-    e.add_argument("--out-dir", default=None, help="where the PNGs go; unset: next to the checkpoint")
+    e.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
+    e.add_argument("--out-dir", type=opt.output_dir, default=None, help="where the PNGs go; unset: next to the checkpoint")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-progress", action="store_true", help="no tqdm bar while reading data")
     e.set_defaults(func=cmd_eval)
@@ -77,10 +78,10 @@ def register(sub) -> None:
 def _data_arguments(p) -> None:
     g = p.add_argument_group("binning (N-MNIST defaults)")
     g.add_argument("--sensor", default="34x34", help="sensor WxH")
-    g.add_argument("--dt-ms", type=float, default=10.0, help="time bin")
-    g.add_argument("--steps", type=int, default=30, help="time bins per sample (T)")
-    g.add_argument("--downsample", type=int, default=2, help="spatial pooling factor")
-    g.add_argument("--limit", type=int, default=None, help="only the first N recordings")
+    g.add_argument("--dt-ms", type=opt.positive_float, default=10.0, help="time bin")
+    g.add_argument("--steps", type=opt.positive_int, default=30, help="time bins per sample (T)")
+    g.add_argument("--downsample", type=opt.positive_int, default=2, help="spatial pooling factor")
+    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
 
 
 def _bin_spec(args):
