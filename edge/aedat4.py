@@ -212,27 +212,36 @@ class _Worker:
                 self.stop()
             if self.proc is None:
                 self.proc, self.limit = self._start(limit), limit
-            proc = self.proc
-            assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write((json.dumps(request) + "\n").encode())
-                proc.stdin.flush()
-            except BrokenPipeError:
+                return self._exchange(request, timeout)
+            except BaseException:      # interrupted mid-request (Ctrl-C, an alarm): its answer would be
+                self.stop()            # read as the next request's, so this child goes
+                raise
+
+    def _exchange(self, request: dict, timeout: float) -> dict:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        ready = select.select([proc.stdout], [], [], timeout)[0]
+        line = proc.stdout.readline() if ready else b""
+        if line:
+            try:
+                return json.loads(line)
+            except ValueError:
                 pass
-            ready = select.select([proc.stdout], [], [], timeout)[0]
-            line = proc.stdout.readline() if ready else b""
-            if line:
-                try:
-                    return json.loads(line)
-                except ValueError:
-                    pass
-            if not ready:
-                self.stop()
-                return {"timeout": True}
-            code = proc.wait()
-            self.proc = None
-            import signal
-            return {"crash": signal.Signals(-code).name if code < 0 else f"exit code {code}"}
+        if not ready:
+            self.stop()
+            return {"timeout": True}
+        code = proc.wait()          # it died: a crash (an abort, a segfault, its memory limit)
+        self.proc = None
+        import signal
+        return {"crash": signal.Signals(-code).name if code < 0 else f"exit code {code}"}
+
+
 
 
 _WORKER = _Worker()

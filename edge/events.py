@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,7 +213,8 @@ def load_npy(path: str) -> np.ndarray:
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         return np.array(mapped)               # a copy in memory: the file may change or go
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError, RecursionError,
+            tokenize.TokenError) as exc:     # numpy parses the header with tokenize and ast.literal_eval
         text = " ".join(str(exc).split())[:200]
         raise DataError(f"{path}: not a readable .npy event array ({type(exc).__name__}: {text})") from None
 

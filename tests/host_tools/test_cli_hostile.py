@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host_tools import options
 from host_tools.cli import build_parser, main
@@ -191,3 +193,33 @@ def test_board_sim_finds_the_packaged_micropython_without_path(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+_NUMERIC = st.one_of(st.text(max_size=8), st.sampled_from(["0", "-1", "inf", "-inf", "nan", "1e999", "1.5", "7",
+                                                           "3K", "1.5M", "0.1K", "5G", "4294967296"]),
+                     st.integers(-2**40, 2**40).map(str), st.floats(allow_nan=True).map(repr))
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=_NUMERIC)
+def test_property_option_types_refuse_or_keep_their_promise(text):
+    """Every numeric option type either refuses a text (ArgumentTypeError, so argparse names the option) or
+    returns a value within its promise; nothing else escapes."""
+    import math
+    promises = {
+        options.positive_int: lambda v: type(v) is int and v >= 1,
+        options.nonneg_int: lambda v: type(v) is int and v >= 0,
+        options.xorshift_seed: lambda v: type(v) is int and 0 < v < 2**32,
+        options.positive_float: lambda v: type(v) is float and math.isfinite(v) and v > 0,
+        options.nonneg_float: lambda v: type(v) is float and math.isfinite(v) and v >= 0,
+        options.unit_float: lambda v: type(v) is float and 0 <= v <= 1,
+        options.open_fraction: lambda v: type(v) is float and 0 < v < 1,
+        options.finite_float: lambda v: type(v) is float and math.isfinite(v),
+        options.size_bytes: lambda v: type(v) is int and 0 < v <= 2**32,
+    }
+    for kind, keeps in promises.items():
+        try:
+            value = kind(text)
+        except argparse.ArgumentTypeError:
+            continue
+        assert keeps(value), (kind.__name__, text, value)
