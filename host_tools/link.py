@@ -69,7 +69,7 @@ class Result:
 # What a board may advertise in INFO. A frame must carry at least one event (EVENTS: 7-byte head + one
 # 6-byte event; LOAD_MODEL's 8-byte chunk head + data is smaller), or send_events could not make progress.
 MIN_MAX_PAYLOAD = L.EVENT_HEAD_LEN + L.EVENT_LEN
-MAX_WEIGHTS_BYTES = 64 << 20    # GET_WEIGHTS' declared total: far above any board's RAM, far below a host's
+MAX_WEIGHTS_BYTES = 16 << 20    # GET_WEIGHTS' declared total: above any board's RAM (8 MB PSRAM at most)
 
 
 def decode_info(p: bytes) -> BoardInfo:
@@ -121,8 +121,10 @@ def decode_error(p: bytes) -> tuple[int, str]:
     return p[0], bytes(p[1:]).decode("utf-8", "replace")
 
 
-def decode_weights_chunk(p: bytes, offset: int, total: int | None) -> tuple[int, bytes]:
-    """A GET_WEIGHTS answer: total u32, then the bytes from `offset`; checked against what came before."""
+def decode_weights_chunk(p: bytes, offset: int, total: int | None, asked: int | None = None) -> tuple[int, bytes]:
+    """A GET_WEIGHTS answer: total u32, then the bytes from `offset`; checked against what came before.
+    With `asked` (the length requested) a chunk is all of it or the end of the weights, so a board cannot
+    drip a few bytes an answer: get_weights ends within total / asked + 1 requests."""
     if len(p) < 4:
         raise BoardAnswerError(f"WEIGHTS answer of {len(p)} bytes, expected at least 4 (the total)")
     (declared,) = struct.unpack_from("<I", p, 0)
@@ -137,6 +139,9 @@ def decode_weights_chunk(p: bytes, offset: int, total: int | None) -> tuple[int,
                                f"total of {declared}")
     if not chunk and offset < declared:
         raise LinkError(f"get_weights: board sent no bytes at offset {offset} of {declared}")
+    if asked is not None and len(chunk) != min(asked, declared - offset):
+        raise BoardAnswerError(f"WEIGHTS: {len(chunk)} bytes at offset {offset}, expected "
+                               f"{min(asked, declared - offset)} (asked {asked}, total {declared})")
     return declared, chunk
 
 
@@ -433,8 +438,9 @@ class BoardLink:
         out = bytearray()
         total = None
         while total is None or len(out) < total:      # every answer adds at least one byte, or raises
-            _, p = self.request(L.GET_WEIGHTS, struct.pack("<II", len(out), self.max_payload - 4))
-            total, chunk = decode_weights_chunk(p, len(out), total)
+            asked = self.max_payload - 4
+            _, p = self.request(L.GET_WEIGHTS, struct.pack("<II", len(out), asked))
+            total, chunk = decode_weights_chunk(p, len(out), total, asked)
             out.extend(chunk)
         return bytes(out)
 

@@ -79,6 +79,18 @@ def test_weights_chunks_are_bounded_and_consistent():
     with pytest.raises(BoardAnswerError, match="run past the declared total"):
         decode_weights_chunk(struct.pack("<I", 3) + b"xyzw", 0, None)
     assert decode_weights_chunk(struct.pack("<I", 3) + b"xyz", 0, None) == (3, b"xyz")
+    with pytest.raises(BoardAnswerError, match="2 bytes at offset 0, expected 3"):   # a drip: no progress bound
+        decode_weights_chunk(struct.pack("<I", 100) + b"xy", 0, None, asked=3)
+    assert decode_weights_chunk(struct.pack("<I", 100) + b"xy", 98, 100, asked=3) == (100, b"xy")
+
+
+def test_get_weights_from_a_board_that_drips_bytes_ends():
+    """A board whose every WEIGHTS answer carries a few bytes of a large total (found by benchmarks/fuzz.py:
+    the session did not end in 20 s) is refused at its first short chunk."""
+    drip = struct.pack("<I", 8 << 20) + b"abc"
+    link = _session(mutate=lambda t, p: drip if t == L.WEIGHTS else None)
+    with pytest.raises(BoardAnswerError, match="3 bytes at offset 0"):
+        link.get_weights()
 
 
 def _session(**board):
