@@ -180,6 +180,11 @@ def cmd_eval(args) -> int:
     from edge.train import predict_logits
     from firmware_py.binning import BinSpec
 
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
+    try:                                  # the PNGs go there at the end: refuse before reading any data
+        opt.check_output_dir(out_dir)
+    except ValueError as exc:
+        raise SnnEdgeError(f"eval: cannot write the plots: {exc}") from None
     spec, params, extra = load_checkpoint(args.checkpoint)
     if spec.binning is None:
         raise SnnEdgeError(f"{args.checkpoint}: spec has no binning; cannot turn --data into inputs")
@@ -197,7 +202,6 @@ def cmd_eval(args) -> int:
         raise SnnEdgeError(f"--data: labels up to {y.max()} but the network has {spec.n_classes} outputs")
     logits = predict_logits(rule, params, X)
     summary = metrics.summary(logits, y)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
     stem = Path(args.checkpoint).stem
     cm = metrics.confusion_matrix(logits.argmax(axis=1), y, spec.n_classes)
     rel = metrics.reliability(logits, y)

@@ -99,6 +99,7 @@ CASES = [
     ("board-sim --heap -64K", "--heap"),
     ("board-sim --baud -9600", "--baud"),
     ("board-sim --icount -1", "--icount"),
+    ("board-sim --dir {d}/a_file", "--dir"),
     # demo fails before training
     ("demo --heap abc", "--heap"),
     ("demo --shift bad", "--shift"),
