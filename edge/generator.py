@@ -53,7 +53,8 @@ class SensorShift:
             try:
                 v = int(value) if key == "hot" else float(value)
             except ValueError:
-                raise ValueError(f"--shift: {key}={value!r} is not a {'whole ' if key == 'hot' else ''}number") from None
+                kind = "whole number" if key == "hot" else "number"
+                raise ValueError(f"--shift: {key}={value!r} is not a {kind}") from None
             if not math.isfinite(v) or (key != "rotation" and v < 0):
                 raise ValueError(f"--shift: {key}={value!r}: expected a finite number"
                                  + ("" if key == "rotation" else " >= 0"))

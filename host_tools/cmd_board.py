@@ -44,10 +44,13 @@ def register(sub) -> None:
                    help="which board (default unix)")
     p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
                    help="unix: interpreter (default: micropython when installed, else cpython)")
-    p.add_argument("--heap", type=opt.size_bytes, default="192K", help="heap size: unix e.g. 64K; cortex-m3 140K or 192K (default "
+    p.add_argument("--heap", type=opt.size_bytes, default="192K",
+                   help="heap size: unix e.g. 64K; cortex-m3 140K or 192K (default "
                                                   "192K)")
-    p.add_argument("--dir", type=opt.output_dir, default=None, help="unix: board folder (default: a new temporary folder)")
-    p.add_argument("--baud", type=opt.positive_int, default=None, help="unix: pace the line like a UART at this baud rate")
+    p.add_argument("--dir", type=opt.output_dir, default=None,
+                   help="unix: board folder (default: a new temporary folder)")
+    p.add_argument("--baud", type=opt.positive_int, default=None,
+                   help="unix: pace the line like a UART at this baud rate")
     p.add_argument("--icount", type=opt.nonneg_int, default=None,
                    help="cortex-m3, microbit: QEMU -icount shift (3: one instruction = 8 ns, ~125 MIPS), so "
                         "time.ticks_us() counts device time")

@@ -40,11 +40,13 @@ def register(sub) -> None:
     v.add_argument("model", help=".onnx written by `snn-edge export`")
     v.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
     v.add_argument("--limit", type=opt.positive_int, default=100, help="number of recordings")
-    v.add_argument("--learn-steps", type=opt.nonneg_int, default=50, help="steps of the model's learning rule to compare "
+    v.add_argument("--learn-steps", type=opt.nonneg_int, default=50,
+                   help="steps of the model's learning rule to compare "
                    "(0: skip)")
     v.add_argument("--no-firmware", action="store_true", help="skip the (slower) pure-Python firmware runtime "
                    "(under CPython and under MicroPython)")
-    v.add_argument("--mpy-limit", type=opt.nonneg_int, default=20, help="recordings run under the MicroPython unix port "
+    v.add_argument("--mpy-limit", type=opt.nonneg_int, default=20,
+                   help="recordings run under the MicroPython unix port "
                    "(0: skip; needs the `micropython` binary)")
     v.add_argument("--port", default=None, help="also run recordings on a flashed board over its serial link "
                    "(inference; with the weights it holds now) and compare its answers")

@@ -18,7 +18,8 @@ def register(sub) -> None:
                        description=__doc__)
     p.add_argument("model", help="model .onnx, device .blob, or integer model .npz")
     add_target_option(p, default="serial")
-    p.add_argument("--heap", type=opt.size_bytes, default=None, help="the board's heap, e.g. 140K, 192K (default: the target's, "
+    p.add_argument("--heap", type=opt.size_bytes, default=None,
+                   help="the board's heap, e.g. 140K, 192K (default: the target's, "
                                                 "else 192K)")
     p.add_argument("--code", choices=("rom", "fs"), default=None,
                    help="where the firmware's bytecode lives: rom (ROMFS, executed in place) or fs (.mpy "

@@ -24,7 +24,8 @@ def register(sub) -> None:
     pace = s.add_mutually_exclusive_group()
     pace.add_argument("--realtime", action="store_true", help="send events at their recorded pace")
     pace.add_argument("--fast", action="store_true", help="as fast as the link goes (the default)")
-    s.add_argument("--shift", type=opt.sensor_shift, default="", help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
+    s.add_argument("--shift", type=opt.sensor_shift, default="",
+                   help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
     s.add_argument("--limit", type=opt.positive_int, default=None, help="at most this many recordings")
     s.add_argument("--per-class", type=opt.positive_int, default=20, help="builtin: recordings per class")
     s.add_argument("--seed", type=opt.nonneg_int, default=1, help="builtin generator seed / folder sample order")
@@ -32,7 +33,8 @@ def register(sub) -> None:
     s.add_argument("--checkpoint-every", type=opt.nonneg_int, default=10,
                    help="labelled samples between weight checkpoints (a reset resends from the last one); "
                         "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
-    s.add_argument("--log", type=opt.output_file, default=None, help="write per-sample outcomes as JSON lines (for monitor --log)")
+    s.add_argument("--log", type=opt.output_file, default=None,
+                   help="write per-sample outcomes as JSON lines (for monitor --log)")
     s.set_defaults(func=cmd_stream)
 
     m = sub.add_parser("monitor", help="live board statistics; --plot writes the curves as PNG")
@@ -41,7 +43,8 @@ def register(sub) -> None:
     m.add_argument("--model", default=None, help="the flashed model: enables weight-drift tracking")
     m.add_argument("--interval", type=opt.positive_float, default=1.0, help="seconds between polls")
     m.add_argument("--duration", type=opt.positive_float, default=None, help="stop after this many seconds")
-    m.add_argument("--plot", type=opt.output_file, default=None, help="PNG with accuracy, activity, memory and weight drift")
+    m.add_argument("--plot", type=opt.output_file, default=None,
+                   help="PNG with accuracy, activity, memory and weight drift")
     add_target_option(m, default="auto", help_extra="; auto: any board running the runtime")
     m.set_defaults(func=cmd_monitor)
 

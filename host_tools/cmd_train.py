@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine", "step"),
                    help="per-epoch schedule (cosine ends at 5%% of --lr)")
     p.add_argument("--warmup-epochs", type=opt.nonneg_int, default=0, help="linear warm-up epochs")
-    p.add_argument("--weight-decay", type=opt.nonneg_float, default=None, help="AdamW weight decay; unset: the rule's (0)")
+    p.add_argument("--weight-decay", type=opt.nonneg_float, default=None,
+                   help="AdamW weight decay; unset: the rule's (0)")
     p.add_argument("--loss", default=None, help="ce or mse_count; unset: the rule's (ce)")
     p.add_argument("--patience", type=opt.nonneg_int, default=0, help="early stop after N epochs without a better "
                    "validation score (0: never)")
@@ -51,13 +52,16 @@ def register(sub) -> None:
     net.add_argument("--learn-threshold", action="store_true", help="train each layer's threshold")
     net.add_argument("--surrogate", default=DEFAULTS["surrogate"], choices=("fast_sigmoid", "arctan", "triangle"),
                      help="surrogate derivative of the spike")
-    net.add_argument("--slope", type=opt.positive_float, default=DEFAULTS["slope"], help="surrogate slope (snnTorch's meaning)")
+    net.add_argument("--slope", type=opt.positive_float, default=DEFAULTS["slope"],
+                     help="surrogate slope (snnTorch's meaning)")
     net.add_argument("--reset-grad", action="store_true", help="keep the gradient through the reset")
     _data_arguments(p)
     p.add_argument("--val-fraction", type=opt.open_fraction, default=0.2, help="stratified validation split")
     p.add_argument("--split-seed", type=opt.nonneg_int, default=0, help="seed of the stratified split")
-    p.add_argument("--out", type=opt.output_file, default="model.ckpt", help="checkpoint (best validation model + resume state)")
-    p.add_argument("--curve", type=opt.output_file, default=None, help="training-curve PNG; unset: <out without .ckpt>.curve.png")
+    p.add_argument("--out", type=opt.output_file, default="model.ckpt",
+                   help="checkpoint (best validation model + resume state)")
+    p.add_argument("--curve", type=opt.output_file, default=None,
+                   help="training-curve PNG; unset: <out without .ckpt>.curve.png")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars or per-epoch lines")
     p.set_defaults(func=cmd_train)
@@ -69,7 +73,8 @@ def register(sub) -> None:
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
                    help="val/train: the stratified split recorded in the checkpoint")
     e.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
-    e.add_argument("--out-dir", type=opt.output_dir, default=None, help="where the PNGs go; unset: next to the checkpoint")
+    e.add_argument("--out-dir", type=opt.output_dir, default=None,
+                   help="where the PNGs go; unset: next to the checkpoint")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-progress", action="store_true", help="no tqdm bar while reading data")
     e.set_defaults(func=cmd_eval)
