@@ -105,6 +105,8 @@ def load_any_model(path) -> IntModel:
     p = os.fspath(path)
     if not os.path.exists(p):
         raise SnnEdgeError(f"{p}: no such model file")
+    if os.path.isdir(p):
+        raise SnnEdgeError(f"{p}: is a directory, expected a model file (.blob, .onnx or integer .npz)")
     with open(p, "rb") as fh:
         head = fh.read(4)
     if head == fblob.MAGIC:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,18 +59,49 @@ def make_events(x, y, t, p) -> np.ndarray:
     return ev
 
 
-def validate_events(events: np.ndarray, sensor_size, where: str) -> np.ndarray:
-    """Check an event array against the sensor and time rules; return it as EVENT_DTYPE.
+# What each field may hold before it is stored as EVENT_DTYPE: integers (or booleans for p) in range, never a
+# float, string or object that a cast would truncate or wrap (int64 x = 65539 would become 3 in int16).
+COORD_MAX = int(np.iinfo(np.int16).max)
 
-    Raises DataError naming `where` (a file path or field) and the first offending event.
-    """
+
+def check_event_fields(events, where: str) -> None:
+    """The array is 1-D and structured, with integer fields x, y, t and p (p may be boolean) whose values the
+    stored types hold. Raises DataError naming the file, the field, what was expected and what was found."""
+    if not isinstance(events, np.ndarray):
+        raise DataError(f"{where}: expected an event array, got {type(events).__name__}")
     names = events.dtype.names or ()
     missing = [f for f in ("x", "y", "t", "p") if f not in names]
     if missing:
-        raise DataError(f"{where}: event array lacks field(s) {missing}; expected x, y, t, p, got {list(names)}")
-    ev = make_events(events["x"], events["y"], events["t"], events["p"].astype(np.int64))
+        raise DataError(f"{where}: event array lacks field(s) {missing}; expected a structured array with "
+                        f"fields x, y, t, p, got dtype {events.dtype}")
+    if events.ndim != 1:
+        raise DataError(f"{where}: expected a 1-D event array, got shape {events.shape}")
+    for field in ("x", "y", "t", "p"):
+        dt = events.dtype[field]
+        if dt.kind not in "iu" and not (field == "p" and dt.kind == "b"):
+            raise DataError(f"{where}: field {field!r} has dtype {dt}, expected integers"
+                            + (" or booleans" if field == "p" else "") + " (not cast: a cast would hide bad values)")
+        if dt.shape:
+            raise DataError(f"{where}: field {field!r} holds sub-arrays of shape {dt.shape}, expected one value")
+    if len(events):
+        for field in ("x", "y"):
+            col = events[field]
+            if int(col.max()) > COORD_MAX:
+                i = int(np.argmax(col))
+                raise DataError(f"{where}: event {i} has {field}={int(col[i])}, beyond {COORD_MAX}, the largest "
+                                "coordinate stored (int16)")
+        if events.dtype["t"] == np.uint64 and int(events["t"].max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{where}: timestamp {int(events['t'].max())} us does not fit int64")
+
+
+def validate_events(events: np.ndarray, sensor_size, where: str) -> np.ndarray:
+    """Check an event array against the field types, the sensor and the time rules; return it as EVENT_DTYPE.
+
+    Raises DataError naming `where` (a file path or field) and the first offending event.
+    """
+    check_event_fields(events, where)
     w, h = int(sensor_size[0]), int(sensor_size[1])
-    if len(ev) == 0:
+    if len(events) == 0:
         raise DataError(f"{where}: no events")
     for field, limit in (("x", w), ("y", h)):
         bad = np.flatnonzero((events[field] < 0) | (events[field] >= limit))
@@ -83,6 +115,7 @@ def validate_events(events: np.ndarray, sensor_size, where: str) -> np.ndarray:
     bad = np.flatnonzero((pol != 0) & (pol != 1))
     if bad.size:
         raise DataError(f"{where}: event {int(bad[0])} has polarity {int(pol[bad[0]])}, expected 0 or 1")
+    ev = make_events(events["x"], events["y"], events["t"], pol)
     t = ev["t"]
     if t[0] < 0:
         raise DataError(f"{where}: negative timestamp {int(t[0])} us at event 0")
@@ -119,9 +152,11 @@ def read_aedat2_dvs128(path, label=None) -> Recording:
     """
     path = str(path)
     tio = _tonic_io()
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file, expected an AEDAT 2.0 recording ('#!AER-DAT2.0' header)")
     try:
         version, start, _ = tio.read_aedat_header_from_file(path)
-    except (UnboundLocalError, ValueError, IndexError) as exc:
+    except (UnboundLocalError, ValueError, IndexError, OSError) as exc:
         raise DataError(f"{path}: broken AEDAT header, expected a first line '#!AER-DAT2.0' ({exc})") from exc
     if not 2 <= version < 3:
         raise DataError(f"{path}: AEDAT version {version}, expected 2.x for a DVS128 recording")
@@ -136,24 +171,22 @@ def read_aedat2_dvs128(path, label=None) -> Recording:
 
 
 def read_aedat4(path, label=None) -> Recording:
-    """AEDAT 4 (DV software, DAVIS cameras) through tonic.io.read_aedat4; the sensor size from the file."""
-    path = str(path)
-    with open(path, "rb") as fh:
-        magic = fh.read(14)
-    if not magic.startswith(b"#!AER-DAT4.0"):
-        raise DataError(f"{path}: broken AEDAT4 header: starts with {magic[:12]!r}, expected b'#!AER-DAT4.0'")
-    tio = _tonic_io()
-    try:
-        import aedat
+    """AEDAT 4 (DV software, DAVIS cameras) through the `aedat` package, made safe by edge.aedat4: the
+    framing checked first, the decoder run in a child process; the sensor size from the file."""
+    from edge import aedat4
 
-        streams = aedat.Decoder(path).id_to_stream()
-        raw = tio.read_aedat4(path)
+    path = str(path)
+    try:
+        import aedat  # noqa: F401  (the child needs it: say so here, not as a child's failure)
     except ImportError as exc:
         raise DataError("reading AEDAT4 needs the `aedat` package: pip install aedat") from exc
-    except Exception as exc:  # the Rust decoder raises plain Exceptions on corrupt packets
-        raise DataError(f"{path}: cannot decode AEDAT4: {exc}") from exc
-    ev_streams = [s for s in streams.values() if s.get("type") == "events"]
-    sensor = (int(ev_streams[0]["width"]), int(ev_streams[0]["height"]), 2)
+    aedat4.check_framing(path)
+    raw, (w, h) = aedat4.decode_isolated(path)
+    sensor = (w, h, 2)
+    if not len(raw):
+        raise DataError(f"{path}: no events in the AEDAT4 event stream")
+    if int(raw["t"].max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{path}: AEDAT4 timestamp {int(raw['t'].max())} us does not fit int64")
     t = raw["t"].astype(np.int64)
     ev = make_events(raw["x"], raw["y"], t - t[0], raw["on"].astype(np.int8))
     return Recording(validate_events(ev, sensor, path), sensor, path, label)
@@ -165,16 +198,29 @@ def read_numpy(path_or_array, sensor_size=None, label=None, where=None) -> Recor
         arr, where = path_or_array, where or "event array"
     else:
         where = str(path_or_array)
-        try:
-            arr = np.load(where, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{where}: not a readable .npy event array ({exc})") from exc
-    if arr.dtype.names is None:
-        raise DataError(f"{where}: expected a structured array with fields x, y, t, p, got dtype {arr.dtype}")
+        arr = load_npy(where)
+    check_event_fields(arr, where)
     inferred = sensor_size is None
     if inferred:
         sensor_size = (int(arr["x"].max()) + 1, int(arr["y"].max()) + 1, 2) if len(arr) else (1, 1, 2)
     return Recording(validate_events(arr, sensor_size, where), tuple(sensor_size), where, label, inferred)
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A .npy file's array, its declared shape checked against the file's size before anything is allocated
+    (a memory map reads only the header; a header declaring more data than the file holds is refused)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":
+        kind = "a zip archive (.npz?)" if magic[:2] == b"PK" else f"it starts with {magic!r}"
+        raise DataError(f"{path}: not a .npy file: {kind}, expected the .npy magic b'\\x93NUMPY'")
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.array(mapped)               # a copy in memory: the file may change or go
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError, RecursionError,
+            tokenize.TokenError) as exc:     # numpy parses the header with tokenize and ast.literal_eval
+        text = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: not a readable .npy event array ({type(exc).__name__}: {text})") from None
 
 
 def read_events(path, label=None) -> Recording:

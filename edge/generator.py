@@ -17,6 +17,7 @@ Everything is drawn from `numpy.random.default_rng(seed)`: the same seed gives t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,15 @@ class SensorShift:
             key, _, value = part.partition("=")
             if key not in names or not value:
                 raise ValueError(f"--shift: cannot parse {part!r}; expected name=value with name in {sorted(names)}")
-            kwargs[names[key]] = int(value) if key == "hot" else float(value)
+            try:
+                v = int(value) if key == "hot" else float(value)
+            except ValueError:
+                kind = "whole number" if key == "hot" else "number"
+                raise ValueError(f"--shift: {key}={value!r} is not a {kind}") from None
+            if not math.isfinite(v) or (key != "rotation" and v < 0):
+                raise ValueError(f"--shift: {key}={value!r}: expected a finite number"
+                                 + ("" if key == "rotation" else " >= 0"))
+            kwargs[names[key]] = v
         return cls(**kwargs)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ def load_npz(path, header_key: str, what: str) -> tuple[dict[str, np.ndarray], d
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise SnnEdgeError(f"{path}: not a readable {what} (.npz): {exc}") from None
     if header_key not in data:
         raise SnnEdgeError(f"{path}: no '{header_key}' entry: not a {what} (entries: {sorted(data)[:6]})")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,14 @@ def register(sub) -> None:
                    help="which board (default unix)")
     p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
                    help="unix: interpreter (default: micropython when installed, else cpython)")
-    p.add_argument("--heap", default="192K", help="heap size: unix e.g. 64K; cortex-m3 140K or 192K (default "
+    p.add_argument("--heap", type=opt.size_bytes, default="192K",
+                   help="heap size: unix e.g. 64K; cortex-m3 140K or 192K (default "
                                                   "192K)")
-    p.add_argument("--dir", default=None, help="unix: board folder (default: a new temporary folder)")
-    p.add_argument("--baud", type=int, default=None, help="unix: pace the line like a UART at this baud rate")
-    p.add_argument("--icount", type=int, default=None,
+    p.add_argument("--dir", type=opt.output_dir, default=None,
+                   help="unix: board folder (default: a new temporary folder)")
+    p.add_argument("--baud", type=opt.positive_int, default=None,
+                   help="unix: pace the line like a UART at this baud rate")
+    p.add_argument("--icount", type=opt.nonneg_int, default=None,
                    help="cortex-m3, microbit: QEMU -icount shift (3: one instruction = 8 ns, ~125 MIPS), so "
                         "time.ticks_us() counts device time")
     p.add_argument("--firmware", default=None, help="cortex-m3: another MicroPython ELF for the MPS2-AN385")
@@ -63,11 +67,11 @@ def register(sub) -> None:
                                    "runs the model (or prints the board's own error).")
     f.add_argument("model", nargs="?", default=None,
                    help="model file (.onnx, integer .npz or compact .blob); copied as model.blob")
-    f.add_argument("--heap", default=None,
+    f.add_argument("--heap", type=opt.size_bytes, default=None,
                    help="refuse, before opening the port, a model that does not fit this heap (e.g. 140K); "
                         "default: the heap the board reports")
     f.add_argument("--port", required=True, help="serial device path or pyserial URL")
-    f.add_argument("--baud", type=int, default=115200)
+    f.add_argument("--baud", type=opt.positive_int, default=115200)
     add_target_option(f, default="auto", help_extra="; auto: ask the board")
     f.add_argument("--code", choices=("rom", "fs"), default=None,
                    help="where the board's firmware bytecode lives, for the memory check (default: what the "
@@ -361,8 +365,7 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
 
 
 def cmd_flash(args) -> int:
-    from host_tools.virtual_board import parse_heap
     mpy = {"auto": None, "yes": True, "no": False}[args.mpy]
     flash(args.port, args.model, args.target, args.baud, args.files, not args.no_main, mpy,
-          args.handler, parse_heap(args.heap) if args.heap else None, placement=args.code, kernels=args.kernels)
+          args.handler, args.heap, placement=args.code, kernels=args.kernels)
     return 0

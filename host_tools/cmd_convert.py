@@ -13,6 +13,7 @@ import json
 import os
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 RULE_CHOICES = ("none", "readout_delta", "solsa", "gem")
 
@@ -21,16 +22,16 @@ def register(sub) -> None:
     q = sub.add_parser("quantize", help="float checkpoint -> int8 integer model (.npz), with a report",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("checkpoint", help="float checkpoint written by `snn-edge train`")
-    q.add_argument("-o", "--out", required=True, help="integer model .npz")
+    q.add_argument("-o", "--out", type=opt.output_file, required=True, help="integer model .npz")
     _common(q)
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("export", help="write the ONNX file (and NIR / device blob) of a model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("model", help="float checkpoint, integer model .npz, or .onnx")
-    e.add_argument("-o", "--out", required=True, help="ONNX file to write")
-    e.add_argument("--nir", default=None, help="also write a NIR graph (float, lossy) here")
-    e.add_argument("--blob", default=None, help="also write the compact device blob here")
+    e.add_argument("-o", "--out", type=opt.output_file, required=True, help="ONNX file to write")
+    e.add_argument("--nir", type=opt.output_file, default=None, help="also write a NIR graph (float, lossy) here")
+    e.add_argument("--blob", type=opt.output_file, default=None, help="also write the compact device blob here")
     _common(e)
     e.set_defaults(func=cmd_export)
 
@@ -38,16 +39,18 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     v.add_argument("model", help=".onnx written by `snn-edge export`")
     v.add_argument("--data", required=True, help="folder in the N-MNIST layout, a recording, or 'builtin'")
-    v.add_argument("--limit", type=int, default=100, help="number of recordings")
-    v.add_argument("--learn-steps", type=int, default=50, help="steps of the model's learning rule to compare "
+    v.add_argument("--limit", type=opt.positive_int, default=100, help="number of recordings")
+    v.add_argument("--learn-steps", type=opt.nonneg_int, default=50,
+                   help="steps of the model's learning rule to compare "
                    "(0: skip)")
     v.add_argument("--no-firmware", action="store_true", help="skip the (slower) pure-Python firmware runtime "
                    "(under CPython and under MicroPython)")
-    v.add_argument("--mpy-limit", type=int, default=20, help="recordings run under the MicroPython unix port "
+    v.add_argument("--mpy-limit", type=opt.nonneg_int, default=20,
+                   help="recordings run under the MicroPython unix port "
                    "(0: skip; needs the `micropython` binary)")
     v.add_argument("--port", default=None, help="also run recordings on a flashed board over its serial link "
                    "(inference; with the weights it holds now) and compare its answers")
-    v.add_argument("--board-limit", type=int, default=20, help="recordings sent to the board with --port")
+    v.add_argument("--board-limit", type=opt.nonneg_int, default=20, help="recordings sent to the board with --port")
     from host_tools.boards import add_target_option
     add_target_option(v, default="auto", help_extra="; with --port")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -57,10 +60,10 @@ def register(sub) -> None:
 def _common(p) -> None:
     p.add_argument("--data", default=None, help="calibration data (default: none for an integer model; "
                    "required for a float checkpoint)")
-    p.add_argument("--calib", type=int, default=200, help="calibration recordings from the training split")
-    p.add_argument("--limit", type=int, default=None, help="only the first N recordings of --data")
+    p.add_argument("--calib", type=opt.positive_int, default=200, help="calibration recordings from the training split")
+    p.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings of --data")
     p.add_argument("--rule", default="none", choices=RULE_CHOICES, help="on-device learning rule to embed")
-    p.add_argument("--seed", type=int, default=1, help="seed of the on-device learning bank (xorshift32)")
+    p.add_argument("--seed", type=opt.xorshift_seed, default=1, help="seed of the on-device learning bank (xorshift32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=INT",
                    help="an integer hyper-parameter of the rule, e.g. --set lr_s=12")
     p.add_argument("--no-theta-calibration", action="store_true")

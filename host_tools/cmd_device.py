@@ -9,22 +9,7 @@ from __future__ import annotations
 import json
 
 from edge.errors import SnnEdgeError
-
-
-def parse_size(text: str) -> int:
-    t = text.strip().upper().removesuffix("B")
-    mul = 1
-    if t.endswith("K"):
-        mul, t = 1024, t[:-1]
-    elif t.endswith("M"):
-        mul, t = 1024 * 1024, t[:-1]
-    try:
-        v = int(float(t) * mul)
-    except ValueError:
-        raise SnnEdgeError(f"--heap: expected a size like 192K, 65536 or 2M, got {text!r}") from None
-    if v <= 0:
-        raise SnnEdgeError(f"--heap: expected a positive size, got {text!r}")
-    return v
+from host_tools import options as opt
 
 
 def register(sub) -> None:
@@ -33,12 +18,13 @@ def register(sub) -> None:
                        description=__doc__)
     p.add_argument("model", help="model .onnx, device .blob, or integer model .npz")
     add_target_option(p, default="serial")
-    p.add_argument("--heap", default=None, help="the board's heap, e.g. 140K, 192K (default: the target's, "
+    p.add_argument("--heap", type=opt.size_bytes, default=None,
+                   help="the board's heap, e.g. 140K, 192K (default: the target's, "
                                                 "else 192K)")
     p.add_argument("--code", choices=("rom", "fs"), default=None,
                    help="where the firmware's bytecode lives: rom (ROMFS, executed in place) or fs (.mpy "
                         "files, loaded into the heap); default: the target's usual place")
-    p.add_argument("--slots", type=int, default=None,
+    p.add_argument("--slots", type=opt.positive_int, default=None,
                    help="event buffer budget: active (step, input) pairs per sample (default 3072)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
@@ -75,7 +61,7 @@ def cmd_plan(args) -> int:
     if kind.micro_profile:
         raise SnnEdgeError("plan --target microbit: the micro profile's build checks its own heap model "
                            "(snn-edge flash --target microbit refuses what does not fit)")
-    heap = parse_size(args.heap) if args.heap else (kind.default_heap or 192 * 1024)
+    heap = args.heap or (kind.default_heap or 192 * 1024)
     model = load_any_model(args.model)
     r = plan_model(model, heap, args.slots, kind, args.code)
     if args.json:

@@ -12,6 +12,7 @@ import sys
 import time
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 
 def register(sub) -> None:
@@ -23,31 +24,34 @@ def register(sub) -> None:
     pace = s.add_mutually_exclusive_group()
     pace.add_argument("--realtime", action="store_true", help="send events at their recorded pace")
     pace.add_argument("--fast", action="store_true", help="as fast as the link goes (the default)")
-    s.add_argument("--shift", default="", help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
-    s.add_argument("--limit", type=int, default=None, help="at most this many recordings")
-    s.add_argument("--per-class", type=int, default=20, help="builtin: recordings per class")
-    s.add_argument("--seed", type=int, default=1, help="builtin generator seed / folder sample order")
+    s.add_argument("--shift", type=opt.sensor_shift, default="",
+                   help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
+    s.add_argument("--limit", type=opt.positive_int, default=None, help="at most this many recordings")
+    s.add_argument("--per-class", type=opt.positive_int, default=20, help="builtin: recordings per class")
+    s.add_argument("--seed", type=opt.nonneg_int, default=1, help="builtin generator seed / folder sample order")
     add_target_option(s, default="auto", help_extra="; auto: any board running the runtime")
-    s.add_argument("--checkpoint-every", type=int, default=10,
+    s.add_argument("--checkpoint-every", type=opt.nonneg_int, default=10,
                    help="labelled samples between weight checkpoints (a reset resends from the last one); "
                         "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
-    s.add_argument("--log", default=None, help="write per-sample outcomes as JSON lines (for monitor --log)")
+    s.add_argument("--log", type=opt.output_file, default=None,
+                   help="write per-sample outcomes as JSON lines (for monitor --log)")
     s.set_defaults(func=cmd_stream)
 
     m = sub.add_parser("monitor", help="live board statistics; --plot writes the curves as PNG")
     m.add_argument("--port", default=None, help="board to poll (omit with --log)")
     m.add_argument("--log", default=None, help="plot a `stream --log` file instead of polling a board")
     m.add_argument("--model", default=None, help="the flashed model: enables weight-drift tracking")
-    m.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
-    m.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    m.add_argument("--plot", default=None, help="PNG with accuracy, activity, memory and weight drift")
+    m.add_argument("--interval", type=opt.positive_float, default=1.0, help="seconds between polls")
+    m.add_argument("--duration", type=opt.positive_float, default=None, help="stop after this many seconds")
+    m.add_argument("--plot", type=opt.output_file, default=None,
+                   help="PNG with accuracy, activity, memory and weight drift")
     add_target_option(m, default="auto", help_extra="; auto: any board running the runtime")
     m.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("pull", help="read the adapted weights back into a model file")
     p.add_argument("--port", required=True)
     p.add_argument("--model", required=True, help="the model the board was flashed with (.onnx or .blob)")
-    p.add_argument("-o", "--output", required=True, help="adapted model: .onnx, .blob or .npz")
+    p.add_argument("-o", "--output", type=opt.output_file, required=True, help="adapted model: .onnx, .blob or .npz")
     add_target_option(p, default="auto", help_extra="; auto: any board running the runtime")
     p.set_defaults(func=cmd_pull)
 
@@ -208,9 +212,9 @@ def _status_line(row: dict) -> str:
 
 def cmd_monitor(args) -> int:
     if args.log:
-        rows = [json.loads(line) for line in open(args.log) if line.strip()]
         if not args.plot:
             raise SnnEdgeError("monitor --log: give --plot FILE.png (the log is already complete)")
+        rows = read_stream_log(args.log)
         plot_stream_log(rows, args.plot)
         print(f"wrote {args.plot}")
         return 0
@@ -227,6 +231,33 @@ def cmd_monitor(args) -> int:
         plot_monitor(history, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def read_stream_log(path: str) -> list[dict]:
+    """The rows of a `stream --log` file (host_tools.stream.write_log), each checked for what
+    plot_stream_log reads; SnnEdgeError naming the file, line and field otherwise."""
+    import os
+    if not os.path.isfile(path):
+        raise SnnEdgeError(f"monitor --log {path}: no such file")
+    rows = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError as exc:      # JSONDecodeError and UnicodeDecodeError
+                raise SnnEdgeError(f"monitor --log {path}: line {n} is not JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise SnnEdgeError(f"monitor --log {path}: line {n} is a JSON {type(row).__name__}, expected an "
+                                   "object (a line written by `stream --log`)")
+            if row.get("kind") == "sample":
+                for key in ("label", "cls", "confidence"):
+                    if type(row.get(key)) is not int:
+                        raise SnnEdgeError(f"monitor --log {path}: line {n}: field {key!r} is "
+                                           f"{row.get(key)!r}, expected an integer")
+            rows.append(row)
+    return rows
 
 
 def plot_stream_log(rows: list[dict], out: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import SnnEdgeError
+from host_tools import options as opt
 
 # The settings that reach >= 85% validation accuracy on the 80/20 split of nmnist-small in 30 epochs
 # (see the README); every one can be changed on the command line.
@@ -37,43 +38,47 @@ def train_parser() -> argparse.ArgumentParser:
 
 def add_train_arguments(p) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--arch", default=None,
+    p.add_argument("--arch", type=opt.arch, default=None,
                    help="layer sizes such as 578-128-10; unset: <inputs of the binning>-128-<classes>")
     from edge.rules import rule_names  # numpy only; the rule modules themselves load on use
 
     p.add_argument("--rule", default="bptt", help=f"learning rule: {', '.join(rule_names())}")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training split")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="samples per update")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=opt.positive_int, default=DEFAULTS["epochs"], help="passes over the training split")
+    p.add_argument("--batch-size", type=opt.positive_int, default=DEFAULTS["batch_size"], help="samples per update")
+    p.add_argument("--lr", type=opt.positive_float, default=None,
                    help=f"base learning rate; unset: the rule's own (bptt: {DEFAULTS['lr']})")
     p.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine", "step"),
                    help="per-epoch schedule (cosine ends at 5%% of --lr)")
-    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs")
-    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay; unset: the rule's (0)")
+    p.add_argument("--warmup-epochs", type=opt.nonneg_int, default=0, help="linear warm-up epochs")
+    p.add_argument("--weight-decay", type=opt.nonneg_float, default=None,
+                   help="AdamW weight decay; unset: the rule's (0)")
     p.add_argument("--loss", default=None, help="ce or mse_count; unset: the rule's (ce)")
-    p.add_argument("--patience", type=int, default=0, help="early stop after N epochs without a better "
+    p.add_argument("--patience", type=opt.nonneg_int, default=0, help="early stop after N epochs without a better "
                    "validation score (0: never)")
-    p.add_argument("--seed", type=int, default=0, help="weights and batch order")
+    p.add_argument("--seed", type=opt.nonneg_int, default=0, help="weights and batch order")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the rule, e.g. --set grad_clip=1.0")
     net = p.add_argument_group("network")
     net.add_argument("--readout", default=DEFAULTS["readout"], choices=("spikes", "membrane"),
                      help="last layer: spike counts, or a leaky non-spiking integrator (time-mean)")
-    net.add_argument("--a-syn", type=float, default=DEFAULTS["a_syn"], help="synaptic decay per step")
-    net.add_argument("--a-mem", type=float, default=DEFAULTS["a_mem"], help="membrane decay per step")
-    net.add_argument("--theta", type=float, default=DEFAULTS["theta"], help="firing threshold")
+    net.add_argument("--a-syn", type=opt.unit_float, default=DEFAULTS["a_syn"], help="synaptic decay per step")
+    net.add_argument("--a-mem", type=opt.unit_float, default=DEFAULTS["a_mem"], help="membrane decay per step")
+    net.add_argument("--theta", type=opt.positive_float, default=DEFAULTS["theta"], help="firing threshold")
     net.add_argument("--learn-syn-decay", action="store_true", help="per-input learnable synaptic decays")
     net.add_argument("--learn-mem-decay", action="store_true", help="train each layer's membrane decay")
     net.add_argument("--learn-threshold", action="store_true", help="train each layer's threshold")
     net.add_argument("--surrogate", default=DEFAULTS["surrogate"], choices=("fast_sigmoid", "arctan", "triangle"),
                      help="surrogate derivative of the spike")
-    net.add_argument("--slope", type=float, default=DEFAULTS["slope"], help="surrogate slope (snnTorch's meaning)")
+    net.add_argument("--slope", type=opt.positive_float, default=DEFAULTS["slope"],
+                     help="surrogate slope (snnTorch's meaning)")
     net.add_argument("--reset-grad", action="store_true", help="keep the gradient through the reset")
     _data_arguments(p)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="stratified validation split")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified split")
-    p.add_argument("--out", default="model.ckpt", help="checkpoint (best validation model + resume state)")
-    p.add_argument("--curve", default=None, help="training-curve PNG; unset: <out without .ckpt>.curve.png")
+    p.add_argument("--val-fraction", type=opt.open_fraction, default=0.2, help="stratified validation split")
+    p.add_argument("--split-seed", type=opt.nonneg_int, default=0, help="seed of the stratified split")
+    p.add_argument("--out", type=opt.output_file, default="model.ckpt",
+                   help="checkpoint (best validation model + resume state)")
+    p.add_argument("--curve", type=opt.output_file, default=None,
+                   help="training-curve PNG; unset: <out without .ckpt>.curve.png")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars or per-epoch lines")
 
@@ -91,8 +96,9 @@ def _register_eval(sub) -> None:
                    help="what runs an integer model: the numpy simulator, onnxruntime on the ONNX graph, or the "
                    "firmware under the MicroPython unix port (`micropython` on PATH); unset: intsim. A float "
                    "checkpoint runs on the float engine")
-    e.add_argument("--limit", type=int, default=None, help="only the first N recordings")
-    e.add_argument("--out-dir", default=None, help="where the PNGs go; unset: next to the checkpoint")
+    e.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
+    e.add_argument("--out-dir", type=opt.output_dir, default=None,
+                   help="where the PNGs go; unset: next to the checkpoint")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--no-progress", action="store_true", help="no tqdm bar while reading data")
     _transform_argument(e)
@@ -110,10 +116,10 @@ def _data_arguments(p) -> None:
     g = p.add_argument_group("binning (N-MNIST defaults)")
     g.add_argument("--sensor", default="34x34", help="sensor WxH; also the size of recordings that do not "
                    "declare theirs (.npy), whose size is otherwise their largest x, y + 1")
-    g.add_argument("--dt-ms", type=float, default=10.0, help="time bin")
-    g.add_argument("--steps", type=int, default=30, help="time bins per sample (T)")
-    g.add_argument("--downsample", type=int, default=2, help="spatial pooling factor")
-    g.add_argument("--limit", type=int, default=None, help="only the first N recordings")
+    g.add_argument("--dt-ms", type=opt.positive_float, default=10.0, help="time bin")
+    g.add_argument("--steps", type=opt.positive_int, default=30, help="time bins per sample (T)")
+    g.add_argument("--downsample", type=opt.positive_int, default=2, help="spatial pooling factor")
+    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
 
 
 def _bin_spec(args):
@@ -219,6 +225,11 @@ def cmd_eval(args) -> int:
 
     if not Path(args.checkpoint).exists():
         raise SnnEdgeError(f"{args.checkpoint}: no such model file")
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
+    try:                                  # the PNGs go there at the end: refuse before reading any data
+        opt.check_output_dir(out_dir)
+    except ValueError as exc:
+        raise SnnEdgeError(f"eval: cannot write the plots: {exc}") from None
     if _is_float_checkpoint(args.checkpoint):
         if args.executor is not None:
             raise SnnEdgeError(f"--executor {args.executor}: {args.checkpoint} is a float checkpoint (it runs on "
@@ -226,7 +237,7 @@ def cmd_eval(args) -> int:
         logits, y, n_classes, executor = _float_logits(args)
     else:
         logits, y, n_classes, executor = _int_logits(args)
-    _report(args, logits, y, n_classes, executor)
+    _report(args, logits, y, n_classes, executor, out_dir)
     return 0
 
 
@@ -254,6 +265,11 @@ def _float_logits(args):
     from edge.train import predict_logits
     from firmware_py.binning import BinSpec
 
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
+    try:                                  # the PNGs go there at the end: refuse before reading any data
+        opt.check_output_dir(out_dir)
+    except ValueError as exc:
+        raise SnnEdgeError(f"eval: cannot write the plots: {exc}") from None
     spec, params, extra = load_checkpoint(args.checkpoint)
     if spec.binning is None:
         raise SnnEdgeError(f"{args.checkpoint}: spec has no binning; cannot turn --data into inputs")
@@ -289,12 +305,11 @@ def _int_logits(args):
     return scores_to_logits(model, scores, X.shape[1]), y, n_classes, executor
 
 
-def _report(args, logits, y, n_classes: int, executor: str) -> None:
+def _report(args, logits, y, n_classes: int, executor: str, out_dir: Path) -> None:
     """The same metrics, PNGs and lines for every kind of model."""
     from edge import metrics, plots
 
     summary = metrics.summary(logits, y)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
     stem = Path(args.checkpoint).stem
     cm = metrics.confusion_matrix(logits.argmax(axis=1), y, n_classes)
     rel = metrics.reliability(logits, y)

@@ -33,6 +33,10 @@ class LinkTimeout(LinkError):
     pass
 
 
+class BoardAnswerError(LinkError):
+    """The board answered with a payload that does not decode (too short, inconsistent, absurd values)."""
+
+
 class BoardReset(LinkError):
     """The board has no session (it was reset): say hello again and resume from its stats."""
 
@@ -60,6 +64,85 @@ class Result:
     cls: int
     confidence: int
     counts: list
+
+
+# What a board may advertise in INFO. A frame must carry at least one event (EVENTS: 7-byte head + one
+# 6-byte event; LOAD_MODEL's 8-byte chunk head + data is smaller), or send_events could not make progress.
+MIN_MAX_PAYLOAD = L.EVENT_HEAD_LEN + L.EVENT_LEN
+MAX_WEIGHTS_BYTES = 16 << 20    # GET_WEIGHTS' declared total: above any board's RAM (8 MB PSRAM at most)
+
+
+def decode_info(p: bytes) -> BoardInfo:
+    """INFO (firmware_py.link.pack_info): version u8, boot id u32, max payload u16, window u16, description."""
+    if len(p) < L.INFO_HEAD_LEN:
+        raise BoardAnswerError(f"INFO answer of {len(p)} bytes, expected at least {L.INFO_HEAD_LEN}")
+    version, boot_id, max_payload, window = struct.unpack_from(L.INFO_HEAD, p, 0)
+    if version != L.PROTOCOL_VERSION:
+        raise LinkError(f"board speaks protocol version {version}, this host speaks {L.PROTOCOL_VERSION}")
+    if max_payload < MIN_MAX_PAYLOAD:
+        raise BoardAnswerError(f"INFO: the board takes payloads of at most {max_payload} bytes, the protocol "
+                               f"needs at least {MIN_MAX_PAYLOAD} (one event per frame)")
+    return BoardInfo(version, boot_id, max_payload, window, bytes(p[L.INFO_HEAD_LEN:]).decode("utf-8", "replace"))
+
+
+def decode_result(p: bytes) -> Result:
+    """RESULT (firmware_py.link.pack_result): class i16 (-1: none), confidence u8, n u8, n counts u16."""
+    if len(p) < 4:
+        raise BoardAnswerError(f"RESULT answer of {len(p)} bytes, expected at least 4")
+    n = p[3]
+    if len(p) != 4 + 2 * n:
+        raise BoardAnswerError(f"RESULT answer of {len(p)} bytes declares {n} counts, expected {4 + 2 * n} bytes")
+    cls, confidence, counts = L.unpack_result(bytes(p))
+    if cls < -1 or (n and cls >= n):
+        raise BoardAnswerError(f"RESULT: class {cls}, expected -1 (none) or one of the {n} outputs 0..{n - 1}")
+    return Result(cls, confidence, counts)
+
+
+def decode_stats(p: bytes) -> dict[str, int]:
+    """STATS (firmware_py.link.pack_stats): repeated (name length u8, ASCII name, value i32)."""
+    k = 0
+    p = bytes(p)
+    while k < len(p):
+        n = p[k]
+        if n == 0 or k + 1 + n + 4 > len(p):
+            raise BoardAnswerError(f"STATS answer: item at byte {k} declares a {n}-byte name, "
+                                   f"{len(p) - k - 1} bytes left (a name and a 4-byte value needed)")
+        name = p[k + 1:k + 1 + n]
+        if not (name.isascii() and name.decode().isprintable()):
+            raise BoardAnswerError(f"STATS answer: item at byte {k} has name {name!r}, expected printable ASCII")
+        k += 1 + n + 4
+    return dict(L.unpack_stats(p))
+
+
+def decode_error(p: bytes) -> tuple[int, str]:
+    """ERROR (firmware_py.link.pack_error): code u8, message (UTF-8; shown with replacements)."""
+    if not len(p):
+        raise BoardAnswerError("ERROR answer with an empty payload, expected an error code and a message")
+    return p[0], bytes(p[1:]).decode("utf-8", "replace")
+
+
+def decode_weights_chunk(p: bytes, offset: int, total: int | None, asked: int | None = None) -> tuple[int, bytes]:
+    """A GET_WEIGHTS answer: total u32, then the bytes from `offset`; checked against what came before.
+    With `asked` (the length requested) a chunk is all of it or the end of the weights, so a board cannot
+    drip a few bytes an answer: get_weights ends within total / asked + 1 requests."""
+    if len(p) < 4:
+        raise BoardAnswerError(f"WEIGHTS answer of {len(p)} bytes, expected at least 4 (the total)")
+    (declared,) = struct.unpack_from("<I", p, 0)
+    if declared > MAX_WEIGHTS_BYTES:
+        raise BoardAnswerError(f"WEIGHTS: the board declares {declared} bytes of weights, more than "
+                               f"{MAX_WEIGHTS_BYTES} (no board holds that much)")
+    if total is not None and declared != total:
+        raise BoardAnswerError(f"WEIGHTS: the total changed from {total} to {declared} bytes at offset {offset}")
+    chunk = bytes(p[4:])
+    if offset + len(chunk) > declared:
+        raise BoardAnswerError(f"WEIGHTS: {len(chunk)} bytes at offset {offset} run past the declared "
+                               f"total of {declared}")
+    if not chunk and offset < declared:
+        raise LinkError(f"get_weights: board sent no bytes at offset {offset} of {declared}")
+    if asked is not None and len(chunk) != min(asked, declared - offset):
+        raise BoardAnswerError(f"WEIGHTS: {len(chunk)} bytes at offset {offset}, expected "
+                               f"{min(asked, declared - offset)} (asked {asked}, total {declared})")
+    return declared, chunk
 
 
 @dataclass
@@ -178,10 +261,13 @@ class BoardLink:
             if seq == self.waiting_for and seq not in self.answers:
                 self.answers[seq] = (rtype, bytes(payload))
             elif rtype == L.ERROR:
-                code = payload[0]
-                msg = bytes(payload[1:]).decode("utf-8", "replace")
                 name = L.REQUEST_NAMES.get(self.sent_types[seq], "?")
-                self._error = BoardError(code, msg, f"{name} (frame {seq})")
+                try:
+                    code, msg = decode_error(payload)
+                except BoardAnswerError as exc:
+                    self._error = BoardAnswerError(f"{name} (frame {seq}): {exc}")
+                else:
+                    self._error = BoardError(code, msg, f"{name} (frame {seq})")
 
     def _ack_through(self, seq: int) -> bool:
         """Cumulative ack: drop every un-acked frame up to `seq`; True if it acked something new."""
@@ -275,9 +361,13 @@ class BoardLink:
         finally:
             self.waiting_for = None
         rtype, answer = self.answers.pop(seq)
+        name = L.REQUEST_NAMES.get(mtype, str(mtype))
         if rtype == L.ERROR:
-            raise BoardError(answer[0], answer[1:].decode("utf-8", "replace"),
-                             L.REQUEST_NAMES.get(mtype, str(mtype)))
+            code, message = decode_error(answer)
+            raise BoardError(code, message, name)
+        expected = ANSWER_TYPES.get(mtype, L.ACK)
+        if rtype != expected:
+            raise BoardAnswerError(f"{name}: the board answered with type {rtype:#x}, expected {expected:#x}")
         return rtype, answer
 
     def flush(self) -> None:
@@ -294,20 +384,20 @@ class BoardLink:
         self._error = None
         self.next_seq = 0
         self.max_payload = max(self.max_payload, 16)
-        rtype, p = self.request(L.HELLO, os.urandom(4))
-        if rtype != L.INFO or len(p) < L.INFO_HEAD_LEN:
-            raise LinkError(f"hello: expected an INFO answer, got type {rtype:#x} ({len(p)} bytes)")
-        version, boot_id, max_payload, window = struct.unpack_from(L.INFO_HEAD, p, 0)
-        if version != L.PROTOCOL_VERSION:
-            raise LinkError(f"board speaks protocol version {version}, this host speaks {L.PROTOCOL_VERSION}")
-        self.info = BoardInfo(version, boot_id, max_payload, window,
-                              p[L.INFO_HEAD_LEN:].decode("utf-8", "replace"))
-        self.max_payload = min(max_payload, self.want_max_payload or max_payload)
-        self.window = min(window, self.want_window or window)
+        _, p = self.request(L.HELLO, os.urandom(4))
+        self.info = decode_info(p)
+        self.max_payload = min(self.info.max_payload, self.want_max_payload or self.info.max_payload)
+        self.window = min(self.info.window, self.want_window or self.info.window)
         return self.info
 
     def events_per_frame(self) -> int:
-        return min((self.max_payload - L.EVENT_HEAD_LEN) // L.EVENT_LEN, L.EVENT_MAX_COUNT)
+        """Events a frame carries: at least one, or send_events could never finish (a board's INFO is
+        checked by decode_info; this guards a max_payload given to the constructor too)."""
+        n = min((self.max_payload - L.EVENT_HEAD_LEN) // L.EVENT_LEN, L.EVENT_MAX_COUNT)
+        if n < 1:
+            raise LinkError(f"a payload of at most {self.max_payload} bytes cannot carry one event "
+                            f"({MIN_MAX_PAYLOAD} bytes needed)")
+        return n
 
     def send_events(self, x, y, t, p) -> int:
         """Send one sample's events (arrays sorted by t) in as few frames as fit; returns frames."""
@@ -337,27 +427,27 @@ class BoardLink:
         return len(bounds)
 
     def end_of_sample(self, label: int = -1) -> Result:
-        rtype, p = self.request(L.END_SAMPLE, struct.pack("<h", label))
-        cls, conf, counts = L.unpack_result(p)
-        return Result(cls, conf, counts)
+        _, p = self.request(L.END_SAMPLE, struct.pack("<h", label))
+        return decode_result(p)
 
     def get_stats(self) -> dict[str, int]:
-        rtype, p = self.request(L.GET_STATS)
-        return dict(L.unpack_stats(p))
+        _, p = self.request(L.GET_STATS)
+        return decode_stats(p)
 
     def get_weights(self) -> bytes:
         out = bytearray()
         total = None
-        while total is None or len(out) < total:
-            rtype, p = self.request(L.GET_WEIGHTS, struct.pack("<II", len(out), self.max_payload - 4))
-            (total,) = struct.unpack_from("<I", p, 0)
-            if len(p) == 4 and len(out) < total:
-                raise LinkError(f"get_weights: board sent no bytes at offset {len(out)} of {total}")
-            out.extend(p[4:])
+        while total is None or len(out) < total:      # every answer adds at least one byte, or raises
+            asked = self.max_payload - 4
+            _, p = self.request(L.GET_WEIGHTS, struct.pack("<II", len(out), asked))
+            total, chunk = decode_weights_chunk(p, len(out), total, asked)
+            out.extend(chunk)
         return bytes(out)
 
     def _send_chunks(self, mtype: int, blob: bytes) -> None:
         step = self.max_payload - L.CHUNK_HEAD_LEN
+        if step < 1:
+            raise LinkError(f"a payload of at most {self.max_payload} bytes cannot carry a chunk")
         for off in range(0, max(len(blob), 1), step):
             self.send(mtype, struct.pack(L.CHUNK_HEAD, off, len(blob)) + blob[off:off + step])
         self.flush()
