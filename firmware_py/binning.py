@@ -78,6 +78,7 @@ def event_slot(spec, x, y, t, p):
 
 
 NONE = 0xFFFF            # end of a step's list / no entry (slot indices and steps are u16)
+CHUNK = 256              # events the fast kernel bins per call (its misses buffer holds as many)
 DEFAULT_SLOTS = 3072     # active (step, input) pairs a sample may hold: the 1,000 N-MNIST recordings binned
                          # 34x34 / 2, 10 ms x 30, need at most 2,120 (median 1,444)
 
@@ -114,7 +115,20 @@ class Binner:
         self.vals = bytearray(spec.n_inputs)
         self.frame = bytearray(spec.n_inputs)
         self.framed = 0              # entries of idx written into frame by the last step_inputs
+        self.kernel = None           # fast.bin_viper (use_kernel): the common case of add_many in viper
         self.reset()
+
+    def use_kernel(self, kernel):
+        """Bin with fast.bin_viper (same counts): events in arrays x, y array('h'), t array('i'), p array('b')."""
+        from firmware_py.prealloc import zeros
+        spec = self.spec
+        cx, cy, cw, ch = spec.crop
+        self.geo = zeros("i", 10)
+        for k, v in enumerate((cx, cy, cw, ch, spec.downsample, spec.out_w, spec.out_h, spec.dt_us,
+                               spec.n_steps, 0)):
+            self.geo[k] = v
+        self.miss = zeros("H", 2 * CHUNK)
+        self.kernel = kernel
 
     def reset(self):
         for k in range(len(self.head)):
@@ -145,6 +159,9 @@ class Binner:
         """The first n events (all by default), already checked against the sensor (the Device does):
         event_slot's arithmetic inline, so that no (step, neuron) tuple is made per event. Raises
         MemoryError when the slots run out."""
+        if self.kernel is not None and not isinstance(xs, list):
+            self._add_many_fast(xs, ys, ts, ps, len(xs) if n is None else n)
+            return
         spec = self.spec
         cx, cy, cw, ch = spec.crop
         f = spec.downsample
@@ -152,6 +169,9 @@ class Binner:
         out_h = spec.out_h
         dt = spec.dt_us
         n_steps = spec.n_steps
+        latest = self.latest
+        step = self.step
+        count = self.count
         for e in range(len(xs) if n is None else n):
             xc = xs[e] - cx
             yc = ys[e] - cy
@@ -164,7 +184,27 @@ class Binner:
             if xd >= out_w or yd >= out_h:
                 self.dropped += 1
                 continue
-            self._count(k, (ps[e] * out_h + yd) * out_w + xd)     # (a bound method in a local would allocate)
+            nn = (ps[e] * out_h + yd) * out_w + xd
+            s = latest[nn]
+            if s != NONE and step[s] == k:       # the common case, inline: a repeat in the newest step
+                c = count[s]
+                if c < 255:
+                    count[s] = c + 1
+            else:
+                self._count(k, nn)
+
+    def _add_many_fast(self, xs, ys, ts, ps, n):
+        geo = self.geo
+        miss = self.miss
+        geo[9] = 0
+        start = 0
+        while start < n:         # (a range() with a variable step is an object: a while loop allocates nothing)
+            end = start + CHUNK if start + CHUNK < n else n
+            m = self.kernel(xs, ys, ts, ps, start, end, geo, self.latest, self.step, self.count, miss)
+            for i in range(m):
+                self._count(miss[2 * i], miss[2 * i + 1])
+            start = end
+        self.dropped += geo[9]
 
     def _count(self, k, n):
         # latest[n]: n's slot in the highest step that has n. Its step equals k: found; is below k (or

@@ -36,6 +36,7 @@ class Device:
         self.net = None
         self.rule = None
         self.binner = None
+        self.events_bad = None      # fast.events_bad_viper with the fast kernels: add_events' check
         self.model_crc = 0
         self.in_sample = False
         self._clear_stats()
@@ -100,12 +101,22 @@ class Device:
                 from firmware_py.gem import GlmNetwork
                 net = GlmNetwork(model)
             else:
-                net = Network(model, self.rows)
+                lif = None
+                if self.rows is not accumulate_rows:     # fast kernels asked for: the neuron update too
+                    from firmware_py import fast
+                    lif = fast.best_lif()
+                net = Network(model, self.rows, lif)
             rule = learning.make_rule(net, None, self.factorised)
             if rule is not None and self.rows is not accumulate_rows and hasattr(rule, "use_kernel"):
                 from firmware_py import fast     # fast rows asked for: the fast learning kernel too
                 rule.use_kernel(fast.best_solsa_full())
             binner = Binner(spec, self.slots)
+            if self.rows is not accumulate_rows:
+                from firmware_py import fast
+                kernels = fast.best_events()
+                if kernels is not None:
+                    self.events_bad = kernels[0]
+                    binner.use_kernel(kernels[1])
         except MemoryError:
             gc.collect()
             raise DeviceError(E_NO_MEMORY, "out of heap while allocating the model's state (previous model kept)")
@@ -172,7 +183,11 @@ class Device:
         spec = self.binner.spec
         w = spec.sensor_w
         h = spec.sensor_h
-        for k in range(n):
+        first = 0
+        if self.events_bad is not None and not isinstance(xs, list):
+            first = self.events_bad(xs, ys, ts, ps, n, w, h)    # -1: all good (same test as below)
+            first = n if first < 0 else first
+        for k in range(first, n):
             x = xs[k]
             y = ys[k]
             if x < 0 or y < 0 or x >= w or y >= h or (ps[k] != 0 and ps[k] != 1) or ts[k] < 0:

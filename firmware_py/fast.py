@@ -18,17 +18,20 @@ except ImportError:
 
 rows_viper = None
 solsa_full_viper = None
+lif_viper = None
+events_bad_viper = None
+bin_viper = None
 
 
-def _viper_source():
-    """The kernels' source for this port. A ptr32 load gives a machine word: on a 64-bit port it is
+def _viper_source(src):
+    """A kernel's source for this port. A ptr32 load gives a machine word: on a 64-bit port it is
     zero-extended, so a negative int32 item needs its sign restored (each `v = SIGNED(v)` line below); on
     a 32-bit port the word is already signed, and the 64-bit fix cannot even be written there (0x7FFFFFFF
     is not a small int: ViperTypeError), so those lines go."""
     import sys
     wide = sys.maxsize > 0x7FFFFFFF
     out = []
-    for line in _KERNELS.split("\n"):
+    for line in src.split("\n"):
         if " = SIGNED(" not in line:
             out.append(line)
         elif wide:
@@ -39,8 +42,10 @@ def _viper_source():
     return "\n".join(out)
 
 
-_KERNELS = """
-@micropython.viper
+# One string per kernel: a module's string constants are heap objects when it is loaded from an .mpy file,
+# and a scattered heap has room for several small ones sooner than for one of 7 KB.
+_KERNELS = (
+"""@micropython.viper
 def rows_viper(W, n_out: int, idx, vals, n: int, acc):
     # idx: array('H') of input indices, vals: bytearray of their values (binning.Binner, runtime.LayerState)
     w = ptr8(W)
@@ -64,9 +69,147 @@ def rows_viper(W, n_out: int, idx, vals, n: int, acc):
                 if v > 127:
                     v -= 256
                 a[j] += c * v
-
-
-@micropython.viper
+""",
+"""@micropython.viper
+def events_bad_viper(xs, ys, ts, ps, n: int, w: int, h: int) -> int:
+    # Device.add_events' check: the index of the first event outside the w x h sensor, with p not 0/1 or
+    # t < 0, else -1. xs, ys: array('h'), ts: array('i'), ps: array('b') (the handler's decoded batch);
+    # unsigned loads make a negative x, y or p large, so they fail the range tests too.
+    px = ptr16(xs)
+    py = ptr16(ys)
+    pt = ptr32(ts)
+    pp = ptr8(ps)
+    for e in range(n):
+        t = pt[e]
+        t = SIGNED(t)
+        if px[e] >= w or py[e] >= h or pp[e] > 1 or t < 0:
+            return e
+    return -1
+""",
+"""@micropython.viper
+def bin_viper(xs, ys, ts, ps, start: int, end: int, geo, latest, step, count, miss) -> int:
+    # binning.Binner.add_many's arithmetic for checked events [start, end): a repeat of an input in the step its latest
+    # slot belongs to is counted here (saturating at 255); every other event goes to miss as (step, input)
+    # in arrival order, for the binner's own slot logic. geo = [cx, cy, cw, ch, f, out_w, out_h, dt,
+    # n_steps, dropped] (array('i'); dropped is added to). Returns the number of misses.
+    px = ptr16(xs)
+    py = ptr16(ys)
+    pt = ptr32(ts)
+    pp = ptr8(ps)
+    pg = ptr32(geo)
+    pl = ptr16(latest)
+    pst = ptr16(step)
+    pc = ptr8(count)
+    pm = ptr16(miss)
+    cx = pg[0]
+    cy = pg[1]
+    cw = pg[2]
+    ch = pg[3]
+    f = pg[4]
+    out_w = pg[5]
+    out_h = pg[6]
+    dt = pg[7]
+    n_steps = pg[8]
+    dropped = 0
+    m = 0
+    for e in range(start, end):
+        xc = int(px[e]) - cx
+        yc = int(py[e]) - cy
+        t = pt[e]
+        t = SIGNED(t)
+        k = t // dt
+        if xc < 0 or yc < 0 or xc >= cw or yc >= ch or k >= n_steps:
+            dropped += 1
+            continue
+        xd = xc // f
+        yd = yc // f
+        if xd >= out_w or yd >= out_h:
+            dropped += 1
+            continue
+        nn = (int(pp[e]) * out_h + yd) * out_w + xd
+        sl = pl[nn]
+        if sl != 0xFFFF and int(pst[sl]) == k:
+            c = pc[sl]
+            if c < 255:
+                pc[sl] = c + 1
+        else:
+            pm[2 * m] = k
+            pm[2 * m + 1] = nn
+            m += 1
+    pg[9] = pg[9] + dropped
+    return m
+""",
+"""@micropython.viper
+def lif_viper(I, V, vpre, s, out, acc, vec) -> int:
+    # NUMERICS.md §4 steps 2-4 for a scalar-decay layer after the row sums acc (runtime.layer_step's loops):
+    # vec = [n_out, a_syn, F, a_mem, theta, lif] (array('i')); I, V, vpre, acc: array('i'); s: bytearray;
+    # out: array('H'). Returns the saturation count + (number of spikes << 16). Products stay below 2**31:
+    # |I|, |V| < 2**19, decays <= 4096; a current acc << F beyond +-2 * 524287 saturates whatever I held,
+    # so it is never shifted (a layer outside the exporter's bound cannot wrap the machine word).
+    pI = ptr32(I)
+    pV = ptr32(V)
+    pP = ptr32(vpre)
+    pa = ptr32(acc)
+    pv = ptr32(vec)
+    ps = ptr8(s)
+    po = ptr16(out)
+    n_out = pv[0]
+    a = pv[1]
+    F = pv[2]
+    am = pv[3]
+    theta = pv[4]
+    lif = pv[5]
+    m = 524287
+    lim = (m + m) >> F
+    nsat = 0
+    nout = 0
+    for j in range(n_out):
+        v = pI[j]
+        v = SIGNED(v)
+        if v >= 0:
+            v = (v * a) >> 12
+        else:
+            v = 0 - (((0 - v) * a) >> 12)
+        c = pa[j]
+        c = SIGNED(c)
+        if c > lim:
+            v = m + 1
+        elif c < 0 - lim:
+            v = 0 - m - 1
+        else:
+            v = v + (c << F)
+        if v > m:
+            v = m
+            nsat += 1
+        elif v < 0 - m:
+            v = 0 - m
+            nsat += 1
+        pI[j] = v
+        w = pV[j]
+        w = SIGNED(w)
+        if w >= 0:
+            w = (w * am) >> 12
+        else:
+            w = 0 - (((0 - w) * am) >> 12)
+        w = w + v
+        if w > m:
+            w = m
+            nsat += 1
+        elif w < 0 - m:
+            w = 0 - m
+            nsat += 1
+        pP[j] = w
+        if lif and w > theta:
+            ps[j] = 1
+            po[nout] = j
+            nout += 1
+            w = w - theta
+        else:
+            ps[j] = 0
+        pV[j] = w
+    return nsat + (nout << 16)
+""",
+"""@micropython.viper
 def solsa_full_viper(e, G, x, vec) -> int:
     # vec = [n_in, n_out, a_mem, reset_path, phi[n_out], rho[n_out]] (array('i'); rho: the §10.5b reset
     # factor); returns the number of saturations. Products stay below 2**31: |e| < 2**19, a, |phi|, rho <= 4096.
@@ -127,14 +270,19 @@ def solsa_full_viper(e, G, x, vec) -> int:
                     v = 0 - (((0 - v) * k) >> 12)
             pe[base + j] = v
     return n
-"""
+""",
+)
 
 if micropython is not None:
-    try:
-        exec(_viper_source(), globals())
-    except (SyntaxError, NameError, AttributeError, ImportError):
-        rows_viper = None      # a port built without the native emitters
-        solsa_full_viper = None
+    # One kernel per exec: compiling them together needs one block as big as all of them (7 KB measured),
+    # more than a small or scattered heap has. A kernel that does not compile (a port built without the
+    # native emitters, no heap left) stays None and its caller keeps the plain loop.
+    for _src in _KERNELS:
+        try:
+            exec(_viper_source(_src), globals())
+        except (SyntaxError, NameError, AttributeError, ImportError, MemoryError):
+            pass
+    _src = None
 
 try:
     import numpy as _np  # type: ignore[import-not-found]  # the CPython fast path only
@@ -154,6 +302,18 @@ def rows_numpy(W, n_out, idx, vals, n, acc):
     out = v @ Wm[ix].astype(_np.int64)
     for j in range(n_out):
         acc[j] = int(out[j])
+
+
+def best_events():
+    """(events_bad, bin) kernels for the event path (Device.add_events, Binner.add_many), or None."""
+    if bin_viper is None:
+        return None
+    return events_bad_viper, bin_viper
+
+
+def best_lif():
+    """The neuron-update kernel of scalar-decay layers for this interpreter, or None (runtime.py's loops)."""
+    return lif_viper
 
 
 def best_solsa_full():

@@ -33,8 +33,8 @@ def _small(typecode, nbytes):
 def grow(typecode, n):
     """A new zero-filled array of n items, its peak heap use the array plus GROW bytes."""
     size = ITEMSIZE[typecode]
-    if n * size <= GROW:
-        return _small(typecode, n * size)
+    if n * size <= GROW or not hasattr(gc, "mem_free"):
+        return _small(typecode, n * size)      # small, or CPython (no fixed heap to spare: no collection)
     # Collect first: garbage still counts as used, so growth would run into it and then have to move the
     # whole array at once (twice its size for a moment) into the space a collection frees.
     gc.collect()

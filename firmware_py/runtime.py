@@ -99,6 +99,13 @@ class LayerState:
         self.s = bytearray(layer.n_out)
         self.out = zeros("H", layer.n_out)
         self.nout = 0
+        # a fast neuron-update kernel's view of the layer (fast.lif_viper): n_out, a_syn, F, a_mem, theta, lif
+        self.vec = None
+        if not layer.per_input:
+            self.vec = zeros("i", 6)
+            for k, v in enumerate((layer.n_out, layer.a_syn, layer.shift, layer.a_mem, layer.theta,
+                                   1 if layer.kind == KIND_LIF else 0)):
+                self.vec[k] = v
 
     def reset(self):
         fill(self.I, 0)
@@ -130,13 +137,14 @@ def accumulate_rows(W, n_out, idx, vals, n, acc):
                 acc[j] += c * W[base + j]
 
 
-def layer_step(L, st, idx, vals, n, dense, rows=accumulate_rows):
+def layer_step(L, st, idx, vals, n, dense, rows=accumulate_rows, lif=None):
     """§4 for one layer, event-driven. idx[:n]: the active input indices (any order), vals[:n]: their
     values (>= 1); dense: the same inputs as a dense [n_in] sequence (the per-input path visits every
     input anyway; the layer below's spikes s, or the binner's frame).
 
     Updates st in place (I, V, x, vpre, s, out, nout) and returns the number of saturations.
-    `rows` is the row-accumulation kernel (plain, viper or numpy: same bits).
+    `rows` is the row-accumulation kernel (plain, viper or numpy: same bits); `lif`, when given, the
+    neuron-update kernel of scalar-decay layers (fast.lif_viper: the loops below, same bits).
     """
     n_out = L.n_out
     acc = st.acc
@@ -146,6 +154,10 @@ def layer_step(L, st, idx, vals, n, dense, rows=accumulate_rows):
     nsat = 0
     if not L.per_input:
         rows(L.W, n_out, idx, vals, n, acc)
+        if lif is not None:
+            r = lif(I, st.V, st.vpre, st.s, st.out, acc, st.vec)
+            st.nout = r >> 16
+            return r & 0xFFFF
         a = L.a_syn
         F = L.shift
         for j in range(n_out):
@@ -222,9 +234,10 @@ def layer_step(L, st, idx, vals, n, dense, rows=accumulate_rows):
 class Network:
     """A model plus its state: step() runs all layers for one time step, readout over a sample (§5)."""
 
-    def __init__(self, model, rows=accumulate_rows):
+    def __init__(self, model, rows=accumulate_rows, lif=None):
         self.model = model
         self.rows = rows
+        self.lif = lif                  # fast.best_lif() with the fast kernels (scalar-decay layers)
         self.states = [LayerState(L) for L in model.layers]
         n = model.n_classes
         self.counts = zeros("i", n)     # spike counts (lif readout)
@@ -259,7 +272,7 @@ class Network:
                 self.last_vals = vals
                 self.last_n = n
                 self.last_dense = dense
-            self.nsat += layer_step(layers[l], st, idx, vals, n, dense, self.rows)
+            self.nsat += layer_step(layers[l], st, idx, vals, n, dense, self.rows, self.lif)
             idx = st.out
             vals = ones
             n = st.nout

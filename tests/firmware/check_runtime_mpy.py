@@ -16,9 +16,12 @@ from firmware_py import fixedpoint as fp  # noqa: E402
 from firmware_py import runtime as rt  # noqa: E402
 
 ROWS = rt.accumulate_rows
+LIF = None
 if len(sys.argv) > 2 and sys.argv[2] == "fast":
     from firmware_py import fast  # noqa: E402
     ROWS = fast.best_rows()
+    LIF = fast.best_lif()
+    print("lif", "viper" if LIF is not None else "plain")
     print("kernel", "viper" if ROWS is fast.rows_viper else "numpy" if ROWS is fast.rows_numpy else "plain")
 fails = []
 checked = [0]
@@ -38,7 +41,7 @@ def to_rt(L):
 
 def compare(tag, ref_layers, inputs):
     gc.collect()
-    net = rt.Network(rt.Model([to_rt(L) for L in ref_layers]), ROWS)
+    net = rt.Network(rt.Model([to_rt(L) for L in ref_layers]), ROWS, LIF)
     states = [fp.layer_state(L) for L in ref_layers]
     total = 0
     for t in range(len(inputs)):
@@ -64,7 +67,7 @@ for L in G["network"]["layers"]:
     flat = array("b", [w for row in L["W"] for w in row])
     layers.append(fp.Layer(flat, L["n_in"], L["n_out"], L["a_syn"], L["a_mem"], L["theta"], L["shift"],
                            L["kind"]))
-net = rt.Network(rt.Model([to_rt(L) for L in layers]), ROWS)
+net = rt.Network(rt.Model([to_rt(L) for L in layers]), ROWS, LIF)
 for t in range(len(G["steps"])):
     net.step_frame(G["network"]["inputs"][t])
     want = G["steps"][t]

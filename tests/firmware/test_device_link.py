@@ -30,7 +30,7 @@ def test_runtime_over_the_serial_link_on_a_virtual_board(tmp_path, nmnist_small)
     items = _recordings(nmnist_small, 10)
     ref = Device()
     ref.load_model(blob.read_bytes())
-    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
         flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
         link = connect(open_serial(vb.path), handler="firmware_py.handler")
         assert link.hello() is not None
@@ -60,6 +60,6 @@ def test_runtime_over_the_serial_link_on_a_virtual_board(tmp_path, nmnist_small)
         stats = link.get_stats()
         assert stats["bad_events"] == 1 and stats["samples"] in (10, 11)   # the (empty) sample may have ended
     # power cycle: the board boots the stored model and the checkpointed (adapted) weights
-    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
         link = connect(open_serial(vb.path), handler="firmware_py.handler")
         assert link.get_weights() == weights

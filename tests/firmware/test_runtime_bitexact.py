@@ -172,7 +172,8 @@ def test_fast_kernels_give_the_same_bits(tmp_path, data, mpy_tree, kind, rule):
         W = m2.layers[-1].W
     mode = "infer" if rule == "none" else "learn"
     for interp in ("micropython", "micropython32", "cpython"):
-        got = _device(tmp_path, model, data, mode, interp, kernel="fast",
+        # 256K: the viper kernels' machine code sits in the heap, twice as big on the 64-bit port
+        got = _device(tmp_path, model, data, mode, interp, kernel="fast", heap="256K",
                       path=mpy_tree if interp in MICROPYTHONS else None)
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert np.array_equal(np.array(got["W"], np.int8).reshape(W.shape), W), interp
