@@ -39,7 +39,9 @@ def register(sub) -> None:
     d.add_argument("--shift", type=opt.sensor_shift, default=SHIFT, help="sensor shift of the streamed data")
     d.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
                    help="virtual board interpreter (default: micropython when installed)")
-    d.add_argument("--heap", type=opt.size_bytes, default="192K", help="the virtual board's MicroPython heap")
+    d.add_argument("--heap", type=opt.size_bytes, default="256K",
+                   help="the virtual board's MicroPython heap (the 64-bit unix port: its objects and the viper "
+                   "kernels' machine code take about twice a 32-bit board's 192 KB)")
     d.set_defaults(func=cmd_demo)
 
 
