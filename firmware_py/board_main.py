@@ -198,7 +198,7 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     from firmware_py import link
     session = link.DeviceSession(handler, max_payload, window, _boot_id())
     write = port.write
-    encode = link.encode_frame
+    encode = link.FrameWriter().frame        # answers built in one preallocated buffer
     waiting = getattr(port, "waiting", None)
     held = [None]
 

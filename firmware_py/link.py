@@ -144,6 +144,60 @@ def encode_frame(mtype, seq, payload=b""):
     return _END_B + stuff(body + _crc_bytes(body)) + _END_B
 
 
+class FrameWriter:
+    """encode_frame into one preallocated buffer, for a board that answers every request: the bytes of a
+    frame are built in place (the CRC-32 by the table path on the halves, no int above 2**30), so an
+    answer costs one memoryview instead of the seven objects encode_frame makes (a sample's 30 answers
+    were about 2 KB of heap on a 32-bit board). Payloads longer than `small` go through encode_frame."""
+
+    def __init__(self, small=64):
+        self.small = small
+        self.body = bytearray(HEADER_LEN + small + CRC_LEN)
+        self.out = bytearray(2 * len(self.body) + 2)
+        self.view = memoryview(self.out)
+        self.views = [None] * (len(self.out) + 1)    # view[:k] per length k, made once (a slice is an object)
+
+    def frame(self, mtype, seq, payload=b""):
+        """The frame's bytes: a view into the buffer, valid until the next call (or encode_frame's bytes)."""
+        n = len(payload)
+        if n > self.small:
+            return encode_frame(mtype, seq, payload)
+        b = self.body
+        b[0] = mtype
+        b[1] = seq & 0xFF
+        b[2] = n & 0xFF
+        b[3] = (n >> 8) & 0xFF
+        b[4] = crc8(b, 0, 4)
+        for i in range(n):
+            b[5 + i] = payload[i]
+        m = 5 + n
+        c_lo, c_hi = crc32_halves(b, 0, m)
+        c_lo ^= 0xFFFF
+        c_hi ^= 0xFFFF
+        b[m] = c_lo & 0xFF
+        b[m + 1] = c_lo >> 8
+        b[m + 2] = c_hi & 0xFF
+        b[m + 3] = c_hi >> 8
+        m += 4
+        out = self.out
+        out[0] = END
+        k = 1
+        for i in range(m):
+            v = b[i]
+            if v == ESC or v == END or v == INTR:
+                out[k] = ESC
+                out[k + 1] = 0xDD if v == ESC else (0xDC if v == END else 0xDE)
+                k += 2
+            else:
+                out[k] = v
+                k += 1
+        out[k] = END
+        v = self.views[k + 1]
+        if v is None:
+            v = self.views[k + 1] = self.view[:k + 1]
+        return v
+
+
 # ---------------------------------------------------------------- decoding
 class Deframer:
     """Incremental decoder: feed it any chunks of the byte stream, it calls on_frame(type, seq, payload)
@@ -475,6 +529,9 @@ INFO_HEAD_LEN = 9
 
 
 # ---------------------------------------------------------------- device session
+_ACKED = (ACK, b"")
+
+
 class DeviceSession:
     """The device's half of the protocol, free of I/O: a valid frame in, the response frame out.
 
@@ -549,7 +606,7 @@ class DeviceSession:
         try:
             if mtype == EVENTS:
                 h.events(self.batch.bind(payload))
-                return ACK, b""
+                return _ACKED            # (the common answer: a constant, not a tuple per frame)
             if mtype == END_SAMPLE:
                 label = struct.unpack_from("<h", payload, 0)[0] if len(payload) >= 2 else -1
                 r = h.end_of_sample(label)
