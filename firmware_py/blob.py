@@ -272,13 +272,20 @@ def check_file(path):
         except DeviceError:
             return False
         f.seek(0)
-        crc = 0
-        left = total - 4
-        while left > 0:
-            b = f.read(512 if left > 512 else left)
-            if not b:
-                return False
-            crc = crc32(b, crc)
-            left -= len(b)
-        tail = f.read(4)
+        return crc_tail_ok(f, total)
+
+
+def crc_tail_ok(f, total):
+    """True when the last 4 bytes of an open file of `total` bytes are the CRC-32 of the ones before,
+    read from its current position in small pieces (on a small heap the file may be the biggest thing
+    around): model blobs and weights checkpoints end this way."""
+    crc = 0
+    left = total - 4
+    while left > 0:
+        b = f.read(512 if left > 512 else left)
+        if not b:
+            return False
+        crc = crc32(b, crc)
+        left -= len(b)
+    tail = f.read(4)
     return len(tail) == 4 and struct.unpack("<I", tail)[0] == crc

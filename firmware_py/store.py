@@ -10,7 +10,7 @@ import gc
 import os
 import struct
 
-from firmware_py.blob import crc32_array, check_file
+from firmware_py.blob import crc32_array, check_file, crc_tail_ok
 from firmware_py.crc import crc32
 from firmware_py.errors import DeviceError, E_STORAGE, E_MODEL_FORMAT, E_MODEL_CRC, E_NO_MEMORY
 
@@ -256,25 +256,17 @@ def apply_checkpoint(model, data, model_crc, banks=None):
 
 
 def check_checkpoint_file(path):
-    """A complete checkpoint (magic and CRC), read in small pieces: on a small heap the file itself may be
-    the biggest thing around, and boot reads it once more to apply it."""
+    """A complete checkpoint (magic and CRC), read in small pieces (blob.crc_tail_ok): boot reads it once
+    more to apply it."""
     try:
         size = os.stat(path)[6]
         with open(path, "rb") as f:
             if size < 16 or f.read(4) != CKPT_MAGIC:
                 return False
-            crc = crc32(CKPT_MAGIC)
-            left = size - 8
-            while left > 0:
-                piece = f.read(256 if left > 256 else left)
-                if not piece:
-                    return False
-                crc = crc32(piece, crc)
-                left -= len(piece)
-            tail = f.read(4)
+            f.seek(0)
+            return crc_tail_ok(f, size)
     except OSError:
         return False
-    return len(tail) == 4 and struct.unpack("<I", tail)[0] == crc
 
 
 # ---- loading the stored model --------------------------------------------------------------
