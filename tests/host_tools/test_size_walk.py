@@ -83,38 +83,28 @@ def runs(board, tmp_path, n_hidden: int, recording, heap: int) -> tuple[bool, st
     return stats["updates"] > 0 and stats["labelled"] == 1, f"updates {stats['updates']}"
 
 
-def walk(heap: str, tmp_path, recording) -> tuple:
-    """On a fresh board of this heap: the plan's largest approved size, the sizes tried and what happened."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    with CortexM3Board(HEAPS[heap]) as board:
-        heap_bytes = gc_heap(board)          # what the board's GC manages (a little less than its build's heap)
-        best = largest_approved(heap_bytes)
-        need = plan_for(best, heap_bytes)["breakdown"]["total"]
-        over = best + 1
-        while plan_for(over, heap_bytes)["breakdown"]["total"] < 1.1 * need:
-            over += 1
-        table = []
-        for h in sorted({8, best // 2, best}) + [over]:
-            ok, what = runs(board, tmp_path, h, recording, heap_bytes)
-            table.append((h, plan_for(h, heap_bytes)["fits"], ok, what))
-    return best, over, table
-
-
-def test_every_model_the_plan_approves_runs_and_10_percent_more_does_not(tmp_path, nmnist_small):
-    """Both heaps at once (two emulated boards, one per core)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+@pytest.mark.parametrize("heap", list(HEAPS))
+def test_every_model_the_plan_approves_runs_and_10_percent_more_does_not(heap, tmp_path, nmnist_small):
     from edge.events import read_events
     why = CortexM3Board.missing()
     if why:
         pytest.skip(why)
     recording = read_events(sorted((nmnist_small / "Train" / "7").glob("*.bin"))[0], 7)
-    with ThreadPoolExecutor(len(HEAPS)) as pool:
-        walks = dict(zip(HEAPS, pool.map(lambda heap: walk(heap, tmp_path / heap, recording), HEAPS)))
-    for heap, (best, over, table) in walks.items():
-        print(f"\n{heap}: " + "; ".join(f"578-{h}-10 plan {'fits' if f else 'no'}, board {'runs' if ok else 'fails'} "
-                                        f"({w})" for h, f, ok, w in table))
-    for heap, (best, over, table) in walks.items():
-        for h, fits, ok, what in table[:-1]:
-            assert fits and ok, f"578-{h}-10: the plan approves it on {heap}, but on the board: {what}"
-        assert not table[-1][2], f"578-{over}-10 (10 % over the plan's largest, 578-{best}-10) runs on {heap}"
+    with CortexM3Board(HEAPS[heap]) as board:
+        heap_bytes = gc_heap(board)          # what the board's GC manages (a little less than its build's heap)
+    best = largest_approved(heap_bytes)
+    need = plan_for(best, heap_bytes)["breakdown"]["total"]
+    over = best + 1
+    while plan_for(over, heap_bytes)["breakdown"]["total"] < 1.1 * need:
+        over += 1
+    sizes = sorted({8, best // 2, best})
+    table = []
+    with CortexM3Board(HEAPS[heap]) as board:
+        for h in sizes + [over]:
+            ok, what = runs(board, tmp_path, h, recording, heap_bytes)
+            table.append((h, plan_for(h, heap_bytes)["fits"], ok, what))
+    print(f"\n{heap}: " + "; ".join(f"578-{h}-10 plan {'fits' if f else 'no'}, board {'runs' if ok else 'fails'} "
+                                    f"({w})" for h, f, ok, w in table))
+    for h, fits, ok, what in table[:-1]:
+        assert fits and ok, f"578-{h}-10: the plan approves it on {heap}, but on the board: {what}"
+    assert not table[-1][2], f"578-{over}-10 (10 % over the plan's largest, 578-{best}-10) runs on {heap}"
