@@ -14,10 +14,12 @@ rule), together with the heap bytes each kind of request allocated (STATS alloc_
    free block); N validation recordings are streamed (labelled for the learning rules) and STATS read.
 3. Every answer is compared with converters.intsim (learn_samples for the rules): bit_exact.
 
-Per configuration: device ms per sample (events + sample), real-time factor (recording duration / device
-time: >= 1 is real time), synaptic events/s (active inputs x hidden + hidden spikes x classes, from intsim),
-bytes allocated per sample on the board (EVENTS and END_SAMPLE requests, the link's answers included),
-free heap and largest free block after boot, flash seconds.
+Per configuration: device ms per sample (all the board's work on a sample's frames: the link's deframing,
+CRCs and answers, decoding and binning the events, the network and the rule; each part also on its own),
+real-time factor (recording duration / device time: >= 1 is real time), synaptic events/s (active inputs x
+hidden + hidden spikes x classes, from intsim), free heap and largest free block after boot, flash seconds;
+bytes the board's loop allocates per sample after a warm-up one (everything it does for the sample's frames,
+also split into the EVENTS and END_SAMPLE requests), from a second, metered run (metered_alloc).
 
     python benchmarks/device_cortex_m3.py [--samples 10] [--arch 578-128-10] [--icount 3]
 """
@@ -75,6 +77,7 @@ def synaptic_events(model, X) -> int:
 
 
 def run_rule(board, blob: Path, kernels: str, recs, labels, learn: bool) -> dict:
+    """Flash, stream the recordings, read STATS: device time and answers (the loop not metered)."""
     t0 = time.monotonic()
     report = flash(board.path, str(blob), log=lambda *a: None, kernels=kernels)
     flash_s = time.monotonic() - t0
@@ -93,13 +96,59 @@ def run_rule(board, blob: Path, kernels: str, recs, labels, learn: bool) -> dict
     return {"flash_s": flash_s, "boot": report["boot"], "stats": stats, "answers": answers}
 
 
+def metered_alloc(board, blob: Path, kernels: str, recs, labels, learn: bool) -> dict:
+    """Heap bytes the board's loop allocates per sample, everything it does for a sample's frames
+    (reads, deframing, CRCs, the requests, the answers): flashed with `--meter-alloc` (gc.mem_alloc()
+    three times per frame; it slows the loop, so the timing runs go without it), one warm-up sample, then
+    STATS three times: s0 and s1 back to back, the other samples, s2. A STATS request's own bytes are
+    counted as the board's "other" requests (subtracted); what its frame costs beyond that (the reads,
+    its long answer's encoding) is the loop's growth from s0 to s1 less the "other" growth, and is
+    subtracted once more from s1 to s2, which holds exactly one such STATS frame (s1's)."""
+    flash(board.path, str(blob), log=lambda *a: None, kernels=kernels, meter=True)
+    ser = open_serial(board.path)
+    try:
+        link = connect(ser)
+
+        def sample(rec, label):
+            e = rec.events
+            link.send_events(e["x"], e["y"], e["t"], e["p"])
+            link.end_of_sample(int(label) if learn else -1)
+
+        sample(recs[0], labels[0])
+        s0 = link.get_stats()
+        s1 = link.get_stats()
+        for rec, label in zip(recs[1:], labels[1:]):
+            sample(rec, label)
+        s2 = link.get_stats()
+    finally:
+        ser.close()
+    n = len(recs) - 1
+
+    def grew(a, b, key):
+        return b[key] - a[key]
+
+    stats_frame = grew(s0, s1, "alloc_loop_bytes") - grew(s0, s1, "alloc_other_bytes")
+    loop = grew(s1, s2, "alloc_loop_bytes") - grew(s1, s2, "alloc_other_bytes") - stats_frame
+    return {"alloc_bytes_per_sample": round(loop / n),
+            "alloc_events_requests_per_sample": round(grew(s1, s2, "alloc_events_bytes") / n),
+            "alloc_end_sample_per_sample": round(grew(s1, s2, "alloc_sample_bytes") / n),
+            "alloc_reads_with_collection": grew(s0, s2, "alloc_collected"), "alloc_samples": n}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--arch", default="578-128-10")
     ap.add_argument("--icount", type=int, default=3)
     ap.add_argument("--heap", type=int, default=192 * 1024)
+    ap.add_argument("--kernels", default="plain,fast", help="kernel sets to run, comma-separated (plain, fast)")
+    ap.add_argument("--rules", default=",".join(RULES), help=f"rules to run, comma-separated ({', '.join(RULES)})")
     args = ap.parse_args()
+    kernel_sets = [k for k in args.kernels.split(",") if k]
+    rules = [r for r in args.rules.split(",") if r]
+    bad = [k for k in kernel_sets if k not in ("plain", "fast")] + [r for r in rules if r not in RULES]
+    if bad or not kernel_sets or not rules:
+        ap.error(f"--kernels/--rules: unknown or empty {bad}")
     why = CortexM3Board.missing()
     if why:
         raise SystemExit(why)
@@ -116,7 +165,8 @@ def main() -> int:
                  "icount_shift": args.icount, "arch": args.arch, "samples": len(recs),
                  "recording_s": round(duration_s, 4), "runs": []}
     models = {}
-    for name, (rule, fact) in RULES.items():
+    for name in dict.fromkeys(["inference"] + rules):
+        rule, fact = RULES[name]
         learn = default_learn(rule)
         if fact is not None:
             learn.params["factorised"] = fact
@@ -127,9 +177,10 @@ def main() -> int:
     out["gem_plan"] = {"fits": False if gem["model"] > args.heap else True, "model_bytes": gem["model"],
                        "note": "GEM needs a probabilistic network; K=2 compartments of this size"}
     with tempfile.TemporaryDirectory() as tmp:
-        for kernels in ("plain", "fast"):
+        for kernels in kernel_sets:
             with CortexM3Board(args.heap, icount=args.icount) as board:
-                for name, model in models.items():
+                for name in rules:
+                    model = models[name]
                     learn = name != "inference"
                     blob = Path(tmp) / f"{name}.blob"
                     blob.write_bytes(intmodel_to_blob(model))
@@ -141,24 +192,28 @@ def main() -> int:
                         preds, scores = res.predictions, res.scores
                     st = r["stats"]
                     n = st["samples"]
-                    device_ms = (st["busy_events_ms"] + st["busy_sample_ms"]) / n
+                    # all the loop's work on the bytes it read (deframing, CRCs, the requests, the answers)
+                    # but the requests that are not samples (HELLO, GET_STATS)
+                    device_ms = (st["busy_loop_ms"] - st["busy_other_ms"]) / n
                     run = {"kernels": kernels, "rule": name,
                            "device_ms_per_sample": round(device_ms, 1),
                            "events_ms_per_sample": round(st["busy_events_ms"] / n, 1),
                            "network_ms_per_sample": round(st["busy_sample_ms"] / n, 1),
+                           "link_ms_per_sample": round((st["busy_loop_ms"] - st["busy_events_ms"]
+                                                        - st["busy_sample_ms"] - st["busy_other_ms"]) / n, 1),
                            "real_time_factor": round(duration_s * 1000 / device_ms, 3),
-                           "alloc_bytes_per_sample": round((st["alloc_events_bytes"] + st["alloc_sample_bytes"]) / n),
-                           "alloc_requests_with_collection": st["alloc_collected"],
                            "free_after_boot": r["boot"].get("free"), "largest_block_after_boot": r["boot"].get("block"),
                            "flash_s": round(r["flash_s"], 2),
                            "bit_exact": [a[0] for a in r["answers"]] == list(map(int, preds))
                            and [a[1] for a in r["answers"]] == np.minimum(scores, 0xFFFF).tolist()}
+                    run.update(metered_alloc(board, blob, kernels, recs[:4], labels[:4], learn))
                     if name == "inference":
                         run["synaptic_events_per_s"] = round(ops / (len(recs) * device_ms / 1000))
                     out["runs"].append(run)
                     print(f"{kernels} {name}: {run}", file=sys.stderr, flush=True)
-    fast_inf = [r for r in out["runs"] if r["kernels"] == "fast" and r["rule"] == "inference"][0]
-    out["inference_real_time_fast"] = fast_inf["real_time_factor"] >= 1
+    fast_inf = [r for r in out["runs"] if r["kernels"] == "fast" and r["rule"] == "inference"]
+    if fast_inf:
+        out["inference_real_time_fast"] = fast_inf[0]["real_time_factor"] >= 1
     print(json.dumps(out))
     return 0
 

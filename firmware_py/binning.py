@@ -78,7 +78,6 @@ def event_slot(spec, x, y, t, p):
 
 
 NONE = 0xFFFF            # end of a step's list / no entry (slot indices and steps are u16)
-CHUNK = 256              # events the fast kernel bins per call (its misses buffer holds as many)
 DEFAULT_SLOTS = 3072     # active (step, input) pairs a sample may hold: the 1,000 N-MNIST recordings binned
                          # 34x34 / 2, 10 ms x 30, need at most 2,120 (median 1,444)
 
@@ -119,15 +118,15 @@ class Binner:
         self.reset()
 
     def use_kernel(self, kernel):
-        """Bin with fast.bin_viper (same counts): events in arrays x, y array('h'), t array('i'), p array('b')."""
+        """Bin with fast.bin_viper (the same slots, lists and counts as add_many and _count): events in
+        arrays x, y array('h'), t array('i'), p array('b')."""
         from firmware_py.prealloc import zeros
         spec = self.spec
         cx, cy, cw, ch = spec.crop
-        self.geo = zeros("i", 10)
+        self.geo = zeros("i", 12)
         for k, v in enumerate((cx, cy, cw, ch, spec.downsample, spec.out_w, spec.out_h, spec.dt_us,
-                               spec.n_steps, 0)):
+                               spec.n_steps, 0, 0, self.slots)):
             self.geo[k] = v
-        self.miss = zeros("H", 2 * CHUNK)
         self.kernel = kernel
 
     def reset(self):
@@ -195,16 +194,14 @@ class Binner:
 
     def _add_many_fast(self, xs, ys, ts, ps, n):
         geo = self.geo
-        miss = self.miss
         geo[9] = 0
-        start = 0
-        while start < n:         # (a range() with a variable step is an object: a while loop allocates nothing)
-            end = start + CHUNK if start + CHUNK < n else n
-            m = self.kernel(xs, ys, ts, ps, start, end, geo, self.latest, self.step, self.count, miss)
-            for i in range(m):
-                self._count(miss[2 * i], miss[2 * i + 1])
-            start = end
+        geo[10] = self.used
+        full = self.kernel(xs, ys, ts, ps, n, geo, self.latest, self.step, self.count, self.neuron, self.nxt,
+                           self.head)
+        self.used = geo[10]
         self.dropped += geo[9]
+        if full >= 0:
+            raise MemoryError("event buffer full")
 
     def _count(self, k, n):
         # latest[n]: n's slot in the highest step that has n. Its step equals k: found; is below k (or

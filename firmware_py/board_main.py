@@ -35,13 +35,21 @@ class StdioPort:
             self.poller.register(sys.stdin, select.POLLIN)
         except (ImportError, AttributeError, OSError, TypeError):
             self.poller = None
+        self.ipoll = getattr(self.poller, "ipoll", None)     # bound once: a bound method is a heap object
 
     def readinto(self, view, want):
-        return self.rx.readinto(view[:want])
+        return self.rx.readinto(view, want)      # MicroPython's nbytes argument: no slice object per read
 
     def waiting(self):
-        """True when more input has arrived (a port without poll: never known, so False)."""
-        return self.poller is not None and bool(self.poller.poll(0))
+        """True when more input has arrived (a port without poll: never known, so False). ipoll yields a
+        tuple the poller owns; poll() would make a list per call."""
+        if self.poller is None:
+            return False
+        if self.ipoll is None:
+            return bool(self.poller.poll(0))
+        for _ in self.ipoll(0):
+            return True
+        return False
 
     def write(self, data):
         self.tx.write(data)
@@ -123,21 +131,45 @@ class DeviceClock:
     that is device time), as whole milliseconds plus a microsecond remainder so that the totals stay small
     ints (no allocation) for as long as the board runs. Slot 0: EVENTS requests (decoding and binning), 1:
     END_SAMPLE (the network and the learning rule), 2: other requests, 3: all the loop's work on the bytes
-    it read (deframing, CRCs, the three before, writing answers): 3 minus the others is the link's own."""
+    it read (deframing, CRCs, the three before, writing answers): 3 minus the others is the link's own.
 
-    def __init__(self):
+    With `meter` it also counts the heap bytes allocated (gc.mem_alloc() after minus before; a stretch
+    during which a collection ran is not counted, only tallied in `collected`): by slots 0-2 around their
+    requests, and by the whole loop (slot 3: from the end of one frame's work to the end of the next, so
+    reads and deframing are in). Off by default: on MicroPython gc.mem_alloc() walks the heap's allocation
+    table (5.5 ms a call measured on the 192K Cortex-M3 at -icount 3; two per frame were half the loop's
+    time), so it is read three times per frame only when asked."""
+
+    def __init__(self, meter=False):
         self.ms = [0, 0, 0, 0]
         self.us = [0, 0, 0, 0]
-        # heap bytes the requests of slots 0-2 allocated (gc.mem_alloc() after minus before; a request
-        # during which a collection ran is not counted, only tallied in `collected`)
-        self.alloc = [0, 0, 0]
+        self.mem_alloc = getattr(gc, "mem_alloc", None) if meter else None
+        self.alloc = [0, 0, 0, 0]
         self.collected = 0
+        self.frame_end = self.heap_used()
 
-    def add_alloc(self, slot, delta):
+    def heap_used(self):
+        return self.mem_alloc() if self.mem_alloc is not None else 0
+
+    def add_alloc(self, slot, before):
+        if self.mem_alloc is None:
+            return
+        delta = self.mem_alloc() - before
         if delta < 0:
             self.collected += 1
         else:
             self.alloc[slot] += delta
+
+    def end_frame(self):
+        """A frame's work is done: slot 3 gets what the loop allocated since the last one ended."""
+        if self.mem_alloc is not None:
+            now = self.mem_alloc()
+            delta = now - self.frame_end
+            self.frame_end = now
+            if delta < 0:
+                self.collected += 1
+            else:
+                self.alloc[3] += delta
 
     def add(self, slot, us):
         v = self.us[slot] + us
@@ -152,8 +184,11 @@ def link_stats(session, deframer, clock=None):
     extra = []
     if clock is not None:
         extra = [("busy_events_ms", clock.ms[0]), ("busy_sample_ms", clock.ms[1]), ("busy_other_ms", clock.ms[2]),
-                 ("busy_loop_ms", clock.ms[3]), ("alloc_events_bytes", clock.alloc[0]),
-                 ("alloc_sample_bytes", clock.alloc[1]), ("alloc_collected", clock.collected)]
+                 ("busy_loop_ms", clock.ms[3])]
+        if clock.mem_alloc is not None:
+            extra += [("alloc_events_bytes", clock.alloc[0]), ("alloc_sample_bytes", clock.alloc[1]),
+                      ("alloc_other_bytes", clock.alloc[2]), ("alloc_loop_bytes", clock.alloc[3]),
+                      ("alloc_collected", clock.collected)]
     return extra + [("link_frames", deframer.frames), ("link_crc_errors", deframer.crc_errors),
             ("link_framing_errors", deframer.framing_errors), ("link_garbage_bytes", deframer.garbage_bytes),
             ("link_applied", session.applied), ("link_duplicates", session.duplicates),
@@ -189,21 +224,21 @@ def heap_facts():
     return " heap=%d free=%d block=%d" % (free + gc.mem_alloc(), free, largest_free_block(free))
 
 
-def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW):
+def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW, meter=False):
     """Run until the input ends (EOF) or Ctrl-C. Every valid request gets one response, except that the
     plain ACK of a request may be held back while more input is already waiting: answers acknowledge
     cumulatively, so the next answer carries it (at most one is held, so at least every other ACK is
     sent, and a held one goes as soon as the input drains). Each ACK costs the host, and a pty's
-    relay, a wake-up: this halves them on a busy line."""
+    relay, a wake-up: this halves them on a busy line. `meter`: count the heap bytes allocated (STATS
+    alloc_*; DeviceClock says what it costs)."""
     from firmware_py import link
     session = link.DeviceSession(handler, max_payload, window, _boot_id())
     write = port.write
     encode = link.FrameWriter().frame        # answers built in one preallocated buffer
     waiting = getattr(port, "waiting", None)
-    held = [None]
+    held = [-1]                  # the seq of an ACK held back, or -1
 
-    clock = DeviceClock()
-    mem_alloc = getattr(gc, "mem_alloc", None)
+    clock = DeviceClock(meter)
 
     def on_frame(mtype, seq, payload):
         # The loop must outlive a full heap: a request that runs out of memory is answered with an
@@ -211,23 +246,27 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
         # host's retransmission gets the cached answer once the heap has been collected.
         try:
             slot = 0 if mtype == link.EVENTS else (1 if mtype == link.END_SAMPLE else 2)
-            a0 = mem_alloc() if mem_alloc is not None else 0
+            a0 = clock.heap_used()
             t0 = ticks_us()
-            r = session.on_frame(mtype, seq, payload)
+            answered = session.answer(mtype, seq, payload)
             clock.add(slot, ticks_diff(ticks_us(), t0))
-            if mem_alloc is not None:
-                clock.add_alloc(slot, mem_alloc() - a0)
-            if r is None:
+            clock.add_alloc(slot, a0)
+            if not answered:
                 return
-            if r[0] == link.ACK and held[0] is None and waiting is not None and waiting():
-                held[0] = r         # at most one held: on a busy slow line every other ACK still goes
+            rtype = session.rtype
+            if rtype == link.ACK and held[0] < 0 and waiting is not None and waiting():
+                held[0] = session.rseq   # at most one held: on a busy slow line every other ACK still goes
                 return
-            held[0] = None
-            write(encode(r[0], r[1], r[2]))
+            held[0] = -1
+            write(encode(rtype, session.rseq, session.rpayload))
         except MemoryError:
             gc.collect()
+        finally:
+            clock.end_frame()
 
-    deframer = link.Deframer(max_payload, on_frame, break_on_intr=True)
+    fast = sys.modules.get("firmware_py.fast")    # imported with the fast kernels: its byte copy
+    copy = fast.best_copy() if fast is not None else None
+    deframer = link.Deframer(max_payload, on_frame, break_on_intr=True, copy=copy)
     session.extra_stats = lambda: link_stats(session, deframer, clock)
     buf = bytearray(max_payload + link.OVERHEAD + 2)
     view = memoryview(buf)
@@ -243,10 +282,9 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW)
     set_intr(-1)
     try:
         while True:
-            r = held[0]
-            if r is not None and not waiting():
-                held[0] = None
-                write(encode(r[0], r[1], r[2]))
+            if held[0] >= 0 and not waiting():
+                write(encode(link.ACK, held[0], b""))
+                held[0] = -1
             n = readinto(view, want())
             if not n:
                 return session
@@ -323,9 +361,10 @@ def runtime_handler(root="", kernels="fast"):
     return handler.make_handler(root, stored, kernels)
 
 
-def main(handler=None, max_payload=None, window=None, kernels="fast"):
+def main(handler=None, max_payload=None, window=None, kernels="fast", meter=False):
     """handler: a handler object, a module name (with make_handler()), or None for the default (the
-    runtime's, with `kernels` "fast" or "plain": see handler.make_handler)."""
+    runtime's, with `kernels` "fast" or "plain": see handler.make_handler). `meter`: count the heap
+    bytes the loop allocates (serve)."""
     if handler is None:
         handler = runtime_handler(kernels=kernels) or make_handler()
     elif isinstance(handler, str):
@@ -336,4 +375,4 @@ def main(handler=None, max_payload=None, window=None, kernels="fast"):
         size, win = link_sizes(free, getattr(handler, "max_payload", None))
         max_payload = max_payload or size
         window = window or win
-    serve(handler, default_port(), max_payload, window)
+    serve(handler, default_port(), max_payload, window, meter)

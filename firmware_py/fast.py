@@ -1,13 +1,16 @@
-"""Optional fast kernels for the hot loop (the sum of the weight rows of the active inputs).
+"""Optional fast kernels for the hot loops: the network's, SOLSA's full traces, and the event path.
 
-Same signature and same bits as runtime.accumulate_rows(W, n_out, idx, vals, n, acc) (and, for SOLSA's
-full traces, as the e/G loop of learning.Solsa.after_step):
-- MicroPython: an @micropython.viper kernel (machine-word integers; safe because the exporter bounds
-  every scalar-decay layer's sum below 2**30, NUMERICS.md §1, so nothing can wrap);
-- CPython: a numpy kernel (guarded import; int64 products, exact).
-Layers with per-input decays sum traces up to 2**19 * 127 * n_in, which may pass 31 bits: runtime.py
-always uses the plain kernel for them. `best_rows()` picks what this interpreter has; tests run the
-plain and the fast path on the same inputs and compare every state bit.
+Same signatures and same bits as the plain loops they stand in for (tests run both on the same inputs and
+compare every state bit):
+- rows: runtime.accumulate_rows(W, n_out, idx, vals, n, acc) (the sum of the weight rows of the active
+  inputs); MicroPython: an @micropython.viper kernel (machine-word integers; safe because the exporter
+  bounds every scalar-decay layer's sum below 2**30, NUMERICS.md §1, so nothing can wrap); CPython: numpy
+  (guarded import; int64 products, exact). Layers with per-input decays sum traces up to 2**19 * 127 * n_in,
+  which may pass 31 bits: runtime.py always uses the plain kernel for them;
+- lif: runtime.layer_step's neuron update; solsa_full: learning.Solsa.after_step's e/G loop;
+- the event path, viper only: decode (link.EventBatch.decode_into), events_bad (Device.add_events' check),
+  bin (binning.Binner.add_many with its slot logic), copy (link.Deframer's byte copy without slices).
+`best_*()` pick what this interpreter has (None: the caller keeps its plain loop).
 """
 try:
     import micropython
@@ -21,6 +24,8 @@ solsa_full_viper = None
 lif_viper = None
 events_bad_viper = None
 bin_viper = None
+decode_viper = None
+copy_viper = None
 
 
 def _viper_source(src):
@@ -87,11 +92,40 @@ def events_bad_viper(xs, ys, ts, ps, n: int, w: int, h: int) -> int:
     return -1
 """,
 """@micropython.viper
-def bin_viper(xs, ys, ts, ps, start: int, end: int, geo, latest, step, count, miss) -> int:
-    # binning.Binner.add_many's arithmetic for checked events [start, end): a repeat of an input in the step its latest
-    # slot belongs to is counted here (saturating at 255); every other event goes to miss as (step, input)
-    # in arrival order, for the binner's own slot logic. geo = [cx, cy, cw, ch, f, out_w, out_h, dt,
-    # n_steps, dropped] (array('i'); dropped is added to). Returns the number of misses.
+def copy_viper(dst, d0: int, src, s0: int, k: int):
+    # dst[d0:d0 + k] = src[s0:s0 + k] for the link's deframer (link.Deframer._put), without the two
+    # memoryview slices (heap objects) a slice assignment makes; the caller keeps both ranges in bounds
+    pd = ptr8(dst)
+    ps = ptr8(src)
+    for i in range(k):
+        pd[d0 + i] = ps[s0 + i]
+""",
+"""@micropython.viper
+def decode_viper(d, count: int, t_base: int, xs, ys, ts, ps):
+    # link.EventBatch.decode_into for a payload d (its header already checked by bind): event i's six
+    # base-128 digits (each + DIGIT_OFFSET 4; 66052 = 4 * (1 + 128 + 16384)) into x, y array('h'),
+    # t array('i'), p array('b'). The caller keeps t_base + 2**19 below 2**30 (small ints throughout).
+    pd = ptr8(d)
+    px = ptr16(xs)
+    py = ptr16(ys)
+    pt = ptr32(ts)
+    pp = ptr8(ps)
+    k = 7
+    for i in range(count):
+        lo = int(pd[k]) + (int(pd[k + 1]) << 7) + (int(pd[k + 2]) << 14) - 66052
+        hi = int(pd[k + 3]) + (int(pd[k + 4]) << 7) + (int(pd[k + 5]) << 14) - 66052
+        px[i] = lo & 0x7FF
+        py[i] = hi & 0x7FF
+        pt[i] = t_base + (lo >> 11) + ((hi >> 12) << 10)
+        pp[i] = (hi >> 11) & 1
+        k += 6
+""",
+"""@micropython.viper
+def bin_viper(xs, ys, ts, ps, n: int, geo, latest, step, count, neuron, nxt, head) -> int:
+    # binning.Binner.add_many + _count for n checked events, slots included (the same lists, in the same
+    # order): geo = [cx, cy, cw, ch, f, out_w, out_h, dt, n_steps, dropped, used, slots] (array('i');
+    # dropped and used are updated). Returns -1, or the index of the first event that found every slot
+    # taken (the events before it are counted, as the plain path's MemoryError leaves them).
     px = ptr16(xs)
     py = ptr16(ys)
     pt = ptr32(ts)
@@ -100,7 +134,9 @@ def bin_viper(xs, ys, ts, ps, start: int, end: int, geo, latest, step, count, mi
     pl = ptr16(latest)
     pst = ptr16(step)
     pc = ptr8(count)
-    pm = ptr16(miss)
+    pn = ptr16(neuron)
+    pnx = ptr16(nxt)
+    phd = ptr16(head)
     cx = pg[0]
     cy = pg[1]
     cw = pg[2]
@@ -110,9 +146,10 @@ def bin_viper(xs, ys, ts, ps, start: int, end: int, geo, latest, step, count, mi
     out_h = pg[6]
     dt = pg[7]
     n_steps = pg[8]
+    used = pg[10]
+    slots = pg[11]
     dropped = 0
-    m = 0
-    for e in range(start, end):
+    for e in range(n):
         xc = int(px[e]) - cx
         yc = int(py[e]) - cy
         t = pt[e]
@@ -127,17 +164,43 @@ def bin_viper(xs, ys, ts, ps, start: int, end: int, geo, latest, step, count, mi
             dropped += 1
             continue
         nn = (int(pp[e]) * out_h + yd) * out_w + xd
-        sl = pl[nn]
-        if sl != 0xFFFF and int(pst[sl]) == k:
-            c = pc[sl]
-            if c < 255:
-                pc[sl] = c + 1
-        else:
-            pm[2 * m] = k
-            pm[2 * m + 1] = nn
-            m += 1
+        sl = int(pl[nn])
+        fresh = 1
+        if sl != 0xFFFF:
+            ks = int(pst[sl])
+            if ks == k:
+                c = int(pc[sl])
+                if c < 255:
+                    pc[sl] = c + 1
+                continue
+            if ks > k:
+                fresh = 0
+        s = 0xFFFF
+        if fresh == 0:
+            # an event out of time order: search step k's list
+            s = int(phd[k])
+            while s != 0xFFFF and int(pn[s]) != nn:
+                s = int(pnx[s])
+        if s == 0xFFFF:
+            if used >= slots:
+                pg[9] = pg[9] + dropped
+                pg[10] = used
+                return e
+            s = used
+            used += 1
+            pn[s] = nn
+            pst[s] = k
+            pc[s] = 0
+            pnx[s] = phd[k]
+            phd[k] = s
+            if fresh:
+                pl[nn] = s
+        c = int(pc[s])
+        if c < 255:
+            pc[s] = c + 1
     pg[9] = pg[9] + dropped
-    return m
+    pg[10] = used
+    return -1
 """,
 """@micropython.viper
 def lif_viper(I, V, vpre, s, out, acc, vec) -> int:
@@ -306,9 +369,19 @@ def rows_numpy(W, n_out, idx, vals, n, acc):
 
 def best_events():
     """(events_bad, bin) kernels for the event path (Device.add_events, Binner.add_many), or None."""
-    if bin_viper is None:
+    if bin_viper is None or events_bad_viper is None:
         return None
     return events_bad_viper, bin_viper
+
+
+def best_copy():
+    """The deframer's byte copy (link.Deframer's `copy`), or None (slice assignment)."""
+    return copy_viper
+
+
+def best_decode():
+    """The EVENTS payload decoder (handler.DeviceHandler.events), or None (link.EventBatch.decode_into)."""
+    return decode_viper
 
 
 def best_lif():

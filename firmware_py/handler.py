@@ -9,7 +9,12 @@ from array import array
 
 from firmware_py.device import Device, VERSION
 from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
-from firmware_py.link import EVENT_LEN
+from firmware_py.link import EVENT_LEN, EVENT_MAX_DT
+
+# The viper decoder adds t_base to each event's offset in a machine word: below this t_base every sum is a
+# small int on a 32-bit port (a recording's t_base is its time since start, far below; later ones decode
+# in Python, same bits).
+_FAST_T_BASE = (1 << 30) - 1 - EVENT_MAX_DT
 from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, persistent_banks, read_segments
 
 
@@ -18,8 +23,9 @@ class DeviceHandler:
     # four preallocated arrays (9 bytes per event), so 1 KB frames (169 events) keep that inside the plan.
     max_payload = 1024
 
-    def __init__(self, device, boot_error=None):
+    def __init__(self, device, boot_error=None, decode=None):
         self.dev = device
+        self.decode = decode              # fast.decode_viper, or None: EventBatch.decode_into
         self.boot_error = boot_error      # why the stored model did not load at boot (None: it did, or none)
         self.model_buf = None
         self.weights_buf = None
@@ -67,7 +73,11 @@ class DeviceHandler:
             dev.begin_sample()
         if batch.count > len(self.xs):
             raise DeviceError(E_BAD_ARGUMENT, "events: %d in one batch, at most %d" % (batch.count, len(self.xs)))
-        n = batch.decode_into(self.xs, self.ys, self.ts, self.ps)
+        n = batch.count
+        if self.decode is not None and batch.t_base <= _FAST_T_BASE:
+            self.decode(batch.data, n, batch.t_base, self.xs, self.ys, self.ts, self.ps)
+        else:
+            batch.decode_into(self.xs, self.ys, self.ts, self.ps)
         dev.add_events(self.xs, self.ys, self.ts, self.ps, n)
 
     def end_of_sample(self, label):
@@ -120,16 +130,18 @@ def make_handler(root="", stored=None, kernels="fast"):
     network and SOLSA's full traces with firmware_py/fast.py's kernels where the port has them (viper on a
     board, numpy on CPython; the same bits), "plain" with the pure-Python loops."""
     rows = None
+    decode = None
     if kernels == "fast":
         try:
             from firmware_py import fast     # compiles its viper kernels (board_main imports it before the model)
             rows = fast.best_rows()
+            decode = fast.best_decode()
         except MemoryError:
             rows = None                      # no heap left to compile them: the plain kernels, same bits
     dev = Device(store=Store(root), rows=rows)
     # the handler's buffers before the model's state: once a big model is in, the heap is scattered into
     # gaps smaller than they are (measured: 578-160-10 on the 192K Cortex-M3 left no 640-byte block)
-    handler = DeviceHandler(dev)
+    handler = DeviceHandler(dev, decode=decode)
     try:
         dev.boot(stored)
     except DeviceError as exc:

@@ -28,6 +28,7 @@ _INTR_B = b"\x03"
 HEADER_LEN = 5          # type, seq, payload length (u16 LE), CRC-8 of those four bytes
 WANT_CAP = 512          # the most bytes a board asks for in one blocking read
 CRC_LEN = 4             # CRC-32 (zlib polynomial), little endian, over header + payload
+CRC_RESIDUE = 0x2144DF1C    # zlib.crc32(data + its CRC-32, LE) for any data: a small int on a 32-bit port
 OVERHEAD = HEADER_LEN + CRC_LEN
 
 # host -> device requests
@@ -77,9 +78,9 @@ CHUNK_HEAD_LEN = 8
 
 # ---------------------------------------------------------------- CRC-32
 try:
-    from firmware_py.crc import crc32_halves, crc32_py, _c_crc32   # noqa: F401  (crc32_py: tests, tools)
+    from firmware_py.crc import crc32_halves, crc32_py, _c_crc32, _tables as _crc_tables  # noqa: F401
 except ImportError:     # flat filesystem (micro:bit): the modules sit next to each other
-    from crc import crc32_halves, crc32_py, _c_crc32  # type: ignore[import-not-found, no-redef]  # noqa: F401
+    from crc import crc32_halves, crc32_py, _c_crc32, _tables as _crc_tables  # type: ignore  # noqa: F401
 
 
 def crc_matches(buf, n):
@@ -171,7 +172,13 @@ class FrameWriter:
         for i in range(n):
             b[5 + i] = payload[i]
         m = 5 + n
-        c_lo, c_hi = crc32_halves(b, 0, m)
+        # crc32_halves inline: its (lo, hi) tuple would be an object per answer
+        tlo, thi = _crc_tables()
+        c_lo = c_hi = 0xFFFF
+        for i in range(m):
+            k = (c_lo ^ b[i]) & 0xFF
+            c_lo = ((c_lo >> 8) | ((c_hi & 0xFF) << 8)) ^ tlo[k]
+            c_hi = (c_hi >> 8) ^ thi[k]
         c_lo ^= 0xFFFF
         c_hi ^= 0xFFFF
         b[m] = c_lo & 0xFF
@@ -208,13 +215,22 @@ class Deframer:
     resumes at the next END.
     """
 
-    def __init__(self, max_payload, on_frame, break_on_intr=False):
+    def __init__(self, max_payload, on_frame, break_on_intr=False, copy=None):
         self.break_on_intr = break_on_intr
         self.intr_run = 0
         self.max_frame = max_payload + OVERHEAD
         self.buf = bytearray(self.max_frame + 1)     # + 1: a body read ends with its END
         self.view = memoryview(self.buf)
         self.on_frame = on_frame
+        # copy(dst, dst_start, src, src_start, k): fast.copy_viper on a board, which copies without the
+        # two memoryview slices a slice assignment makes (heap objects on MicroPython); None: slices
+        self.copy = copy
+        # the views of the last frame length seen (its payload, and all of it for the CRC check): a
+        # stream of EVENTS frames has one length, so they are made once, not per frame
+        self.payload_end = -1
+        self.payload_view = None
+        self.checked_end = -1
+        self.checked_view = None
         self.n = 0
         self.escaped = False
         self.body_left = 0      # > 0: collecting a frame body unstuffed-as-is (see feed)
@@ -224,6 +240,32 @@ class Deframer:
         self.crc_errors = 0
         self.framing_errors = 0   # bad escape, length mismatch, too long, too short
         self.garbage_bytes = 0
+
+    def _payload(self, end):
+        """buf[HEADER_LEN:end] as a view, the last one reused when the length repeats."""
+        if end != self.payload_end:
+            self.payload_view = self.view[HEADER_LEN:end]
+            self.payload_end = end
+        return self.payload_view
+
+    def _crc_ok(self, n):
+        """buf[:n] ends with the CRC-32 of what comes before it. With the C CRC: the CRC of all n bytes is
+        the fixed residue (no int of 2**30 or more for a good frame, no copy, the view reused)."""
+        if _c_crc32 is None:
+            return crc_matches(self.buf, n)
+        if n != self.checked_end:
+            self.checked_view = self.view[:n]
+            self.checked_end = n
+        return _c_crc32(self.checked_view) == CRC_RESIDUE
+
+    def _put(self, data, i, k):
+        """Append data[i:i + k] to the frame buffer."""
+        n = self.n
+        if self.copy is not None:
+            self.copy(self.buf, n, data, i, k)
+        else:
+            self.view[n:n + k] = memoryview(data)[i:i + k]
+        self.n = n + k
 
     def want(self):
         """How many bytes certainly belong to the current frame (>= 1): a board that can only do
@@ -258,18 +300,18 @@ class Deframer:
     def _finish_body(self):
         n = self.n
         buf = self.buf
-        if buf[n - 1] == END and crc_matches(buf, n - 1):
+        if buf[n - 1] == END and self._crc_ok(n - 1):
             self.n = 0
             self.body_tried = False
             self.frames += 1
-            self.on_frame(buf[0], buf[1], self.view[HEADER_LEN:n - 1 - CRC_LEN])
+            self.on_frame(buf[0], buf[1], self._payload(n - 1 - CRC_LEN))
             return
-        # Escapes, a lost byte, noise or a break inside: decode the same bytes exactly (rare path,
-        # so the copy it needs does not matter).
-        raw = bytes(self.view[HEADER_LEN:n])
+        # Escapes, a lost byte, noise or a break inside: decode the same bytes exactly, in place (about
+        # one frame in twelve: a CRC or header byte that needed an escape). Unstuffing never writes
+        # past the byte it reads, so the buffer is its own input; a copy would be a frame of garbage.
         self.n = HEADER_LEN
         self.body_tried = True
-        self.feed(raw)
+        self.feed(buf, HEADER_LEN, n)
 
     def _finish(self):
         n = self.n
@@ -282,11 +324,11 @@ class Deframer:
         if n < OVERHEAD or (buf[2] | (buf[3] << 8)) != n - OVERHEAD:
             self.framing_errors += 1
             return
-        if not crc_matches(buf, n):
+        if not self._crc_ok(n):
             self.crc_errors += 1
             return
         self.frames += 1
-        self.on_frame(buf[0], buf[1], self.view[HEADER_LEN:n - CRC_LEN])
+        self.on_frame(buf[0], buf[1], self._payload(n - CRC_LEN))
 
     def feed(self, data, start=0, end=None):
         if end is None:
@@ -295,7 +337,6 @@ class Deframer:
         # at its END (C-speed copy and CRC). Runs (ports whose bytes/bytearray have find): each run of
         # ordinary bytes is copied with one slice assignment. Special bytes: the per-byte state machine.
         runs = hasattr(data, "find")
-        src = memoryview(data)
         p_end = p_esc = p_intr = -1
         i = start
         while i < end:
@@ -304,9 +345,7 @@ class Deframer:
                 k = end - i
                 if k > left:
                     k = left
-                n = self.n
-                self.view[n:n + k] = src[i:i + k]
-                self.n = n + k
+                self._put(data, i, k)
                 self.body_left = left - k
                 i += k
                 if left == k:
@@ -338,9 +377,7 @@ class Deframer:
                     j = i + HEADER_LEN - self.n     # stop after the header: the body may go fast
                 k = j - i
                 if k and self.n + k <= self.max_frame:
-                    n = self.n
-                    self.view[n:n + k] = src[i:j]
-                    self.n = n + k
+                    self._put(data, i, k)
                     self.intr_run = 0
                     i = j
                     continue
@@ -486,6 +523,41 @@ def pack_result(cls, confidence, counts):
     return bytes(out)
 
 
+class ResultWriter:
+    """pack_result into one preallocated buffer (the board's answer to every END_SAMPLE): the same bytes,
+    as a view valid until the next pack; the view is made once per length (a model has one class count)."""
+
+    def __init__(self):
+        self.buf = bytearray(4 + 2 * 255)
+        self.view = memoryview(self.buf)
+        self.end = -1
+        self.out = None
+
+    def pack(self, cls, confidence, counts):
+        n = len(counts)
+        if not -32768 <= cls <= 32767 or not 0 <= confidence <= 255 or n > 255:
+            raise ValueError("result: class %d, confidence %d or %d counts out of range" % (cls, confidence, n))
+        b = self.buf
+        c = cls & 0xFFFF
+        b[0] = c & 0xFF
+        b[1] = c >> 8
+        b[2] = confidence
+        b[3] = n
+        for i in range(n):
+            v = counts[i]
+            if v < 0:
+                raise ValueError("result: count %d of class %d is negative" % (v, i))
+            if v > 0xFFFF:
+                v = 0xFFFF
+            b[4 + 2 * i] = v & 0xFF
+            b[5 + 2 * i] = v >> 8
+        end = 4 + 2 * n
+        if end != self.end:
+            self.out = self.view[:end]
+            self.end = end
+        return self.out
+
+
 def unpack_result(payload):
     cls, confidence, n = struct.unpack_from("<hBB", payload, 0)
     counts = [struct.unpack_from("<H", payload, 4 + 2 * i)[0] for i in range(n)]
@@ -529,9 +601,6 @@ INFO_HEAD_LEN = 9
 
 
 # ---------------------------------------------------------------- device session
-_ACKED = (ACK, b"")
-
-
 class DeviceSession:
     """The device's half of the protocol, free of I/O: a valid frame in, the response frame out.
 
@@ -539,6 +608,9 @@ class DeviceSession:
     answered; a repeat of the last one gets the cached answer again (its response was lost); older
     repeats get the same cached answer (it acknowledges cumulatively); a request from the future (one was lost) gets a NAK naming the
     expected one, once per gap. The handler has one method per request type (see PROTOCOL.md).
+
+    `answer()` leaves the response in rtype, rseq, rpayload (no tuple per frame: the board's loop);
+    `on_frame()` returns it as a tuple (tests, host-side doubles).
     """
 
     def __init__(self, handler, max_payload, window, boot_id=0):
@@ -554,38 +626,55 @@ class DeviceSession:
         self.last_payload = b""
         self.nak_for = -1
         self.batch = EventBatch()
+        self.result = ResultWriter()
         self.applied = 0
         self.duplicates = 0
         self.errors = 0             # ERROR answers (an answer to a pipelined request can be lost)
         self.extra_stats = None     # board_main adds the link counters and the free heap
         self.describe = handler.hello   # INFO's description (board_main appends the heap it left)
+        self.rtype = ACK            # the response answer() made: type, seq, payload
+        self.rseq = 0
+        self.rpayload = b""
 
     def on_frame(self, mtype, seq, payload):
         """Returns (response type, seq, response payload) or None (nothing to send)."""
+        if not self.answer(mtype, seq, payload):
+            return None
+        return self.rtype, self.rseq, self.rpayload
+
+    def _respond(self, rtype, seq, rpayload):
+        self.rtype = rtype
+        self.rseq = seq
+        self.rpayload = rpayload
+        return True
+
+    def answer(self, mtype, seq, payload):
+        """Apply a valid frame; True when there is a response (in rtype, rseq, rpayload)."""
         if mtype == HELLO:
             return self._hello(seq, payload)
         if self.nonce is None:
-            return ERROR, seq, pack_error(E_NO_SESSION, "no session: send hello first (board was reset)")
+            return self._respond(ERROR, seq, pack_error(E_NO_SESSION, "no session: send hello first (board was reset)"))
         if seq == self.expected:
-            rtype, rpayload = self._apply(mtype, payload)
-            if rtype == ERROR:
+            self._apply(mtype, payload)
+            if self.rtype == ERROR:
                 self.errors += 1
             self.last_seq = seq
-            self.last_type = rtype
-            self.last_payload = rpayload
+            self.last_type = self.rtype
+            self.last_payload = self.rpayload
             self.expected = (seq + 1) & 0xFF
             self.applied += 1
-            return rtype, seq, rpayload
+            self.rseq = seq
+            return True
         behind = (self.expected - seq) & 0xFF
         if behind <= 128:
             # a repeat (its answer was lost or late): the cached answer to the last request also
             # acknowledges everything before it, and never reads as the answer to something else
             self.duplicates += 1
-            return self.last_type, self.last_seq & 0xFF, self.last_payload
+            return self._respond(self.last_type, self.last_seq & 0xFF, self.last_payload)
         if self.nak_for == self.expected:
-            return None
+            return False
         self.nak_for = self.expected
-        return NAK, self.expected, b""
+        return self._respond(NAK, self.expected, b"")
 
     def _hello(self, seq, payload):
         nonce = bytes(payload[:4])
@@ -599,44 +688,48 @@ class DeviceSession:
             self.nak_for = -1
         # a repeat (the INFO was lost, or the line duplicated a late HELLO): the same INFO, even
         # when other requests were applied since, and nothing is reset
-        return INFO, seq, self.info
+        return self._respond(INFO, seq, self.info)
 
     def _apply(self, mtype, payload):
+        """Apply a request: its answer's type and payload into rtype and rpayload."""
+        self.rtype = ACK
+        self.rpayload = b""
         h = self.handler
         try:
             if mtype == EVENTS:
                 h.events(self.batch.bind(payload))
-                return _ACKED            # (the common answer: a constant, not a tuple per frame)
-            if mtype == END_SAMPLE:
+            elif mtype == END_SAMPLE:
                 label = struct.unpack_from("<h", payload, 0)[0] if len(payload) >= 2 else -1
                 r = h.end_of_sample(label)
-                return RESULT, pack_result(r[0], r[1], r[2])
-            if mtype == LOAD_MODEL or mtype == PUT_WEIGHTS:
+                self.rtype = RESULT
+                self.rpayload = self.result.pack(r[0], r[1], r[2])
+            elif mtype == LOAD_MODEL or mtype == PUT_WEIGHTS:
                 offset, total = struct.unpack_from(CHUNK_HEAD, payload, 0)
                 chunk = payload[CHUNK_HEAD_LEN:]
                 if mtype == LOAD_MODEL:
                     h.load_model(offset, total, chunk)
                 else:
                     h.put_weights(offset, total, chunk)
-                return ACK, b""
-            if mtype == GET_STATS:
+            elif mtype == GET_STATS:
                 items = list(h.get_stats())
                 if self.extra_stats is not None:
                     items.extend(self.extra_stats())
-                return STATS, pack_stats(items)
-            if mtype == GET_WEIGHTS:
+                self.rtype = STATS
+                self.rpayload = pack_stats(items)
+            elif mtype == GET_WEIGHTS:
                 offset, length = struct.unpack_from("<II", payload, 0)
                 if length > self.max_payload - 4:
                     length = self.max_payload - 4
                 data, total = h.get_weights(offset, length)
-                return WEIGHTS, struct.pack("<I", total) + bytes(data)
-            if mtype == CHECKPOINT:
+                self.rtype = WEIGHTS
+                self.rpayload = struct.pack("<I", total) + bytes(data)
+            elif mtype == CHECKPOINT:
                 h.checkpoint()
-                return ACK, b""
-            if mtype == RESET:
+            elif mtype == RESET:
                 h.reset()
-                return ACK, b""
-            return ERROR, pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)
+            else:
+                self.rtype = ERROR
+                self.rpayload = pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)
         except Exception as exc:   # noqa: BLE001 - the main loop must survive bad input
             code = getattr(exc, "code", None)
             if not isinstance(code, int):
@@ -644,4 +737,5 @@ class DeviceSession:
                 bad = isinstance(exc, (ValueError, IndexError)) or type(exc).__name__ == "error"
                 code = E_BAD_PAYLOAD if bad else E_HANDLER
             msg = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-            return ERROR, pack_error(code, msg)
+            self.rtype = ERROR
+            self.rpayload = pack_error(code, msg)

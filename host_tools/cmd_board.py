@@ -78,6 +78,9 @@ def register(sub) -> None:
                         "board has: its ROMFS when that holds this build, else its filesystem)")
     f.add_argument("--kernels", choices=("fast", "plain"), default="fast",
                    help="the board's kernels: fast (viper where the port has it, same bits) or plain Python")
+    f.add_argument("--meter-alloc", action="store_true",
+                   help="the board counts the heap bytes its loop allocates (STATS alloc_*); a diagnostic that "
+                        "slows the loop (two heap walks per frame)")
     f.add_argument("--files", nargs="*", default=None,
                    help="firmware files to copy (default: every firmware_py/*.py except host-only ones)")
     f.add_argument("--mpy", choices=("auto", "yes", "no"), default="auto",
@@ -217,7 +220,8 @@ def confirm_boot(port: str, kind, blob: bytes | None, plan: dict | None, seconds
 def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200,
           files: list[str] | None = None, write_main: bool = True, mpy: bool | None = None,
           handler: str | None = None, heap: int | None = None, log=print, confirm: bool = True,
-          boot_seconds: float = 20.0, placement: str | None = None, kernels: str = "fast") -> dict:
+          boot_seconds: float = 20.0, placement: str | None = None, kernels: str = "fast",
+          meter: bool = False) -> dict:
     """Copy firmware (and model) to the board and check that it boots it; returns a report
     {"written", "skipped", "seconds", "mpy", "placement", "boot", ...}.
 
@@ -283,7 +287,7 @@ def flash(port: str, model: str | None, target: str = "auto", baud: int = 115200
                 reserve = reserved_arrays([(L.n_in, L.n_out, L.per_input) for L in m.layers], m.learn.rule,
                                           {k: int(v) for k, v in m.learn.params.items()},
                                           m.binning[3] if m.binning else 64, compartments=int(m.compartments))
-            items.append(("main.py", main_py(handler, reserve, kernels)))
+            items.append(("main.py", main_py(handler, reserve, kernels, meter)))
         if stale:
             repl.exec("import os\nfor _n in %r:\n try:\n  os.remove(_n)\n except OSError:\n  pass" % (stale,))
         if in_rom:
@@ -367,5 +371,5 @@ def flash_micro(port: str, model: str, baud: int = 115200, log=print) -> dict:
 def cmd_flash(args) -> int:
     mpy = {"auto": None, "yes": True, "no": False}[args.mpy]
     flash(args.port, args.model, args.target, args.baud, args.files, not args.no_main, mpy,
-          args.handler, args.heap, placement=args.code, kernels=args.kernels)
+          args.handler, args.heap, placement=args.code, kernels=args.kernels, meter=args.meter_alloc)
     return 0

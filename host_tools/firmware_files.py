@@ -118,15 +118,20 @@ def romfs_image(march: str | None) -> bytes:
     return rom.finalise()
 
 
-def main_py(handler: str | None = None, reserve=(), kernels: str = "fast") -> bytes:
+def main_py(handler: str | None = None, reserve=(), kernels: str = "fast", meter: bool = False) -> bytes:
     """main.py: start the link loop at boot, with the given handler module (None: the runtime's).
 
     `reserve`: (typecode, length) of the model's big arrays (firmware_py.memory.reserved_arrays), which
     main.py allocates before it imports the rest of the firmware, while the heap is still one free run
     (firmware_py/prealloc.py says why); the model then loads into them. `kernels`: the runtime's
-    ("fast": viper where the port has it; "plain")."""
-    call = f"board_main.main({handler!r})" if handler else \
-        ("board_main.main()" if kernels == "fast" else f"board_main.main(kernels={kernels!r})")
+    ("fast": viper where the port has it; "plain"). `meter`: the loop counts the heap bytes it allocates
+    (STATS alloc_*; it slows the loop, see board_main.DeviceClock)."""
+    args = [repr(handler)] if handler else []
+    if kernels != "fast":
+        args.append(f"kernels={kernels!r}")
+    if meter:
+        args.append("meter=True")
+    call = f"board_main.main({', '.join(args)})"
     lines = ["# Written by `snn-edge flash`: the board's main program (the serial link loop)."]
     if reserve:
         lines += ["from firmware_py import prealloc",

@@ -27,3 +27,11 @@ def test_runtime_matches_reference_under_micropython(kernel, heap, interp, mpy_t
     assert out.strip().splitlines()[-1].startswith("OK"), out
     if kernel == "fast":
         assert "kernel viper" in out and "lif viper" in out
+
+
+@pytest.mark.parametrize("interp", MICROPYTHONS)
+def test_event_kernels_match_the_plain_paths(interp):
+    """fast.decode_viper and fast.bin_viper (slots and out-of-order events included) against
+    EventBatch.decode_into and the plain Binner, on random batches (tests/firmware/check_event_kernels_mpy.py)."""
+    out = run_script(interp, "check_event_kernels_mpy.py", heap="2M")
+    assert out.strip().splitlines()[-1] == "ok 320", out
