@@ -16,7 +16,8 @@ validation accuracy is what is reported, nothing here is tuned on it):
 AdamW with a constant learning rate (no schedule, so the rate is the rate), batch 32, cross-entropy on
 spike counts. A learning rate "trains" when the seed-mean best validation accuracy reaches 90 % of the best
 seed mean of that task (over both variants and all rates); the JSON line gives, per task and variant, the
-accuracy per rate and the span of rates that train (in decades).
+accuracy per rate, the span of rates that train (in decades), and the seed-paired difference with minus
+without per rate (mean, and on how many seeds the term helped / hurt).
 
 Writes --out/results.jsonl (one line per run; runs already there are skipped, so an interrupted command
 continues), --out/reset_path_sweep.png (accuracy against learning rate, both curves, one panel per task)
@@ -99,6 +100,15 @@ def summarise(results: list[dict]) -> dict:
                 "decades_that_train": round(math.log10(max(ok) / min(ok)), 2) if ok else None,
                 "failed_runs": sum(1 for r in rs if r["reset"] == v and r["failed"]),
             }
+        # Paired by seed (same initialisation and batches): with minus without, per learning rate.
+        paired = {}
+        for lr in lrs:
+            acc = {(r["seed"], r["reset"]): r["best_val_acc"] for r in rs if r["lr"] == lr}
+            diffs = [acc[s, True] - acc[s, False] for s in {k[0] for k in acc} if (s, True) in acc and (s, False) in acc]
+            if diffs:
+                paired[f"{lr:g}"] = {"mean": round(float(np.mean(diffs)), 4), "seeds_better": sum(d > 0 for d in diffs),
+                                     "seeds_worse": sum(d < 0 for d in diffs)}
+        summary["with_minus_without_by_lr"] = paired
         out[task] = summary
     return out
 
