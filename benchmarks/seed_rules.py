@@ -34,7 +34,8 @@ def normad_line(epochs: int = 400) -> dict:
     X, S, _ = xor_task(seed=0)
     spec, params, rng = tables.spike_task_network((X.shape[2], 20, 1), 0.5, 0.8, 0, (0.05, 0.1), (0.3, 0.3))
     t0 = time.perf_counter()
-    xor_epochs, _, xor_learned = tables.train_spike_trains("normad", spec, params, rng, X, S, epochs, 0.05, 0.03)
+    xor_epochs, _, xor_learned = tables.train_spike_trains("normad", spec, params, rng, X, S, epochs, tables.XOR_LR,
+                                                           tables.XOR_HIDDEN_LR_SCALE, anneal=tables.ANNEAL)
     xor_seconds = time.perf_counter() - t0
     X, S = random_mapping_task(n_patterns=5, n_in=100, n_out=1, n_steps=100, rate=0.02, n_target_spikes=4,
                                min_isi=10, t_min=10, seed=0)

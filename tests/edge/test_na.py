@@ -100,7 +100,8 @@ def _two_class_data(n=48, seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("options", [{}, {"loss": "kernel", "beta1": 0.0, "grad_clip": 1.0, "weight_clip": 4.0}])
+@pytest.mark.parametrize("options", [{}, {"loss": "kernel"},
+                                     {"beta1": 0.9, "grad_clip": 0.0, "weight_clip": 0.0, "layer_rescale": False}])
 def test_na_trains_through_the_fit_loop(options):
     from edge.train import FitConfig, fit
 
@@ -113,8 +114,8 @@ def test_na_trains_through_the_fit_loop(options):
               FitConfig(epochs=6, batch_size=8, progress=False, lr_schedule="constant"))
     assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
     assert res.best_val_acc == 1.0
-    if options.get("weight_clip"):
-        assert max(float(np.abs(p.W).max()) for p in params) <= 4.0
+    if rule.options["weight_clip"]:
+        assert max(float(np.abs(p.W).max()) for p in params) <= rule.options["weight_clip"]
 
 
 def test_hidden_layer_gradient_flows_through_the_psc_and_the_weights():
