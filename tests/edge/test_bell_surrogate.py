@@ -48,7 +48,7 @@ def _loss(spec, params, X, y):
     return cross_entropy(fwd.logits, y)[0], fwd.layer_spikes[0]
 
 
-def test_na_gradient_approaches_the_true_finite_difference_as_the_neighbourhood_shrinks():
+def test_bell_surrogate_gradient_approaches_the_true_finite_difference_as_the_neighbourhood_shrinks():
     spec, params, X, y = _tiny()
     fwd = bptt.forward(spec, params, X)
     assert fwd.layer_spikes[0].sum() > 0
@@ -80,7 +80,7 @@ def test_na_gradient_approaches_the_true_finite_difference_as_the_neighbourhood_
     assert errors[0.5 * margin] < 1e-6 * scale and errors[0.05 * margin] < 1e-6 * scale, errors
 
 
-def test_na_gradient_equals_the_aggregate_of_true_loss_differences_across_a_spike_flip():
+def test_bell_surrogate_gradient_equals_the_aggregate_of_true_loss_differences_across_a_spike_flip():
     # One hidden neuron sits 0.3 below threshold at step 2; input 0 spikes only then, so its weight is a
     # perturbation of P[2] alone, and the readout is linear, so every finite difference is exact.
     T, theta = 6, 1.0
@@ -112,7 +112,7 @@ def test_na_gradient_equals_the_aggregate_of_true_loss_differences_across_a_spik
     assert grads[0]["W"][0, 0] == pytest.approx((loss(eps) - loss(-eps)) / (2 * eps), rel=1e-6)
 
 
-def test_na_trains_and_rejects_bad_options():
+def test_bell_surrogate_trains_and_rejects_bad_options():
     spec, params, X, y = _tiny()
     params = [p.astype(np.float32) for p in params]
     rule = make_rule("bell-surrogate", lr=0.02)
