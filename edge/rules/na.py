@@ -37,7 +37,8 @@ Defaults: the authors' settings, except the loss (ce). On N-MNIST (nmnist-small,
 edge.data.split_stratified(y, 0.2, seed 0), T = 30 steps of 10 ms, 578-128-10, lr 2e-3 cosine, 15 epochs,
 seeds 0-2) the best validation accuracy was 0.930 / 0.935 / 0.930 with beta1 0 and both clips, 0.899 / 0.899 /
 0.915 with Adam's beta1 0.9 and no clips, 0.764 / 0.759 / 0.739 with the kernel loss; seed 0 with the least-squares
-form (distance_power 1, no clip) 0.734, without layer rescaling 0.910 (the same split tuned them: no test split).
+form (distance_power 1, no clip) 0.734 and without layer rescaling 0.910, both with beta1 0.9 and no clips
+(the same split tuned them: there is no test split yet).
 - the loss: their kernel loss on the output PSCs (loss "kernel": sum_t 1/2 (a_target[t] - a[t])^2, the label's
   target the PSC of a spike at every step, the others 0), or softmax cross-entropy on the output spike counts
   ("ce", the project's default), or the count MSE ("mse_count").
