@@ -33,15 +33,16 @@ The authors' code and its training tricks, each an option here:
   m_out the output layer's mean |dL/dI| after its own rescale (lifts the lower layers' vanishing gradients);
 - AdamW betas (0, 0.999) (beta1), global gradient-norm clip 1 (grad_clip), weights clipped to +-4 (weight_clip).
   (Their learning rate 1e-5 with ExponentialLR 0.985 is not an option: the shared fit loop owns the schedule.)
+- the loss: their kernel loss on the output PSCs (loss "kernel": sum_t 1/2 (a_target[t] - a[t])^2, the label's
+  target the PSC of a spike at every step, the others 0), or softmax cross-entropy on the output spike counts
+  ("ce", the project's default), or the count MSE ("mse_count").
+
 Defaults: the authors' settings, except the loss (ce). On N-MNIST (nmnist-small, 801 train / 199 validation,
 edge.data.split_stratified(y, 0.2, seed 0), T = 30 steps of 10 ms, 578-128-10, lr 2e-3 cosine, 15 epochs,
 seeds 0-2) the best validation accuracy was 0.930 / 0.935 / 0.930 with beta1 0 and both clips, 0.899 / 0.899 /
 0.915 with Adam's beta1 0.9 and no clips, 0.764 / 0.759 / 0.739 with the kernel loss; seed 0 with the least-squares
 form (distance_power 1, no clip) 0.734 and without layer rescaling 0.910, both with beta1 0.9 and no clips
 (the same split tuned them: there is no test split yet).
-- the loss: their kernel loss on the output PSCs (loss "kernel": sum_t 1/2 (a_target[t] - a[t])^2, the label's
-  target the PSC of a spike at every step, the others 0), or softmax cross-entropy on the output spike counts
-  ("ce", the project's default), or the count MSE ("mse_count").
 
 Cost: the neighbour of every (step, neuron) is re-simulated to the end of the window: T(T+1)/2 element-wise
 steps over [B, N] per layer, on top of the forward pass.
