@@ -52,6 +52,9 @@ def in_max_of(spec) -> int:
 def quantize(spec, params, X_calib: np.ndarray, *, calibrate_theta: bool = True,
              learn: LearnSpec | None = None) -> IntModel:
     """The integer model of a float network; X_calib [T, B, N_in] uint8 drives the calibration."""
+    if spec.neuron != "cuba_lif":
+        raise SnnEdgeError(f"quantize: the integer engine and the boards run the cuba_lif neuron; this network's "
+                           f"neurons are {spec.neuron!r} (rule na), which has no integer form")
     if X_calib.ndim != 3 or X_calib.shape[2] != spec.n_inputs:
         raise SnnEdgeError(f"calibration data: expected [T, B, {spec.n_inputs}], got {list(X_calib.shape)}")
     in_max = in_max_of(spec)

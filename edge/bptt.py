@@ -26,8 +26,8 @@ import numpy as np
 from edge import surrogate
 from edge.errors import SnnEdgeError
 from edge.model import LayerParams, NetworkSpec
-from edge.neurons import (WindowInput, leaky_membrane_window, lif_membrane_window,
-                          synaptic_current_window, synaptic_filter_window)
+from edge.neurons import (WindowInput, hard_reset_membrane_window, leaky_membrane_window, lif_membrane_window,
+                          psc_window, synaptic_current_window, synaptic_filter_window)
 
 
 @dataclass
@@ -46,6 +46,7 @@ class ForwardResult:
     logits: np.ndarray                  # [B, C]: spike counts, or the time-mean readout membrane
     records: list[LayerRecord]
     layer_spikes: list[np.ndarray]      # output of every layer [T, B, N] (membrane for the readout)
+    layer_psc: list[np.ndarray] | None = None  # hard_reset_psc only: what each layer passes on [T, B, N]
 
 
 def forward(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, *,
@@ -54,9 +55,15 @@ def forward(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, *,
     """Run the network over a window X [T, B, N_in] (uint8 spikes/counts, or float).
 
     smooth / reset_spikes: gradient checks only (see the module doc and lif_membrane_window).
+    spec.neuron "hard_reset_psc" runs NA's neuron instead (edge/neurons.py): hard reset, each layer passes on
+    the post-synaptic current of its spikes, no synaptic filter on the current.
     """
     if X.ndim != 3 or X.shape[2] != spec.n_inputs:
         raise SnnEdgeError(f"input: expected [T, B, {spec.n_inputs}] spikes, got shape {X.shape}")
+    if spec.neuron == "hard_reset_psc":
+        if smooth or reset_spikes is not None:
+            raise SnnEdgeError("forward: smooth / reset_spikes are gradient checks of the cuba_lif neuron")
+        return _forward_hard_reset(spec, params, X, method)
     dtype = params[0].W.dtype
     spike_fn = (lambda x: surrogate.primitive(spec.surrogate, x, spec.slope)) if smooth else None
     records, outputs = [], []
@@ -81,6 +88,28 @@ def forward(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, *,
     last = outputs[-1]
     logits = last.mean(axis=0) if spec.readout == "membrane" else last.sum(axis=0)
     return ForwardResult(logits, records, outputs)
+
+
+def _forward_hard_reset(spec: NetworkSpec, params: list[LayerParams], X: np.ndarray, method: str) -> ForwardResult:
+    dtype = params[0].W.dtype
+    records, outputs, pscs = [], [], []
+    layer_in = X
+    for i, p in enumerate(params):
+        inputs = WindowInput(layer_in, dtype, method)
+        current = inputs.currents(p.W)
+        if i == spec.n_layers - 1 and spec.readout == "membrane":
+            v = leaky_membrane_window(current, p.a_mem)
+            records.append(LayerRecord(inputs, False, current, v, None))
+            outputs.append(v)
+            continue
+        u, spikes = hard_reset_membrane_window(current, p.a_mem, p.theta)
+        records.append(LayerRecord(inputs, False, current, u, spikes))
+        outputs.append(spikes)
+        layer_in = psc_window(spikes, p.a_syn)
+        pscs.append(layer_in)
+    last = outputs[-1]
+    logits = last.mean(axis=0) if spec.readout == "membrane" else last.sum(axis=0)
+    return ForwardResult(logits, records, outputs, pscs)
 
 
 def check_finite(result: ForwardResult, where: str = "forward") -> None:
@@ -116,6 +145,9 @@ def backward(spec: NetworkSpec, params: list[LayerParams], fwd: ForwardResult,
     surrogate derivative d s / d P with one computed from the whole membrane waveform (the NA rule,
     edge/rules/na.py); None uses spec.surrogate.
     """
+    if spec.neuron != "cuba_lif":
+        raise SnnEdgeError(f"surrogate BPTT is written for the cuba_lif neuron; neuron {spec.neuron!r} is "
+                           "trained by rule na (edge/rules/na.py)")
     T = fwd.records[0].current.shape[0]
     d_logits = d_logits.astype(params[0].W.dtype, copy=False)
     if spec.readout == "membrane":

@@ -20,6 +20,7 @@ from edge.npz_files import load_npz, save_npz
 from edge.surrogate import check_surrogate
 
 READOUTS = ("spikes", "membrane")
+NEURONS = ("cuba_lif", "hard_reset_psc")  # edge/neurons.py: every other module runs cuba_lif only
 CHECKPOINT_FORMAT = 1
 
 
@@ -50,6 +51,8 @@ class NetworkSpec:
     learn_syn_decay: layer synaptic decays become per-input vectors [N_in] and are trained (SOLSA);
     learn_mem_decay / learn_threshold: train the scalar a_mem / theta of each layer too.
     reset_grad: keep the gradient path through the soft reset (False detaches it, as snnTorch does).
+    neuron: "cuba_lif" (everything: surrogate BPTT, SOLSA, export, boards) or "hard_reset_psc" (NA's neuron:
+    hard reset, layers pass post-synaptic currents; float engine and rule na only).
     binning: firmware_py.binning.BinSpec.as_tuple() of the input transform, or None.
     """
 
@@ -65,6 +68,7 @@ class NetworkSpec:
     slope: float = 10.0
     reset_grad: bool = False
     binning: tuple | None = None
+    neuron: str = "cuba_lif"
 
     def __post_init__(self):
         self.sizes = tuple(int(s) for s in self.sizes)
@@ -83,6 +87,10 @@ class NetworkSpec:
         if self.readout not in READOUTS:
             raise SnnEdgeError(f"NetworkSpec.readout: expected one of {READOUTS}, got {self.readout!r}")
         check_surrogate(self.surrogate, self.slope)
+        if self.neuron not in NEURONS:
+            raise SnnEdgeError(f"NetworkSpec.neuron: expected one of {NEURONS}, got {self.neuron!r}")
+        if self.neuron == "hard_reset_psc" and self.learn_syn_decay:
+            raise SnnEdgeError("NetworkSpec: learn_syn_decay (per-input synaptic decays) needs neuron 'cuba_lif'")
         self.slope = float(self.slope)
         if self.binning is not None:
             self.binning = _tuplify(self.binning)

@@ -8,6 +8,14 @@ With a per-input synaptic decay a_syn [N_in] the synapse filters each input firs
 (the two forms agree when a_syn is uniform, since the filter is linear). The leaky readout is the
 same without spike and reset.
 
+HardResetPSC (the neuron of NA, Yang, Zhang & Li, ICML 2021; a neuron kind of its own, NetworkSpec.neuron =
+"hard_reset_psc"): no synaptic filter on the current, a hard reset to 0, and the layer passes on the
+post-synaptic current (PSC) of its spikes instead of the spikes:
+    u[t] = a_mem * v[t-1] + a_in[t] @ W;  s[t] = u[t] > theta;  v[t] = u[t] * (1 - s[t])
+    a[t] = a_syn * a[t-1] + (1 - a_syn) * s[t]
+(the authors' tau_m, tau_s are a_mem = 1 - 1/tau_m, a_syn = 1 - 1/tau_s; a_in is the PSC of the layer
+below, or the input spikes for the first layer).
+
 A step is `(inputs, state, params) -> (outputs, state')` as in Norse's functional API. Training runs
 a whole window at once: the network is feed-forward, so each layer's input currents for all T steps
 are one product (a GEMM, or a gather-sum of weight rows over the input events), and only the cheap
@@ -56,6 +64,24 @@ def leaky_readout_step(s_in: np.ndarray, state: CubaLIFState, params: LayerParam
     i, current = _synapse_step(s_in.astype(params.W.dtype, copy=False), state.i, params)
     v = params.a_mem * state.v + current
     return v, CubaLIFState(i, v)
+
+
+class HardResetState(NamedTuple):
+    v: np.ndarray  # membrane potential after the (hard) reset [B, N_out]
+    a: np.ndarray  # post-synaptic current passed to the next layer [B, N_out]
+
+
+def hard_reset_initial_state(params: LayerParams, batch: int, dtype=np.float32) -> HardResetState:
+    n_out = params.W.shape[1]
+    return HardResetState(np.zeros((batch, n_out), dtype), np.zeros((batch, n_out), dtype))
+
+
+def hard_reset_psc_step(a_in: np.ndarray, state: HardResetState, params: LayerParams):
+    """One step of Dense + HardResetPSC: a_in [B, N_in] -> (psc [B, N_out], spikes [B, N_out], state')."""
+    u = params.a_mem * state.v + a_in.astype(params.W.dtype, copy=False) @ params.W
+    spikes = (u > params.theta).astype(u.dtype)
+    a = params.a_syn * state.a + (1 - params.a_syn) * spikes
+    return a, spikes, HardResetState(u * (1 - spikes), a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,3 +216,27 @@ def leaky_membrane_window(current: np.ndarray, a_mem) -> np.ndarray:
     for t in range(1, v.shape[0]):
         v[t] += a_mem * v[t - 1]
     return v
+
+
+def hard_reset_membrane_window(current: np.ndarray, a_mem, theta, v0=None):
+    """HardResetPSC membranes for currents [T, B, N]: -> (u before reset [T,B,N], spikes [T,B,N]).
+
+    v0: the membrane after reset before the first step (zeros by default); NA's re-simulation of a
+    neighbour starts from the middle of a window with it.
+    """
+    u = np.empty_like(current)
+    spikes = np.empty_like(current)
+    v = np.zeros_like(current[0]) if v0 is None else np.array(v0, dtype=current.dtype)
+    for t in range(current.shape[0]):  # also for one neuron, current [T]: no out= into 0-d slices
+        u[t] = a_mem * v + current[t]
+        spikes[t] = u[t] > theta
+        v = u[t] * (1 - spikes[t])
+    return u, spikes
+
+
+def psc_window(spikes: np.ndarray, a_syn) -> np.ndarray:
+    """a[t] = a_syn * a[t-1] + (1 - a_syn) * s[t] over spikes [T, ...] (a new array)."""
+    a = (1 - a_syn) * spikes
+    for t in range(1, a.shape[0]):
+        a[t] += a_syn * a[t - 1]
+    return a

@@ -28,16 +28,25 @@ from edge.neurons import synaptic_filter_window
 
 
 def causal_filter(x: np.ndarray, decay, dtype=np.float64) -> np.ndarray:
-    """y[t] = decay * y[t-1] + x[t] along axis 0 (decay scalar, or one per last-axis entry)."""
+    """y[t] = decay * y[t-1] + x[t] along axis 0 (decay scalar, or one per last-axis entry).
+
+    A scalar decay is one product with the lower-triangular matrix of decay^(t - tau) (one BLAS call instead of
+    a Python loop over T: NormAD filters every layer's inputs and errors at every update).
+    """
+    if np.ndim(decay) == 0:
+        x = np.asarray(x, dtype=dtype)
+        return (_decay_matrix(x.shape[0], float(decay), dtype) @ x.reshape(x.shape[0], -1)).reshape(x.shape)
     return synaptic_filter_window(x, decay, dtype)
+
+
+def _decay_matrix(n_steps: int, decay: float, dtype) -> np.ndarray:
+    lag = np.arange(n_steps)[:, None] - np.arange(n_steps)[None, :]
+    return np.where(lag >= 0, decay ** np.maximum(lag, 0).astype(dtype), 0.0).astype(dtype)
 
 
 def anticausal_filter(x: np.ndarray, decay, dtype=np.float64) -> np.ndarray:
     """y[t] = x[t] + decay * y[t+1] along axis 0: the transpose of causal_filter (errors flow back)."""
-    out = np.array(x, dtype=dtype, copy=True)
-    for t in range(out.shape[0] - 2, -1, -1):
-        out[t] += decay * out[t + 1]
-    return out
+    return causal_filter(np.asarray(x)[::-1], float(decay), dtype)[::-1]
 
 
 def van_rossum_distance(a: np.ndarray, b: np.ndarray, tau: float = 10.0, dt: float = 1.0) -> np.ndarray:

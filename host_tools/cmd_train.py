@@ -199,6 +199,7 @@ def train_from_args(args, curve_png: str | None):
                        learn_syn_decay=args.learn_syn_decay, learn_mem_decay=args.learn_mem_decay,
                        learn_threshold=args.learn_threshold, surrogate=args.surrogate, slope=args.slope,
                        reset_grad=args.reset_grad, binning=bin_spec.as_tuple())
+    spec = rule.adapt_spec(spec)  # NA trains its own neuron kind (edge/rules/na.py)
     train_idx, val_idx = split_stratified(y, args.val_fraction, args.split_seed)
     resume = None
     if args.resume:

@@ -17,6 +17,7 @@ _BUILTIN_MODULES = {
     "bptt": "edge.rules.bptt",
     "normad": "edge.rules.normad",
     "na": "edge.rules.na",
+    "bell-surrogate": "edge.rules.bell_surrogate",
     "solsa": "edge.rules.solsa",
     "gem": "edge.rules.gem",
 }

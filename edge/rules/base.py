@@ -51,6 +51,13 @@ class LearningRule:
                                f"got {value!r}") from None
 
     # --- lifecycle -------------------------------------------------------------------------
+    def adapt_spec(self, spec: NetworkSpec) -> NetworkSpec:
+        """The network this rule trains, given the one asked for (the CLI calls it before init_params).
+
+        Default: unchanged. A rule with a neuron of its own (NA: hard_reset_psc) swaps it in here.
+        """
+        return spec
+
     def init(self, spec: NetworkSpec, params: list[LayerParams], rng: np.random.Generator) -> None:
         """Bind to a network before the first batch: allocate optimiser state, traces, RNGs."""
         self.spec = spec

@@ -100,3 +100,20 @@ def test_reaches_85_percent_on_real_nmnist(nmnist_small, tmp_path, capsys):
     assert cli_main(["eval", str(out), "--data", str(nmnist_small), "--split", "val", "--json",
                      "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(acc)
+
+
+def test_rule_na_trains_the_authors_neuron_and_eval_and_resume_use_it(small_folder, tmp_path, capsys):
+    out = tmp_path / "na" / "m.ckpt"
+    argv = ["train", "--data", str(small_folder), "--arch", "578-32-10", "--epochs", "1", "--out", str(out),
+            "--no-progress", "--rule", "na", "--set", "loss=kernel", "--set", "beta1=0"]
+    assert cli_main(argv) == 0
+    spec, _, extra = load_checkpoint(out)
+    assert spec.neuron == "hard_reset_psc" and extra["rule"]["name"] == "na"
+    assert extra["rule"]["options"]["loss"] == "kernel" and extra["rule"]["options"]["beta1"] == 0.0
+    capsys.readouterr()
+    assert cli_main(["eval", str(out), "--data", str(small_folder), "--split", "val", "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    best = extra["train_state"]["history"][extra["train_state"]["best_epoch"]]
+    assert summary["accuracy"] == pytest.approx(best["val_acc"])  # eval runs the hard-reset network too
+    assert cli_main(argv[:6] + ["2"] + argv[7:] + ["--resume"]) == 0
+    assert len(load_checkpoint(out)[2]["train_state"]["history"]) == 2

@@ -1,127 +1,157 @@
-"""NA (neighbourhood aggregation): its spike derivative is a weighted average of real finite
-differences, and its gradient approaches the true finite difference as the neighbourhood shrinks."""
+"""NA as its authors define it: for one neuron, the NA quantity of a spike flip is the exact loss difference of
+that flip divided by the membrane-potential distance; least squares over the flip neighbours is the per-step
+form; the rule trains through the shared fit loop and the CLI on its own hard-reset neuron."""
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 
 from edge import bptt
 from edge.errors import SnnEdgeError
-from edge.losses import cross_entropy
 from edge.model import NetworkSpec, init_params
+from edge.neurons import hard_reset_initial_state, hard_reset_membrane_window, hard_reset_psc_step, psc_window
 from edge.rules import make_rule
-from edge.rules.na import na_spike_derivative, neighbourhood
+from edge.rules.na import (flip_loss_changes, flip_neighbour, kernel_targets, least_squares_gradient,
+                           membrane_distance, na_gradients, perturb, per_step_gradient, recover_perturbation,
+                           spike_gradient)
+
+A_MEM, A_SYN, THETA = 0.8, 0.5, 1.0
 
 
-def test_spike_derivative_is_the_weighted_average_of_spike_finite_differences():
-    rng = np.random.default_rng(0)
-    T, theta, a_mem, radius, points, sigma = 7, 1.3, 0.8, 0.9, 5, 0.4
-    v = rng.normal(theta, 0.8, size=(T, 3, 11))
-    h = na_spike_derivative(v, theta, a_mem, radius, points, sigma)
-    deltas, weights = neighbourhood(radius, points, sigma, theta, a_mem, T)
-    for t in range(T):
-        for idx in np.ndindex(v.shape[1:]):
-            p = v[(t,) + idx]
-            s0 = float(p > theta)
-            fd = [((p + sgn * d > theta) - s0) / (sgn * d) * w
-                  for d, w in zip(deltas, weights[t]) for sgn in (1.0, -1.0)]
-            assert h[(t,) + idx] == pytest.approx(sum(fd) / (2 * weights[t].sum()), rel=1e-12, abs=1e-15)
-    assert (h >= 0).all() and h.max() > 0
-    far = np.abs(v - theta) > radius * theta
-    assert (h[far] == 0).all()  # no neighbour reaches the threshold: the spike cannot change
-
-
-def _tiny(seed=3, T=8):
-    spec = NetworkSpec(sizes=(6, 5, 3), readout="membrane", a_syn=0.5, a_mem=0.8, theta=1.0)
+def _neuron(seed=0, T=14):
+    """Currents [T] of one neuron that fires several times, and its waveform."""
     rng = np.random.default_rng(seed)
+    current = rng.uniform(-0.2, 0.75, T)
+    u, s = hard_reset_membrane_window(current, A_MEM, THETA)
+    assert 2 <= s.sum() <= T - 3  # flips both ways are exercised
+    return current, u, s
+
+
+def test_step_and_window_forms_of_the_hard_reset_neuron_agree():
+    rng = np.random.default_rng(1)
+    spec = NetworkSpec(sizes=(6, 4, 3), neuron="hard_reset_psc", a_syn=A_SYN, a_mem=A_MEM, theta=THETA)
     params = init_params(spec, rng, dtype=np.float64)
-    params[0].W[:] = rng.normal(0.35, 0.5, params[0].W.shape)
-    X = (rng.random((T, 4, 6)) < 0.4).astype(np.uint8)
-    y = rng.integers(0, 3, 4)
-    return spec, params, X, y
-
-
-def _loss(spec, params, X, y):
+    for p in params:
+        p.W[:] = rng.normal(0.5, 0.6, p.W.shape)
+    X = (rng.random((9, 2, 6)) < 0.5).astype(np.uint8)
     fwd = bptt.forward(spec, params, X)
-    return cross_entropy(fwd.logits, y)[0], fwd.layer_spikes[0]
+    states = [hard_reset_initial_state(p, 2, np.float64) for p in params]
+    for t in range(9):
+        a_in = X[t]
+        for i, p in enumerate(params):
+            a_in, s, states[i] = hard_reset_psc_step(a_in, states[i], p)
+            np.testing.assert_array_equal(s, fwd.layer_spikes[i][t])
+            np.testing.assert_allclose(a_in, fwd.layer_psc[i][t], rtol=1e-12)
+    assert fwd.layer_spikes[0].sum() > 0 and np.array_equal(fwd.logits, fwd.layer_spikes[-1].sum(axis=0))
+    with pytest.raises(SnnEdgeError, match="cuba_lif"):
+        bptt.backward(spec, params, fwd, np.zeros((2, 3)))
 
 
-def test_na_gradient_approaches_the_true_finite_difference_as_the_neighbourhood_shrinks():
-    spec, params, X, y = _tiny()
-    fwd = bptt.forward(spec, params, X)
-    assert fwd.layer_spikes[0].sum() > 0
-    # The true derivative exists here: a tiny change of W0 moves no spike (checked), so the loss is
-    # smooth around this point and central differences give it.
-    eps = 1e-6
-    true = np.zeros_like(params[0].W)
-    for idx in np.ndindex(true.shape):
-        plus = [p.copy() for p in params]
-        minus = [p.copy() for p in params]
-        plus[0].W[idx] += eps
-        minus[0].W[idx] -= eps
-        (lp, sp), (lm, sm) = _loss(spec, plus, X, y), _loss(spec, minus, X, y)
-        assert np.array_equal(sp, fwd.layer_spikes[0]) and np.array_equal(sm, fwd.layer_spikes[0])
-        true[idx] = (lp - lm) / (2 * eps)
-    # The closest any neuron comes to its threshold: neighbourhoods narrower than that flip no spike.
-    margin = float(np.abs(fwd.records[0].v_pre - params[0].theta).min())
-    assert margin > 1e-3
-    errors = {}
-    for radius in (1.0, 0.3, 2.0 * margin, 0.5 * margin, 0.05 * margin):
-        rule = make_rule("na", radius=radius, points=6, sigma=0.5)
-        rule.init(spec, params, np.random.default_rng(0))
-        _, _, grads = rule.gradients(params, X, y)
-        errors[radius] = float(np.abs(grads[0]["W"] - true).max())
-    scale = max(1.0, float(np.abs(true).max()))
-    # Wide neighbourhoods include spike flips, whose finite differences are not the local slope ...
-    assert min(errors[1.0], errors[0.3], errors[2.0 * margin]) > 1e-3 * scale, errors
-    # ... and once the neighbourhood no longer reaches a threshold, NA is the true derivative.
-    assert errors[0.5 * margin] < 1e-6 * scale and errors[0.05 * margin] < 1e-6 * scale, errors
+@pytest.mark.parametrize("seed", [0, 4])
+def test_na_quantity_of_a_flip_is_the_exact_loss_difference_over_the_distance(seed):
+    current, u, s = _neuron(seed)
+    T = len(current)
+    c = np.random.default_rng(seed + 10).normal(size=T)
+
+    def loss(spikes):  # linear in the PSC the neuron passes on: e . delta a is then exact
+        return float(c @ psc_window(spikes, A_SYN))
+
+    e_s = spike_gradient(c, A_SYN)  # dL/ds through the PSC filter
+    changes = flip_loss_changes(current, u, s, A_MEM, THETA, e_s)
+    for k in range(T):
+        # The flip as an input perturbation: move u[k] to the threshold (just past it for a new spike).
+        delta = np.zeros(T)
+        delta[k] = THETA - u[k] + (1e-12 if s[k] == 0 else 0.0)
+        u_p, s_p = perturb(current, delta, A_MEM, THETA)
+        u_k, s_k = flip_neighbour(current, u, s, A_MEM, THETA, k)
+        np.testing.assert_array_equal(s_p, s_k)  # the re-simulated chain effect is the neuron's own
+        assert s_k[k] != s[k]
+        distance = membrane_distance(u, s, u_k, s_k, A_MEM)
+        assert distance == pytest.approx(abs(THETA - u[k]), rel=1e-12)
+        exact = (loss(s_p) - loss(s)) / np.linalg.norm(delta)
+        assert changes[k] / distance == pytest.approx(exact, rel=1e-7, abs=1e-12)
+    assert np.any(changes != 0)
+    # Some flips change later spikes too (the chain effect): the test covers more than one spike moving.
+    assert any(np.abs(flip_neighbour(current, u, s, A_MEM, THETA, k)[1] - s).sum() > 1 for k in range(T))
 
 
-def test_na_gradient_equals_the_aggregate_of_true_loss_differences_across_a_spike_flip():
-    # One hidden neuron sits 0.3 below threshold at step 2; input 0 spikes only then, so its weight is a
-    # perturbation of P[2] alone, and the readout is linear, so every finite difference is exact.
-    T, theta = 6, 1.0
-    spec = NetworkSpec(sizes=(2, 1, 1), readout="membrane", a_syn=(0.0, 0.0), a_mem=(0.5, 0.5), theta=theta)
-    params = init_params(spec, np.random.default_rng(0), dtype=np.float64)
-    params[0].W[:] = [[0.0], [0.7]]
-    params[1].W[:] = [[1.0]]
-    X = np.zeros((T, 1, 2), np.uint8)
-    X[2, 0, :] = 1
-    c = np.array([[1.0]])  # L = logits: linear
-
-    def loss(w_probe):
-        p = [q.copy() for q in params]
-        p[0].W[0, 0] = w_probe
-        return float((bptt.forward(spec, p, X).logits * c).sum())
-
-    # Radii up to 0.6 reach P[2] = 0.7 but not the later potentials (0.35, 0.175, ...) nor 0 at t < 2.
-    for radius, points in ((0.5, 4), (0.6, 8), (0.2, 3)):
-        rule = make_rule("na", radius=radius, points=points, sigma=0.6)
-        rule.init(spec, params, np.random.default_rng(0))
-        fwd = bptt.forward(spec, params, X)
-        grads = bptt.backward(rule.backward_spec, params, fwd, c, rule.spike_derivative(params))
-        deltas, weights = neighbourhood(radius, points, 0.6, theta, 0.5, T)
-        l0 = loss(0.0)
-        fd = sum(w * (loss(s * d) - l0) / (s * d) for d, w in zip(deltas, weights[2]) for s in (1.0, -1.0))
-        assert grads[0]["W"][0, 0] == pytest.approx(fd / (2 * weights[2].sum()), rel=1e-10)
-    # radius 0.2 cannot reach the threshold: NA then gives the local derivative of the smooth path.
-    eps = 1e-7
-    assert grads[0]["W"][0, 0] == pytest.approx((loss(eps) - loss(-eps)) / (2 * eps), rel=1e-6)
+def test_least_squares_over_the_flip_neighbours_is_the_per_step_form():
+    current, u, s = _neuron(5)
+    T = len(current)
+    e_s = np.random.default_rng(2).normal(size=T)
+    changes = flip_loss_changes(current, u, s, A_MEM, THETA, e_s)
+    perturbations = np.stack([recover_perturbation(u, s, *flip_neighbour(current, u, s, A_MEM, THETA, k), A_MEM)
+                              for k in range(T)])
+    # [-] recovers a perturbation of step k alone: the chain effect is the dynamics, not extra input.
+    np.testing.assert_allclose(perturbations, np.diag(THETA - u), atol=1e-12)
+    grad = least_squares_gradient(perturbations, changes)
+    np.testing.assert_allclose(grad, per_step_gradient(changes, u, THETA, power=1, clip=0.0), rtol=1e-10)
+    # The authors' per-step form weights far neighbours by 1/(theta - u)^3, clipped to +-5.
+    code = per_step_gradient(changes, u, THETA, power=3, clip=5.0)
+    np.testing.assert_allclose(code, changes * np.clip(1 / (THETA - u) ** 3, -5, 5))
 
 
-def test_na_trains_and_rejects_bad_options():
-    spec, params, X, y = _tiny()
-    params = [p.astype(np.float32) for p in params]
-    rule = make_rule("na", lr=0.02)
-    rule.init(spec, params, np.random.default_rng(0))
-    first = rule.train_batch(params, X, y)["loss"]
-    for _ in range(30):
-        last = rule.train_batch(params, X, y)["loss"]
-    assert last < first
-    bad = make_rule("na", radius=-1.0)
-    with pytest.raises(SnnEdgeError, match="radius"):
-        bad.init(spec, params, np.random.default_rng(0))
-    assert dataclasses.replace(spec, reset_grad=True) == rule.backward_spec
+def _two_class_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = np.zeros((n, 12, 16), np.uint8)
+    for i, label in enumerate(y):
+        X[i, :, slice(0, 8) if label == 0 else slice(8, 16)] = rng.random((12, 8)) < 0.4
+    return X, y
+
+
+@pytest.mark.parametrize("options", [{}, {"loss": "kernel"},
+                                     {"beta1": 0.9, "grad_clip": 0.0, "weight_clip": 0.0, "layer_rescale": False}])
+def test_na_trains_through_the_fit_loop(options):
+    from edge.train import FitConfig, fit
+
+    X, y = _two_class_data()
+    rule = make_rule("na", lr=0.01, **options)
+    spec = rule.adapt_spec(NetworkSpec(sizes=(16, 10, 2)))
+    assert spec.neuron == "hard_reset_psc"
+    params = init_params(spec, np.random.default_rng(1))
+    res = fit(rule, spec, params, (X[:32], y[:32]), (X[32:], y[32:]),
+              FitConfig(epochs=6, batch_size=8, progress=False, lr_schedule="constant"))
+    assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
+    assert res.best_val_acc == 1.0
+    if rule.options["weight_clip"]:
+        assert max(float(np.abs(p.W).max()) for p in params) <= rule.options["weight_clip"]
+
+
+def test_hidden_layer_gradient_flows_through_the_psc_and_the_weights():
+    rng = np.random.default_rng(4)
+    spec = NetworkSpec(sizes=(6, 5, 3), neuron="hard_reset_psc")
+    params = init_params(spec, rng, dtype=np.float64)
+    for p in params:
+        p.W[:] = rng.normal(0.6, 0.6, p.W.shape)
+    X = (rng.random((8, 2, 6)) < 0.5).astype(np.uint8)
+    y = np.array([0, 2])
+    st = na_gradients(spec, params, X, y, loss="kernel", layer_rescale=False)
+    rec, p1 = st.fwd.records[0], params[1]
+    # The hidden layer's e_s is the output layer's dL/dI pulled back through W and the PSC filter ...
+    e_a = np.einsum("tbm,nm->tbn", st.current_grads[1], p1.W)
+    e_s = spike_gradient(e_a, params[0].a_syn)
+    changes = flip_loss_changes(rec.current, rec.v_pre, rec.spikes, params[0].a_mem, params[0].theta, e_s)
+    expect = per_step_gradient(changes, rec.v_pre, params[0].theta, 3, 5.0)
+    np.testing.assert_allclose(st.current_grads[0], expect, rtol=1e-10)
+    np.testing.assert_allclose(st.grads[0], np.einsum("tbi,tbn->in", X.astype(float), expect), rtol=1e-10)
+    assert np.abs(st.grads[0]).sum() > 0
+    # ... and the kernel loss is half the squared distance of the output PSCs to the label's PSC target.
+    a = st.fwd.layer_psc[-1]
+    target = kernel_targets(y, 3, 8, params[-1].a_syn, np.float64)
+    assert st.loss == pytest.approx(0.5 * np.sum((a - target) ** 2) / 2)
+
+
+def test_bad_setups_are_refused():
+    spec = NetworkSpec(sizes=(4, 3, 2))
+    params = init_params(spec, np.random.default_rng(0))
+    with pytest.raises(SnnEdgeError, match="hard_reset_psc"):
+        make_rule("na").init(spec, params, np.random.default_rng(0))
+    na_spec = make_rule("na").adapt_spec(spec)
+    with pytest.raises(SnnEdgeError, match="loss"):
+        make_rule("na", loss="hinge").init(na_spec, params, np.random.default_rng(0))
+    with pytest.raises(SnnEdgeError, match="neuron"):
+        NetworkSpec(sizes=(4, 2), neuron="izhikevich")
+    from converters.quantize import quantize
+    with pytest.raises(SnnEdgeError, match="cuba_lif"):
+        quantize(na_spec, params, np.zeros((5, 2, 4), np.uint8))
