@@ -22,7 +22,8 @@ if len(sys.argv) > 2 and sys.argv[2] == "fast":
     ROWS = fast.best_rows()
     LIF = fast.best_lif()
     print("lif", "viper" if LIF is not None else "plain")
-    print("kernel", "viper" if ROWS is fast.rows_viper else "numpy" if ROWS is fast.rows_numpy else "plain")
+    print("kernel", "thumb" if ROWS is fast.rows_thumb else "viper" if ROWS is fast.rows_viper
+          else "numpy" if ROWS is fast.rows_numpy else "plain")
 fails = []
 checked = [0]
 
