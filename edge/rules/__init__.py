@@ -19,6 +19,7 @@ _BUILTIN_MODULES = {
     "na": "edge.rules.na",
     "solsa": "edge.rules.solsa",
     "gem": "edge.rules.gem",
+    "decolle": "edge.rules.decolle",
 }
 
 
