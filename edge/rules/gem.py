@@ -185,8 +185,9 @@ def network_step(params: list[GLMLayerParams], kernels: Kernels, states: list[St
         else:
             pre = np.einsum("bl,lxkn->bxkn", basis, hist_in)       # [nb, B, Kp, N_in]
         fb = np.einsum("l,lxkn->xkn", fbk, st.hist_own)
-        Wb = p.basis_weights()
-        u = sum(pre[b] @ Wb[b] for b in range(p.n_basis)) + p.w_fb * fb + p.bias
+        u = pre[0] @ p.W + p.w_fb * fb + p.bias
+        for b in range(1, p.n_basis):
+            u = u + pre[b] @ p.W_more[b - 1]
         u = np.broadcast_to(u, uniforms_t[i].shape)
         if clamp_t is not None and i == len(params) - 1:
             s = np.broadcast_to(clamp_t[:, None, :], u.shape).astype(dtype)
@@ -236,17 +237,26 @@ def initial_mb1(params: list[GLMLayerParams], B: int) -> list[Mb1Traces]:
 
 def mb1_step(tr: Mb1Traces, q: LayerStep, v: np.ndarray, kappa: float, hidden: bool):
     """The authors' single-sample rule for one layer at one step (K = 1; v [B] the discounted visible
-    log-likelihood). -> (direction summed over the batch, new traces)."""
+    log-likelihood). -> (direction summed over the batch, traces). The traces are updated in place."""
     d = q.d[:, 0]                                                   # [B, N_out]
     g = {"W": np.einsum("bxn,xo->xbno", q.pre[:, :, 0], d), "bias": d, "w_fb": q.fb[:, 0] * d}
-    e = {k: kappa * tr.e[k] + g[k] for k in g}
-    if not hidden:
-        return {k: e[k].sum(axis=0) for k in e}, Mb1Traces(e, tr.num, tr.den)
-    vb = lambda a: v.reshape((-1,) + (1,) * (a.ndim - 1))  # noqa: E731  v broadcast over a's trailing axes
-    num = {k: kappa * tr.num[k] + e[k] ** 2 * vb(e[k]) for k in e}
-    den = {k: kappa * tr.den[k] + e[k] ** 2 for k in e}
-    out = {k: ((vb(e[k]) - num[k] / (den[k] + BASELINE_EPS)) * e[k]).sum(axis=0) for k in e}
-    return out, Mb1Traces(e, num, den)
+    out = {}
+    for k, gk in g.items():
+        e = tr.e[k]
+        e *= kappa
+        e += gk
+        if not hidden:
+            out[k] = e.sum(axis=0)
+            continue
+        vb = v.astype(e.dtype).reshape((-1,) + (1,) * (e.ndim - 1))  # v over e's trailing axes
+        e2 = e * e
+        num, den = tr.num[k], tr.den[k]
+        num *= kappa
+        num += e2 * vb
+        den *= kappa
+        den += e2
+        out[k] = ((vb - num / (den + BASELINE_EPS)) * e).sum(axis=0)
+    return out, tr
 
 
 def online_gradients(params: list[GLMLayerParams], X: np.ndarray, y: np.ndarray, kernels: Kernels,
@@ -371,19 +381,20 @@ class GemRule(LearningRule):
         named = {}
         for i, (p, g) in enumerate(zip(params, grads)):
             for key, value in (("W", g["W"][0]), ("W_more", g["W"][1:]), ("bias", g["bias"]), ("w_fb", g["w_fb"])):
-                if not np.isfinite(value).all():
+                if not np.isfinite(value.sum()):  # one reduction: NaN/inf survive the sum
                     raise SnnEdgeError(f"rule gem: NaN/inf in the update of layer {i} {key}")
-                named[f"L{i}_{key}"] = (getattr(p, key), (-value / B).astype(p.W.dtype))
+                named[f"L{i}_{key}"] = (getattr(p, key), value)
         if self.adam is not None:
-            self.adam.step(named)
+            self.adam.step({k: (param, (-value / B).astype(param.dtype)) for k, (param, value) in named.items()})
         else:
-            for param, neg_grad in named.values():
-                param -= self.lr * neg_grad
+            for param, value in named.values():
+                param += (self.lr / B) * value.astype(param.dtype, copy=False)
 
     def stream(self, params, X, y, apply_each_step: bool):
-        """The step-by-step forms (update=step, or form=mb1): -> (summed directions, visible
-        log-lik per step [T, B, K], hidden spikes of the last hidden layer [T, B, K, N], uniforms).
-        apply_each_step: parameters move after every step; otherwise they stay frozen."""
+        """The step-by-step forms (update=step, or form=mb1): -> (directions summed over the window, or
+        None when applied at every step; visible log-lik per step [T, B, K]; spikes of the last hidden
+        layer [T, B, K, N]; uniforms). apply_each_step: parameters move after every step; otherwise
+        they stay frozen."""
         o = self.options
         K = o["k_train"]
         T, B, _ = X.shape
@@ -418,10 +429,12 @@ class GemRule(LearningRule):
                     dirs.append(step_direction(past[i], w, kappa))
             if apply_each_step:
                 self._apply(params, dirs, B)
-            if total is None:
-                total = dirs
+            elif total is None:
+                total = [{k: a.copy() for k, a in g.items()} for g in dirs]
             else:
-                total = [{k: a[k] + b[k] for k in a} for a, b in zip(total, dirs)]
+                for acc, g in zip(total, dirs):
+                    for k in acc:
+                        acc[k] += g[k]
         self._last_uniforms = U
         return total, step_ll, (np.stack(hidden) if hidden else None), U
 
