@@ -47,10 +47,10 @@ class GLMLayerParams(LayerParams):
     NAMES = LayerParams.NAMES + ("W_more", "bias", "w_fb")  # type: ignore[assignment]  # extends the base
 
     def copy(self) -> "GLMLayerParams":
-        return GLMLayerParams(*(getattr(self, n).copy() for n in self.NAMES))
+        return type(self)(*(getattr(self, n).copy() for n in self.NAMES))
 
     def astype(self, dtype) -> "GLMLayerParams":
-        return GLMLayerParams(*(getattr(self, n).astype(dtype) for n in self.NAMES))
+        return type(self)(*(getattr(self, n).astype(dtype) for n in self.NAMES))
 
     @property
     def n_basis(self) -> int:
@@ -59,6 +59,19 @@ class GLMLayerParams(LayerParams):
     def basis_weights(self) -> np.ndarray:
         """[n_basis, N_in, N_out] (a new array)."""
         return np.concatenate([self.W[None], self.W_more], axis=0)
+
+
+@dataclass
+class PoolGLMLayerParams(GLMLayerParams):
+    """A GLM layer of the GEM authors' recurrent pool (topology="pool"): besides the feed-forward input,
+    lateral weights from the layer's other neurons, and (the last layer only) weights straight from the
+    network's inputs. Hidden neurons: inputs + other hidden; outputs: inputs + hidden + other outputs;
+    nothing from the outputs back to the hidden neurons (hrjang357/multi-sample-SNN, the topology of
+    training_utils.make_network_parameters)."""
+    W_lat: np.ndarray    # [n_basis, N_out, N_out] lateral weights, lags >= 1; diagonal 0 (w_fb is the self-loop)
+    W_skip: np.ndarray   # [n_basis, N_skip, N_out] from the network inputs (N_skip = 0 but in the last layer)
+
+    NAMES = GLMLayerParams.NAMES + ("W_lat", "W_skip")  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,11 @@ class Kernels:
     def basis_by_lag(self) -> np.ndarray:
         """[n_basis, first_lag + length] kernel values at lags 0.. (zeros before the first lag)."""
         return np.concatenate([np.zeros((self.n_basis, self.first_lag)), self.basis()], axis=1)
+
+    def lateral_by_lag(self) -> np.ndarray:
+        """[n_basis, 1 + length] the basis shifted to lags >= 1 (lateral connections of the pool: a
+        neuron sees the others' past spikes, never their present ones)."""
+        return np.concatenate([np.zeros((self.n_basis, 1)), self.basis()], axis=1)
 
     def feedback(self) -> np.ndarray:
         """Self-feedback kernel at lags 1..fb_length."""
@@ -167,14 +185,17 @@ class LayerWindow(NamedTuple):
     u: np.ndarray       # [T, B, K, N_out]
     s: np.ndarray       # [T, B, K, N_out] spikes (sampled, or the clamped target)
     fb: np.ndarray      # [T, B, K, N_out] feedback-filtered own spike history
+    lat: np.ndarray | None = None       # [n_basis, T, B, K, N_out] lateral traces (pool topology)
+    skip_pre: np.ndarray | None = None  # [n_basis, T, B, 1, N_skip] traces of the network inputs (pool, last layer)
 
 
 def layer_window(s_in: np.ndarray, p: GLMLayerParams, kernels: Kernels, uniforms: np.ndarray,
-                 clamp: np.ndarray | None = None) -> LayerWindow:
+                 clamp: np.ndarray | None = None, skip_in: np.ndarray | None = None) -> LayerWindow:
     """Run one GLM layer over a window for K compartments.
 
     s_in [T, B, Kp, N_in] (Kp = 1 or K); uniforms [T, B, K, N_out] the random draws (spike when
-    draw < sigmoid(u)); clamp [T, B, N_out] observed spikes (visible layer in training) or None.
+    draw < sigmoid(u)); clamp [T, B, N_out] observed spikes (visible layer in training) or None;
+    skip_in [T, B, 1, N_skip] the network inputs (pool topology, last layer).
     """
     T, B, K, n_out = uniforms.shape
     pre = presynaptic_traces(s_in, p, kernels)
@@ -185,16 +206,32 @@ def layer_window(s_in: np.ndarray, p: GLMLayerParams, kernels: Kernels, uniforms
     u = np.empty((T, B, K, n_out), p.W.dtype)
     s = np.zeros((T, B, K, n_out), p.W.dtype)
     fb = np.zeros((T, B, K, n_out), p.W.dtype)
+    pool = isinstance(p, PoolGLMLayerParams)
+    lat = skip_pre = None
+    if pool:
+        lat_kernel = kernels.lateral_by_lag()
+        lat = np.zeros((nb, T, B, K, n_out), p.W.dtype)
+        if p.W_skip.shape[1]:
+            if skip_in is None:
+                raise SnnEdgeError("pool topology: the last layer needs the network inputs (skip_in)")
+            skip_pre = presynaptic_traces(skip_in, p, kernels)
+            current = current + sum(skip_pre[b].reshape(-1, skip_pre.shape[-1]) @ p.W_skip[b]
+                                    for b in range(nb)).reshape(T, B, 1, n_out)
     for t in range(T):
         for d, k in enumerate(fb_kernel):  # own spikes at lags 1..fb_length
             if t - 1 - d >= 0:
                 fb[t] += k * s[t - 1 - d]
         u[t] = current[t] + p.w_fb * fb[t] + p.bias
+        if pool:
+            for d in range(1, lat_kernel.shape[1]):  # the layer's spikes at lags >= 1
+                if t - d >= 0:
+                    lat[:, t] += lat_kernel[:, d, None, None, None] * s[t - d]
+            u[t] += sum(lat[b, t] @ p.W_lat[b] for b in range(nb))
         if clamp is not None:
             s[t] = clamp[t][:, None, :]
         else:
             s[t] = uniforms[t] < sigmoid(u[t])
-    return LayerWindow(pre, u, s, fb)
+    return LayerWindow(pre, u, s, fb, lat, skip_pre)
 
 
 def target_spikes(y: np.ndarray, T: int, n_out: int, dtype=np.float32) -> np.ndarray:
@@ -219,7 +256,8 @@ def network_window(params: list[GLMLayerParams], X: np.ndarray, kernels: Kernels
     for i, p in enumerate(params):
         last = i == len(params) - 1
         clamp = target_spikes(y, T, p.W.shape[1], p.W.dtype) if (last and y is not None) else None
-        win = layer_window(layer_in, p, kernels, uniforms[i], clamp)
+        skip_in = X.astype(p.W.dtype)[:, :, None, :] if isinstance(p, PoolGLMLayerParams) else None
+        win = layer_window(layer_in, p, kernels, uniforms[i], clamp, skip_in)
         out.append(win)
         layer_in = win.s
     return out

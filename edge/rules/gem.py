@@ -55,7 +55,7 @@ import numpy as np
 from edge.errors import SnnEdgeError
 from edge.model import LayerParams, NetworkSpec
 from edge.optim import Adam
-from edge.probabilistic import (KERNELS, GLMLayerParams, Kernels, LayerWindow, draw_uniforms, importance_weights,
+from edge.probabilistic import (KERNELS, GLMLayerParams, Kernels, PoolGLMLayerParams, LayerWindow, draw_uniforms, importance_weights,
                                 iw_log_likelihood, layer_window, mean_log_likelihood, network_window,
                                 presynaptic_traces, running_log_likelihood, sigmoid, spike_log_prob,
                                 target_spikes, vote)
@@ -67,6 +67,7 @@ VOTE_FLOOR = 1e-3  # vote fractions are floored so log-probabilities stay finite
 UPDATES = ("window", "step")
 FORMS = ("gem", "mb1")
 INITS = ("ours", "authors")
+TOPOLOGIES = ("layered", "pool")
 LL_ESTIMATORS = ("iw", "mean")
 HORIZON_TOL = 1e-12   # the step form drops eligibility terms weighted below kappa^H < this
 BASELINE_EPS = 1e-7   # the authors' guard in b = num / (den + eps)
@@ -90,8 +91,6 @@ def to_glm_params(params: list[LayerParams], kernels: Kernels, rng: np.random.Ge
     return out
 
 
-
-
 def authors_glm_params(params: list[LayerParams], kernels: Kernels, rng: np.random.Generator,
                        magnitude: float = 0.1) -> list[GLMLayerParams]:
     """GLM layers initialised as the GEM authors do (SNN.py): every feed-forward weight of every basis,
@@ -105,6 +104,30 @@ def authors_glm_params(params: list[LayerParams], kernels: Kernels, rng: np.rand
                                   u(n_out), u(n_out)))
     return out
 
+
+def to_pool_params(params: list[GLMLayerParams], kernels: Kernels, rng: np.random.Generator,
+                   magnitude: float | None) -> list[PoolGLMLayerParams]:
+    """The authors' recurrent pool on the layered stack: every layer gets lateral weights W_lat (its
+    other neurons, lags >= 1, diagonal 0), the last layer also W_skip from the network inputs.
+    magnitude: U(-m, m) as the authors initialise; None: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per basis."""
+    n_net_in = params[0].W.shape[0]
+    out = []
+    for i, p in enumerate(params):
+        if isinstance(p, PoolGLMLayerParams):
+            out.append(p)
+            continue
+        n_out = p.W.shape[1]
+        n_skip = n_net_in if (i == len(params) - 1 and len(params) > 1) else 0
+        nb = kernels.n_basis
+
+        def draw(n_in):
+            m = magnitude if magnitude is not None else 1.0 / np.sqrt(max(n_in, 1) * nb)
+            return rng.uniform(-m, m, (nb, n_in, n_out)).astype(p.W.dtype)
+        W_lat = draw(n_out)
+        W_lat[:, np.arange(n_out), np.arange(n_out)] = 0.0
+        out.append(PoolGLMLayerParams(*(getattr(p, n) for n in GLMLayerParams.NAMES), W_lat, draw(n_skip)))
+    return out
+
 def backward_weights(w: np.ndarray, kappa: float) -> np.ndarray:
     """c[t] = w[t] + kappa * c[t+1]: how much the gradient of step t counts in all later updates."""
     c = np.array(w, copy=True)
@@ -113,19 +136,32 @@ def backward_weights(w: np.ndarray, kappa: float) -> np.ndarray:
     return c
 
 
-def weighted_gradient(pre: np.ndarray, D: np.ndarray, fb: np.ndarray) -> dict[str, np.ndarray]:
-    """sum over steps, batch and compartments of D x (pre, 1, fb): pre [nb, T', B, Kp, N_in],
-    D and fb [T', B, K, N_out] (D already holds the weights times (s - sigmoid(u)))."""
+def _basis_gradient(pre: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """[nb, N_in, N_out] sum over steps, batch, compartments of pre x D; pre [nb, T', B, Kp, N_in]."""
     nb, _, _, Kp, n_in = pre.shape
     Dk = D.sum(axis=2, keepdims=True) if Kp == 1 else D  # a shared presynaptic trace: sum compartments first
     flat = Dk.reshape(-1, D.shape[-1])
-    GW = np.stack([pre[b].reshape(-1, n_in).T @ flat for b in range(nb)])
-    return {"W": GW, "bias": D.sum(axis=(0, 1, 2)), "w_fb": (fb * D).sum(axis=(0, 1, 2))}
+    return np.stack([pre[b].reshape(-1, n_in).T @ flat for b in range(nb)])
+
+
+def weighted_gradient(pre: np.ndarray, D: np.ndarray, fb: np.ndarray, lat: np.ndarray | None = None,
+                      skip_pre: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """sum over steps, batch and compartments of D x (pre, 1, fb[, lat, skip_pre]): pre [nb, T', B, Kp, N_in],
+    D and fb [T', B, K, N_out] (D already holds the weights times (s - sigmoid(u))); lat and skip_pre:
+    the pool topology's lateral and input traces (W_lat's diagonal stays 0: w_fb is the self-loop)."""
+    out = {"W": _basis_gradient(pre, D), "bias": D.sum(axis=(0, 1, 2)), "w_fb": (fb * D).sum(axis=(0, 1, 2))}
+    if lat is not None:
+        GL = _basis_gradient(lat, D)
+        GL[:, np.arange(GL.shape[1]), np.arange(GL.shape[1])] = 0.0
+        out["W_lat"] = GL
+        out["W_skip"] = (_basis_gradient(skip_pre, D) if skip_pre is not None
+                         else np.zeros((pre.shape[0], 0, D.shape[-1]), D.dtype))
+    return out
 
 
 def layer_gradient(win: LayerWindow, c: np.ndarray) -> dict[str, np.ndarray]:
     """Ascent direction for one layer: sum_t sum_k c[t,k] (s - sigmoid(u)) x pre, summed over the batch."""
-    return weighted_gradient(win.pre, c[..., None] * (win.s - sigmoid(win.u)), win.fb)
+    return weighted_gradient(win.pre, c[..., None] * (win.s - sigmoid(win.u)), win.fb, win.lat, win.skip_pre)
 
 
 def window_gradients(params: list[GLMLayerParams], wins: list[LayerWindow], ll_decay: float = 1.0):
@@ -144,12 +180,15 @@ class LayerStep(NamedTuple):
     u: np.ndarray     # [B, K, N_out]
     fb: np.ndarray    # [B, K, N_out] feedback trace used in u
     d: np.ndarray     # [B, K, N_out] s - sigmoid(u): the per-neuron factor of grad log p
+    lat: np.ndarray | None = None       # [nb, B, K, N_out] lateral traces (pool topology)
+    skip_pre: np.ndarray | None = None  # [nb, B, 1, N_skip] network-input traces (pool, last layer)
 
 
 class StreamState(NamedTuple):
     hist_in: np.ndarray   # [first_lag + length, B, Kp, N_in] input spikes at lags 0.. (FIR kernels)
     x_exp: np.ndarray     # [B, Kp, N_in] exponential input trace (kernel "exponential")
     hist_own: np.ndarray  # [fb_length, B, K, N_out] own spikes at lags 1..
+    hist_lat: np.ndarray  # [length, B, K, N_out] the layer's spikes at lags 1.. (pool topology)
 
 
 def initial_stream(params: list[GLMLayerParams], kernels: Kernels, B: int, K: int) -> list[StreamState]:
@@ -161,7 +200,9 @@ def initial_stream(params: list[GLMLayerParams], kernels: Kernels, B: int, K: in
         n_in, n_out = p.W.shape
         Kp = 1 if i == 0 else K
         out.append(StreamState(np.zeros((L, B, Kp, n_in), dtype), np.zeros((B, Kp, n_in), dtype),
-                               np.zeros((kernels.fb_length, B, K, n_out), dtype)))
+                               np.zeros((kernels.fb_length, B, K, n_out), dtype),
+                               np.zeros((kernels.length if isinstance(p, PoolGLMLayerParams) else 0, B, K, n_out),
+                                        dtype)))
     return out
 
 
@@ -172,6 +213,7 @@ def network_step(params: list[GLMLayerParams], kernels: Kernels, states: list[St
     network_window at that step."""
     dtype = params[0].W.dtype
     basis = kernels.basis_by_lag()
+    lat_kernel = kernels.lateral_by_lag()
     fbk = kernels.feedback()
     layer_in = x_t.astype(dtype)[:, None, :]
     outs, new = [], []
@@ -188,6 +230,13 @@ def network_step(params: list[GLMLayerParams], kernels: Kernels, states: list[St
         u = pre[0] @ p.W + p.w_fb * fb + p.bias
         for b in range(1, p.n_basis):
             u = u + pre[b] @ p.W_more[b - 1]
+        lat = skip_pre = None
+        if isinstance(p, PoolGLMLayerParams):
+            lat = np.einsum("bl,lxkn->bxkn", lat_kernel[:, 1:], st.hist_lat)
+            u = u + sum(lat[b] @ p.W_lat[b] for b in range(p.n_basis))
+            if p.W_skip.shape[1]:
+                skip_pre = outs[0].pre if outs else pre   # the network inputs' traces (layer 0's)
+                u = u + sum(skip_pre[b] @ p.W_skip[b] for b in range(p.n_basis))
         u = np.broadcast_to(u, uniforms_t[i].shape)
         if clamp_t is not None and i == len(params) - 1:
             s = np.broadcast_to(clamp_t[:, None, :], u.shape).astype(dtype)
@@ -195,8 +244,12 @@ def network_step(params: list[GLMLayerParams], kernels: Kernels, states: list[St
             s = (uniforms_t[i] < sigmoid(u)).astype(dtype)
         hist_own = np.roll(st.hist_own, 1, axis=0)
         hist_own[0] = s
-        outs.append(LayerStep(pre, s, u, fb, s - sigmoid(u)))
-        new.append(StreamState(hist_in, x_exp, hist_own))
+        hist_lat = st.hist_lat
+        if hist_lat.shape[0]:
+            hist_lat = np.roll(hist_lat, 1, axis=0)
+            hist_lat[0] = s
+        outs.append(LayerStep(pre, s, u, fb, s - sigmoid(u), lat, skip_pre))
+        new.append(StreamState(hist_in, x_exp, hist_own, hist_lat))
         layer_in = s
     return outs, new
 
@@ -214,8 +267,10 @@ def step_direction(past: list[LayerStep], w_t: np.ndarray, kappa: float) -> dict
     n = len(past)
     coef = kappa ** np.arange(n - 1, -1, -1, dtype=np.float64)
     D = np.stack([q.d for q in past]) * (coef[:, None, None, None] * w_t[None, :, :, None])
+    lat = np.stack([q.lat for q in past], axis=1) if past[0].lat is not None else None
+    skip = np.stack([q.skip_pre for q in past], axis=1) if past[0].skip_pre is not None else None
     return weighted_gradient(np.stack([q.pre for q in past], axis=1), D.astype(past[0].d.dtype),
-                             np.stack([q.fb for q in past]))
+                             np.stack([q.fb for q in past]), lat, skip)
 
 
 class Mb1Traces(NamedTuple):
@@ -229,9 +284,10 @@ def initial_mb1(params: list[GLMLayerParams], B: int) -> list[Mb1Traces]:
     out = []
     for p in params:
         n_in, n_out = p.W.shape
-        z = lambda: {"W": np.zeros((B, p.n_basis, n_in, n_out), p.W.dtype), "bias": np.zeros((B, n_out), p.W.dtype),  # noqa: E731
-                     "w_fb": np.zeros((B, n_out), p.W.dtype)}
-        out.append(Mb1Traces(z(), z(), z()))
+        shapes = {"W": (B, p.n_basis, n_in, n_out), "bias": (B, n_out), "w_fb": (B, n_out)}
+        if isinstance(p, PoolGLMLayerParams):
+            shapes.update(W_lat=(B,) + p.W_lat.shape, W_skip=(B,) + p.W_skip.shape)
+        out.append(Mb1Traces(*({k: np.zeros(v, p.W.dtype) for k, v in shapes.items()} for _ in range(3))))
     return out
 
 
@@ -240,6 +296,12 @@ def mb1_step(tr: Mb1Traces, q: LayerStep, v: np.ndarray, kappa: float, hidden: b
     log-likelihood). -> (direction summed over the batch, traces). The traces are updated in place."""
     d = q.d[:, 0]                                                   # [B, N_out]
     g = {"W": np.einsum("bxn,xo->xbno", q.pre[:, :, 0], d), "bias": d, "w_fb": q.fb[:, 0] * d}
+    if q.lat is not None:
+        g["W_lat"] = np.einsum("bxn,xo->xbno", q.lat[:, :, 0], d)
+        n = d.shape[-1]
+        g["W_lat"][:, :, np.arange(n), np.arange(n)] = 0.0   # the diagonal is w_fb's
+        g["W_skip"] = (np.einsum("bxn,xo->xbno", q.skip_pre[:, :, 0], d) if q.skip_pre is not None
+                       else np.zeros_like(tr.e["W_skip"]))   # no skip weights below the last layer
     out = {}
     for k, gk in g.items():
         e = tr.e[k]
@@ -270,6 +332,9 @@ def online_gradients(params: list[GLMLayerParams], X: np.ndarray, y: np.ndarray,
     K = uniforms[0].shape[2]
     if single_sample and K != 1:
         raise SnnEdgeError(f"single-sample rule: expected K = 1, got {K}")
+    if any(isinstance(p, PoolGLMLayerParams) for p in params):
+        raise SnnEdgeError("online_gradients: explicit traces are the layered (device) form; the pool "
+                           "topology runs through window_gradients or the step form")
     dtype = params[0].W.dtype
     states = initial_stream(params, kernels, B, K)
     e = [{"W": np.zeros((B, K, p.n_basis) + p.W.shape, dtype), "bias": np.zeros((B, K, p.W.shape[1]), dtype),
@@ -318,6 +383,8 @@ class GemRule(LearningRule):
         "init": (str, "ours", f"one of {INITS}: ours (engine W, bias_init, fb_init) or the authors' "
                               "(every weight, bias, feedback weight U(-init_scale, init_scale))"),
         "init_scale": (float, 0.1, "init=authors: half-width of the uniform initialisation"),
+        "topology": (str, "layered", f"one of {TOPOLOGIES}: the layered stack, or the authors' recurrent pool "
+                                     "(lateral weights in every layer, inputs straight to the outputs too)"),
         "ll_estimator": (str, "iw", f"one of {LL_ESTIMATORS}: log mean_k p (importance-weighted, ours) or "
                                     "mean_k log p (the authors')"),
         "optimizer": (str, "adam", "sgd (what the device and the authors run) or adam"),
@@ -332,7 +399,8 @@ class GemRule(LearningRule):
         if o["k_train"] < 1 or o["k_infer"] < 1:
             raise SnnEdgeError(f"rule gem: k_train and k_infer must be >= 1, got {o['k_train']}, {o['k_infer']}")
         for key, allowed in (("vote", VOTES), ("optimizer", ("sgd", "adam")), ("update", UPDATES),
-                             ("form", FORMS), ("init", INITS), ("ll_estimator", LL_ESTIMATORS)):
+                             ("form", FORMS), ("init", INITS), ("ll_estimator", LL_ESTIMATORS),
+                             ("topology", TOPOLOGIES)):
             if o[key] not in allowed:
                 raise SnnEdgeError(f"rule gem: {key}: expected one of {allowed}, got {o[key]!r}")
         if not 0 <= o["kappa"] < 1:
@@ -345,6 +413,10 @@ class GemRule(LearningRule):
             params[:] = authors_glm_params(params, self.kernels, rng, o["init_scale"])
         else:
             params[:] = to_glm_params(params, self.kernels, rng, o["bias_init"], o["fb_init"])
+        if o["topology"] == "pool":
+            params[:] = to_pool_params(params, self.kernels, rng, o["init_scale"] if o["init"] == "authors" else None)
+        elif any(isinstance(p, PoolGLMLayerParams) for p in params):
+            raise SnnEdgeError("rule gem: the parameters are a pool (W_lat, W_skip): set topology=pool")
         for p in params:  # kappa lives in a_mem: the eligibility decay the integer export reads
             p.a_mem[...] = o["kappa"]
         self.adam = Adam(lr=self.lr) if o["optimizer"] == "adam" else None
@@ -380,7 +452,9 @@ class GemRule(LearningRule):
         """theta += lr * (ascent direction / B) (SGD), or one Adam step on its negative."""
         named = {}
         for i, (p, g) in enumerate(zip(params, grads)):
-            for key, value in (("W", g["W"][0]), ("W_more", g["W"][1:]), ("bias", g["bias"]), ("w_fb", g["w_fb"])):
+            pairs = [("W", g["W"][0]), ("W_more", g["W"][1:]), ("bias", g["bias"]), ("w_fb", g["w_fb"])]
+            pairs += [(k, g[k]) for k in ("W_lat", "W_skip") if k in g]
+            for key, value in pairs:
                 if not np.isfinite(value.sum()):  # one reduction: NaN/inf survive the sum
                     raise SnnEdgeError(f"rule gem: NaN/inf in the update of layer {i} {key}")
                 named[f"L{i}_{key}"] = (getattr(p, key), value)
@@ -455,8 +529,10 @@ class GemRule(LearningRule):
         self.batches += 1
         # training accuracy: let the output layer run free on the same hidden samples (the clamped
         # target's own feedback would otherwise decide the class) and take the compartments' vote
-        layer_in = hidden if hidden is not None else X.astype(params[0].W.dtype)[:, :, None, :]
-        free = layer_window(layer_in, params[-1], self.kernels, U[-1])
+        net_in = X.astype(params[0].W.dtype)[:, :, None, :]
+        layer_in = hidden if hidden is not None else net_in
+        free = layer_window(layer_in, params[-1], self.kernels, U[-1],
+                            skip_in=net_in if isinstance(params[-1], PoolGLMLayerParams) else None)
         votes = vote(free.s.sum(axis=0), sigmoid(free.u).sum(axis=0), self.spec.n_classes)
         loss = -float(np.mean(iw_log_likelihood(step_ll.sum(axis=0))))
         return {"loss": loss / T, "correct": int((votes.argmax(axis=1) == y).sum()), "n": int(B)}

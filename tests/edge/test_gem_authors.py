@@ -243,3 +243,60 @@ def test_float_gem_agrees_with_integer_gem():
     assert mean("L0_W") < 0.45 and mean("L0_bias") < 0.45
     broken = [_float_and_integer_accumulators(seed, int_ll_decay=0.999)[1]["L0_W"] for seed in range(6)]
     assert float(np.mean(broken)) > 0.8
+
+
+# ---- the authors' recurrent pool (topology="pool") ---------------------------------------------
+
+def test_pool_potential_matches_its_definition_and_forms_agree(tmp_path):
+    """Hidden: inputs + the other hidden neurons (lags >= 1); outputs: inputs + hidden + the other
+    outputs; W_lat's diagonal is 0 (w_fb is the self-loop). The step form (frozen) equals the window form."""
+    from edge.model import load_checkpoint, save_checkpoint
+    from edge.probabilistic import PoolGLMLayerParams
+
+    spec, params, rule, X, y = _net(K=3, kernel="pillow08", n_basis=2, topology="pool", init="authors", kappa=0.3)
+    assert all(isinstance(p, PoolGLMLayerParams) for p in params)
+    assert params[0].W_skip.shape == (2, 0, 5) and params[1].W_skip.shape == (2, 7, 3)
+    for p in params:
+        p.W_lat *= 20.0
+        p.W_skip *= 20.0
+        assert np.all(p.W_lat[:, np.arange(p.W_lat.shape[1]), np.arange(p.W_lat.shape[1])] == 0)
+    total, _, _, U = rule.stream(params, X, y, apply_each_step=False)
+    wins = network_window(params, X, rule.kernels, U, y)
+    lat_k = rule.kernels.lateral_by_lag()
+    Xf = X.astype(np.float64)[:, :, None, :]
+    for i, (p, win) in enumerate(zip(params, wins)):
+        pre = presynaptic_traces(Xf if i == 0 else wins[0].s, p, rule.kernels)
+        skip = presynaptic_traces(Xf, p, rule.kernels)
+        for t in range(X.shape[0]):
+            lat = [sum((lat_k[b, d] * win.s[t - d] for d in range(1, lat_k.shape[1]) if t - d >= 0),
+                       np.zeros_like(win.s[0])) for b in range(2)]
+            u = (sum(pre[b, t] @ p.basis_weights()[b] + lat[b] @ p.W_lat[b] for b in range(2)) + p.bias
+                 + p.w_fb * win.fb[t])
+            if i == 1:
+                u = u + sum(skip[b, t] @ p.W_skip[b] for b in range(2))
+            np.testing.assert_allclose(win.u[t], np.broadcast_to(u, win.u[t].shape), atol=1e-12)
+    grads, _, _ = window_gradients(params, wins, 0.3)
+    for g, tot in zip(grads, total):
+        for key in ("W", "bias", "w_fb", "W_lat", "W_skip"):
+            np.testing.assert_allclose(tot[key], g[key], rtol=1e-9, atol=1e-11)
+    assert np.abs(grads[1]["W_skip"]).sum() > 0 and np.abs(grads[0]["W_lat"]).sum() > 0
+    # training keeps the diagonal at 0, and a checkpoint brings the pool back
+    rule.options.update(update="step", optimizer="sgd")
+    rule.train_batch(params, X, y)
+    for p in params:
+        assert np.all(p.W_lat[:, np.arange(p.W_lat.shape[1]), np.arange(p.W_lat.shape[1])] == 0)
+    save_checkpoint(tmp_path / "pool.ckpt", spec, params, {"rule": rule.config()})
+    _, loaded, _ = load_checkpoint(tmp_path / "pool.ckpt")
+    assert all(isinstance(p, PoolGLMLayerParams) for p in loaded)
+    np.testing.assert_allclose(rule.predict(loaded, X), rule.predict([p.astype(np.float32) for p in params], X),
+                               rtol=1e-5)
+
+
+def test_pool_mb1_runs_and_layered_rule_refuses_pool_parameters():
+    spec, params, rule, X, y = _net(K=1, form="mb1", topology="pool", update="step", optimizer="sgd", lr=0.01)
+    before = [p.copy() for p in params]
+    rule.train_batch(params, X, y)
+    assert not np.array_equal(before[1].W_skip, params[1].W_skip)
+    assert not np.array_equal(before[0].W_lat, params[0].W_lat)
+    with pytest.raises(Exception, match="topology=pool"):
+        make_rule("gem", k_train=1).init(spec, params, np.random.default_rng(0))
