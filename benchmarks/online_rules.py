@@ -51,6 +51,9 @@ RULES = {
     "solsa_spiking_readout": dict(rule="solsa", lr=5e-4, options={"optimizer": "adam", "k_update": 10},
                                   net={"readout": "spikes", "reset_grad": True, "learn_syn_decay": True}),
     "gem": dict(rule="gem", lr=1e-2, options={"k_train": 5, "k_infer": 5}, net={}),
+    # the established non-BPTT online baseline (edge/rules/decolle.py): same leaky readout as SOLSA
+    "decolle": dict(rule="decolle", lr=1e-3, options={}, net={"readout": "membrane", "reset_grad": False,
+                                                             "learn_syn_decay": False}),
 }
 
 
@@ -89,11 +92,13 @@ def load_task(name: str):
 
 def learning_state_bytes(key: str, spec: NetworkSpec, T: int, options: dict) -> int:
     total = 0
-    for n_in, n_out in zip(spec.sizes[:-1], spec.sizes[1:]):
+    for i, (n_in, n_out) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
         if key == "bptt":
             m = memory_meter.bptt_bytes(n_in, n_out, T, spec.learn_syn_decay)
         elif key.startswith("solsa"):
             m = memory_meter.solsa_bytes(n_in, n_out, T, spec.reset_grad, spec.learn_syn_decay)
+        elif key == "decolle":
+            m = memory_meter.decolle_bytes(n_in, n_out, T, spec.n_classes, i < spec.n_layers - 1)
         else:
             m = memory_meter.gem_bytes(n_in, n_out, T, options.get("k_train", 5), options.get("n_basis", 2))
         total += m.total

@@ -43,7 +43,7 @@ from edge.data import split_three_way  # noqa: E402
 
 K_VALUES = (1, 2, 5, 10)
 TIMING_LRS = (1e-3, 2e-3, 5e-3, 1e-2)
-SOLSA_VS_BPTT = ("bptt", "solsa", "solsa_fixed", "solsa_no_reset_path", "solsa_spiking_readout")
+SOLSA_VS_BPTT = ("bptt", "solsa", "solsa_fixed", "solsa_no_reset_path", "solsa_spiking_readout", "decolle")
 
 
 def _write(path: Path, text: str) -> None:
