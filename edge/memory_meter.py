@@ -72,7 +72,9 @@ def network_table(sizes: tuple[int, ...], Ts=(10, 30, 100, 300), K_values=(1, 5,
     for T in Ts:
         tables = {"bptt": [bptt_bytes(a, b, T, learn_a, itemsize) for a, b in layers],
                   "solsa-full": [solsa_bytes(a, b, T, True, learn_a, itemsize) for a, b in layers],
-                  "solsa-factorised": [solsa_bytes(a, b, T, False, learn_a, itemsize) for a, b in layers]}
+                  "solsa-factorised": [solsa_bytes(a, b, T, False, learn_a, itemsize) for a, b in layers],
+                  "decolle": [decolle_bytes(a, b, T, sizes[-1], i < len(layers) - 1, itemsize)
+                              for i, (a, b) in enumerate(layers)]}
         for K in K_values:
             tables[f"gem-K{K}"] = [gem_bytes(a, b, T, K, n_basis, itemsize) for a, b in layers]
         for name, per_layer in tables.items():
