@@ -337,7 +337,7 @@ def plots(results: dict, out: Path) -> None:
             ax.set_xscale("log")
             ax.legend(fontsize=7)
         _save_fig(plt, fig, out / "normad_van_rossum.png")
-    nm = [r for r in rows if r["task"] == "nmnist"]
+    nm = [r for r in rows if r["task"] == "nmnist" and "test_acc" in r]  # the protocol split's runs only
     if nm:
         steps = sorted({r["T"] for r in nm})
         fig, axes = plt.subplots(1, len(steps), figsize=(5 * len(steps), 3.8), squeeze=False)
