@@ -300,3 +300,25 @@ def test_pool_mb1_runs_and_layered_rule_refuses_pool_parameters():
     assert not np.array_equal(before[0].W_lat, params[0].W_lat)
     with pytest.raises(Exception, match="topology=pool"):
         make_rule("gem", k_train=1).init(spec, params, np.random.default_rng(0))
+
+
+def test_convert_carries_one_kappa_to_the_integer_rule():
+    """snn-edge convert: the integer ll_decay is the checkpoint's kappa (Q12), unless set explicitly;
+    a checkpoint from before (ll_decay option, kappa in a_mem) keeps its two values."""
+    from converters.intmodel import default_learn
+    from host_tools.cmd_convert import gem_rule_options
+
+    spec, params, rule, _, _ = _net(K=2, kappa=0.05)
+    learn = default_learn("gem")
+    opts = gem_rule_options({"rule": rule.config()}, params, learn, set())
+    assert opts["kappa"] == 0.05 and learn.params["ll_decay"] == 205   # round(0.05 * 4096)
+    make_rule("gem", **opts)                                           # the float rule accepts them
+    learn = default_learn("gem")
+    old = {"rule": {"name": "gem", "options": {"ll_decay": 1.0, "k_train": 2}}}
+    params[0].a_mem[...] = 0.8
+    opts = gem_rule_options(old, params, learn, set())
+    assert opts["kappa"] == pytest.approx(0.8) and "ll_decay" not in opts and learn.params["ll_decay"] == 4096
+    learn = default_learn("gem")
+    learn.params["ll_decay"] = 1000
+    gem_rule_options({"rule": rule.config()}, params, learn, {"ll_decay"})
+    assert learn.params["ll_decay"] == 1000
