@@ -14,6 +14,7 @@
     Variants (network 578-H-10, kappa 0.05 everywhere):
       window adam       update=window, Adam lr 1e-2, batch 16, K = 5 (the rule's defaults)
       step sgd          update=step, SGD lr 0.05, one example at a time (the authors' schedule), K = 5
+      step sgd pool     step sgd on the authors' recurrent pool (our kernels and initialisation)
       step sgd authors  the same with the authors' kernels (pillow08: 8 bases x 10 steps, one-step delay),
                         initialisation and recurrent pool (lateral weights; inputs straight to the outputs)
       gem K=1           update=step, K = 1: GEM with one compartment (hidden neurons get no learning signal)
@@ -58,6 +59,7 @@ STEP_LRS = (0.05, 0.005)
 VARIANTS = {  # name -> (rule options, batch size)
     "window adam": ({"k_train": 5, "lr": 1e-2}, 16),
     "step sgd": ({**STEP, "k_train": 5}, 1),
+    "step sgd pool": ({**STEP, **POOL, "k_train": 5}, 1),
     "step sgd authors": ({**STEP, **AUTHORS, **POOL, "k_train": 5}, 1),
     "gem K=1": ({**STEP, "k_train": 1}, 1),
     "mb1": ({**STEP, "k_train": 1, "form": "mb1"}, 1),
