@@ -24,7 +24,7 @@ Two update schedules (option `update`):
           explicit per-compartment traces (bounded state: what the device keeps).
 The step form computes sum_k w_k[t] e_k[t] from the last H steps' (pre, s - sigmoid(u)) instead of
 explicit traces (H: kappa^H < 1e-12, 10 steps at kappa 0.05), one GEMM per layer and step; with
-the parameters frozen it sums to exactly `window_gradients` (tests/edge/test_gem.py).
+the parameters frozen it sums to exactly `window_gradients` (tests/edge/test_gem_authors.py).
 
 The single-sample reference (option form="mb1", K = 1; the authors' `mb1` mode, training_utils.
 train_ml_online) is NOT GEM with K = 1 (which gives hidden neurons no learning signal beyond their own
@@ -35,9 +35,13 @@ updates the shared parameters K + 1 extra times (init_ml_vars); here every step 
 
 Differences that remain options, not defaults: their kernels (kernel="pillow08", 8 bases of length 10,
 one-step synaptic delay; ours: raised_cosine from lag 0), their initialisation (init="authors": every
-weight, bias and feedback weight U(-0.1, 0.1); ours keeps the engine's W, bias -2, feedback -1). Their
-recurrent pool (hidden-to-hidden and output-to-output lateral weights, inputs straight to the
-outputs) is not implemented: the network here is the layered stack.
+weight, bias and feedback weight U(-0.1, 0.1); ours keeps the engine's W, bias -2, feedback -1), their
+recurrent pool (topology="pool": lateral weights among each layer's neurons at lags >= 1 and the
+inputs straight to the last layer, edge.probabilistic.PoolGLMLayerParams; ours: the layered stack,
+the only form with an integer/device counterpart). Measured (benchmarks/gem_authors.py, one epoch):
+per-step SGD learns on the pool and collapses to one class on the layered stack, where at
+initialisation the hidden spikes barely depend on the input and per-example updates follow the
+last label.
 
 docs/NUMERICS.md section 11 is the integer form with one exponential kernel (kernel="exponential",
 n_basis=1 here): every layer probabilistic, hidden layers sampling per compartment (K * N firing
