@@ -2,8 +2,9 @@
 
     python benchmarks/online_rules.py [--data PATH|timing] [--epochs 4] [--rules bptt,solsa,solsa_fixed,gem]
 
-Rules share the network, the data and the 80/20 stratified split (edge.data.split_stratified, seed 0);
-the reported accuracy is the validation accuracy of the last epoch (and the best epoch's), memory is
+Rules share the network, the data and the protocol split (edge.data.split_three_way: stratified 60/20/20
+train / validation / test, fixed); each run keeps its best-validation epoch and reports that model's
+test accuracy (with the validation accuracy of the last and the best epoch beside it); memory is
 edge.memory_meter's learning state for one stream at this T, samples/s is the training throughput of
 this run. `timing` is a synthetic task where only spike timing carries the class (every input fires
 exactly once per sample in every class). benchmarks/online_rules_tables.py reuses these functions.
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from edge import memory_meter  # noqa: E402
 from edge.model import NetworkSpec, init_params  # noqa: E402
 from edge.rules import make_rule  # noqa: E402
-from edge.train import FitConfig, fit  # noqa: E402
+from edge.train import FitConfig, fit, predict_logits  # noqa: E402
 
 NMNIST = REPO / ".." / "shared" / "data" / "nmnist-small"
 
@@ -50,6 +51,9 @@ RULES = {
     "solsa_spiking_readout": dict(rule="solsa", lr=5e-4, options={"optimizer": "adam", "k_update": 10},
                                   net={"readout": "spikes", "reset_grad": True, "learn_syn_decay": True}),
     "gem": dict(rule="gem", lr=1e-2, options={"k_train": 5, "k_infer": 5}, net={}),
+    # the established non-BPTT online baseline (edge/rules/decolle.py): same leaky readout as SOLSA
+    "decolle": dict(rule="decolle", lr=1e-3, options={}, net={"readout": "membrane", "reset_grad": False,
+                                                             "learn_syn_decay": False}),
 }
 
 
@@ -75,23 +79,26 @@ def timing_patterns(n_classes: int = 10, n_per_class: int = 40, n_in: int = 40, 
 
 
 def load_task(name: str):
-    """(X, y, description) for 'timing' or an N-MNIST folder."""
+    """(X, y, description, recording names) for 'timing' or an N-MNIST folder."""
     if name == "timing":
         X, y = timing_patterns()
-        return X, y, "timing patterns (10 classes, 40 inputs x 40 steps, one spike per input, jitter 2, 20% moved)"
+        return (X, y, "timing patterns (10 classes, 40 inputs x 40 steps, one spike per input, jitter 2, 20% moved)",
+                [f"timing:{i:04d}" for i in range(len(y))])
     from edge.data import NMNIST_SPEC, load_frames
 
-    X, y, _ = load_frames(name, NMNIST_SPEC, progress=False)
-    return X, y, f"N-MNIST {name} ({len(y)} recordings, {NMNIST_SPEC.n_steps} steps, {NMNIST_SPEC.n_inputs} inputs)"
+    X, y, names = load_frames(name, NMNIST_SPEC, progress=False)
+    return X, y, f"N-MNIST {name} ({len(y)} recordings, {NMNIST_SPEC.n_steps} steps, {NMNIST_SPEC.n_inputs} inputs)", names
 
 
 def learning_state_bytes(key: str, spec: NetworkSpec, T: int, options: dict) -> int:
     total = 0
-    for n_in, n_out in zip(spec.sizes[:-1], spec.sizes[1:]):
+    for i, (n_in, n_out) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
         if key == "bptt":
             m = memory_meter.bptt_bytes(n_in, n_out, T, spec.learn_syn_decay)
         elif key.startswith("solsa"):
             m = memory_meter.solsa_bytes(n_in, n_out, T, spec.reset_grad, spec.learn_syn_decay)
+        elif key == "decolle":
+            m = memory_meter.decolle_bytes(n_in, n_out, T, spec.n_classes, i < spec.n_layers - 1)
         else:
             m = memory_meter.gem_bytes(n_in, n_out, T, options.get("k_train", 5), options.get("n_basis", 2))
         total += m.total
@@ -100,8 +107,9 @@ def learning_state_bytes(key: str, spec: NetworkSpec, T: int, options: dict) -> 
 
 def run_rule(key: str, X: np.ndarray, y: np.ndarray, train_idx, val_idx, hidden: int, epochs: int,
              seed: int = 0, batch_size: int = 16, overrides: dict | None = None, progress: bool = False,
-             net_overrides: dict | None = None):
-    """Train one configured rule; -> (rule, spec, fit result, metrics dict)."""
+             net_overrides: dict | None = None, test_idx=None):
+    """Train one configured rule; -> (rule, spec, fit result, metrics dict). With test_idx, the
+    best-validation parameters are scored on those recordings (test_acc); tuning never sees them."""
     cfg = RULES[key if key in RULES else key.split(":")[0]]
     options = {**cfg["options"], **(overrides or {})}
     lr = options.pop("lr", cfg["lr"])
@@ -119,7 +127,13 @@ def run_rule(key: str, X: np.ndarray, y: np.ndarray, train_idx, val_idx, hidden:
                "val_nll": round(last["val_nll"], 4), "val_ece": round(last["val_ece"], 4),
                "learning_state_bytes": learning_state_bytes(key, spec, X.shape[1], options),
                "samples_per_s": round(len(train_idx) * len(res.history) / seconds, 1),
-               "epochs": len(res.history), "lr": lr, "options": options, "arch": spec.arch}
+               "epochs": len(res.history), "lr": lr, "options": options, "arch": spec.arch, "seed": seed}
+    if test_idx is not None:
+        from edge import metrics as m_
+
+        logits = predict_logits(rule, res.params, X[test_idx])
+        metrics.update(test_acc=round(m_.accuracy(logits, y[test_idx]), 4), n_test=int(len(test_idx)),
+                       test_nll=round(m_.nll(logits, y[test_idx]), 4))
     return rule, spec, res, metrics
 
 
@@ -132,14 +146,14 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None, help="first N samples only")
     args = ap.parse_args(argv)
-    from edge.data import split_stratified
+    from edge.data import split_three_way
 
-    X, y, desc = load_task(args.data)
+    X, y, desc, names = load_task(args.data)
     if args.limit:
-        X, y = X[:args.limit], y[:args.limit]
-    train_idx, val_idx = split_stratified(y, 0.2, seed=0)
+        X, y, names = X[:args.limit], y[:args.limit], names[:args.limit]
+    sp = split_three_way(y, names)
     for key in args.rules.split(","):
-        _, _, _, m = run_rule(key, X, y, train_idx, val_idx, args.hidden, args.epochs)
+        _, _, _, m = run_rule(key, X, y, sp.train, sp.val, args.hidden, args.epochs, test_idx=sp.test)
         m["task"] = desc
         print(json.dumps(m), flush=True)
     return 0

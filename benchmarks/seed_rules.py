@@ -5,7 +5,8 @@
           ReSuMe-style rule (lr 0.003, 10-step window): epochs to exact, ratio resume/normad.
   na:     N-MNIST (../shared/data/nmnist-small, T = 5, 10 epochs, seed 0) NA (the authors' rule on its
           hard-reset PSC neuron) vs surrogate BPTT (and the bell-surrogate rule) on 578-128-10 networks:
-          validation accuracy and the seconds ratio na/bptt.
+          test accuracy (protocol split, best-validation epoch), validation accuracy and the seconds ratio
+          na/bptt.
 
 Usage: python benchmarks/seed_rules.py [--data PATH] [--epochs 10]
 The full tables (3 seeds, T = 5 and 30, curves) come from benchmarks/seed_rules_tables.py.
@@ -62,6 +63,9 @@ def na_line(data: str, epochs: int) -> dict:
         return {"rule": "na", "skipped": f"N-MNIST not found at {data}"}
     runs = {r["method"]: r for _, r in tables.nmnist_runs(data, [5], [0], epochs)}
     return {"rule": "na", "data": "nmnist-small", "T": 5, "epochs": epochs, "seed": 0,
+            "split": "edge.data.split_three_way", "n_test": runs["na"]["n_test"],
+            "na_test_acc": round(runs["na"]["test_acc"], 4), "bptt_test_acc": round(runs["bptt"]["test_acc"], 4),
+            "bptt_reset_test_acc": round(runs["bptt+reset"]["test_acc"], 4),
             "na_best_val_acc": round(runs["na"]["best_val_acc"], 4),
             "bptt_best_val_acc": round(runs["bptt"]["best_val_acc"], 4),
             "bptt_reset_best_val_acc": round(runs["bptt+reset"]["best_val_acc"], 4),

@@ -194,6 +194,9 @@ def quantize_gem(spec, params, X_calib: np.ndarray, rule_options: dict, learn: L
     """
     from edge.probabilistic import Kernels, draw_uniforms, network_window
     kind = rule_options.get("kernel", "raised_cosine")
+    if any(hasattr(p, "W_lat") for p in params):
+        raise SnnEdgeError("GEM checkpoint: the recurrent pool (topology=pool) has no integer form; the device "
+                           "runs the layered stack (train with the default --set topology=layered)")
     if kind != "exponential" or any(p.W_more.shape[0] for p in params):
         raise SnnEdgeError(f"GEM checkpoint: kernel {kind!r} with {1 + params[0].W_more.shape[0]} basis "
                            "kernel(s); the integer form needs the exponential kernel (train with --set "

@@ -138,3 +138,51 @@ def split_stratified(y: np.ndarray, val_fraction: float = 0.2, seed: int = 0):
         val.extend(idx[:n_val])
         train.extend(idx[n_val:])
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+# ---- The evaluation protocol of the seed tables (issue 18) ------------------------------------
+# One fixed stratified three-way split of a labelled recording set: every seed table trains on
+# `train`, picks settings (learning rate, epoch, options) on `val` only, and reports `test`.
+PROTOCOL_FRACTIONS = (0.6, 0.2, 0.2)   # train / validation / test
+PROTOCOL_SEED = 18
+
+
+@dataclass(frozen=True)
+class ThreeWaySplit:
+    train: np.ndarray   # int64 indices into the loaded arrays, sorted
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_three_way(y: np.ndarray, names: list[str], fractions=PROTOCOL_FRACTIONS,
+                    seed: int = PROTOCOL_SEED) -> ThreeWaySplit:
+    """Stratified train / validation / test indices, deterministic from the recording names and seed.
+
+    Within each class the recordings are ordered by name before the seeded permutation, so the split
+    does not depend on the order the files were listed or loaded in (T = 5 and T = 30 binnings of
+    the same folder get the same recordings in each part). Per class, round(n * f_val) recordings go
+    to validation, round(n * f_test) to test, the rest to train.
+    """
+    y = np.asarray(y)
+    if len(names) != len(y):
+        raise DataError(f"split_three_way: {len(names)} names for {len(y)} labels")
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise DataError(f"split_three_way: expected three positive fractions summing to 1, got {fractions}")
+    if len(set(names)) != len(names):
+        raise DataError("split_three_way: recording names must be unique (the split is keyed by them)")
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[np.argsort([names[i] for i in idx], kind="stable")]
+        idx = idx[rng.permutation(len(idx))]
+        n_val, n_test = int(round(len(idx) * fractions[1])), int(round(len(idx) * fractions[2]))
+        if len(idx) - n_val - n_test < 1 or n_val < 1 or n_test < 1:
+            raise DataError(f"split_three_way: class {c} has {len(idx)} recordings, too few for {fractions}")
+        parts[1].extend(idx[:n_val])
+        parts[2].extend(idx[n_val:n_val + n_test])
+        parts[0].extend(idx[n_val + n_test:])
+    return ThreeWaySplit(*(np.sort(np.array(p, dtype=np.int64)) for p in parts))

@@ -10,6 +10,10 @@ BPTT (edge/bptt.py, what its forward pass records for the backward pass, then th
 SOLSA (edge/rules/solsa.py): no window, nothing grows with T
   traces       N_in N_out  (full: reset path)  or  N_in  (factorised), + 2 N_in (q, r) for a_syn
   accumulators N_in N_out (+ N_in)      G (+ Ga), applied every k_update steps
+DECOLLE (edge/rules/decolle.py): no window, factorised traces, fixed random local readouts
+  traces       N_in                      one a_mem-filtered input trace per input
+  readout      N_out C (hidden layers)   the fixed random readout R_l (counted with the traces)
+  accumulators N_in N_out               G, applied every k_update steps
 GEM (edge/rules/gem.py), K compartments, n_basis kernels:
   traces       K (n_basis N_in N_out + 2 N_out) + K    eligibility of W, bias, w_fb; running log-lik
   accumulators n_basis N_in N_out + 2 N_out
@@ -48,6 +52,12 @@ def solsa_bytes(n_in: int, n_out: int, T: int, full: bool = True, learn_a: bool 
                        itemsize * traces, itemsize * acc)
 
 
+def decolle_bytes(n_in: int, n_out: int, T: int, n_classes: int, hidden: bool, itemsize: int = 4) -> LayerMemory:
+    """hidden: the layer has a fixed random readout to n_classes (every layer but the last)."""
+    return LayerMemory("decolle", n_in, n_out, T, 0, itemsize * (n_in + (n_out * n_classes if hidden else 0)),
+                       itemsize * n_in * n_out)
+
+
 def gem_bytes(n_in: int, n_out: int, T: int, K: int, n_basis: int = 2, itemsize: int = 4) -> LayerMemory:
     per_comp = n_basis * n_in * n_out + 2 * n_out
     return LayerMemory(f"gem-K{K}", n_in, n_out, T, 0, itemsize * (K * per_comp + K),
@@ -62,7 +72,9 @@ def network_table(sizes: tuple[int, ...], Ts=(10, 30, 100, 300), K_values=(1, 5,
     for T in Ts:
         tables = {"bptt": [bptt_bytes(a, b, T, learn_a, itemsize) for a, b in layers],
                   "solsa-full": [solsa_bytes(a, b, T, True, learn_a, itemsize) for a, b in layers],
-                  "solsa-factorised": [solsa_bytes(a, b, T, False, learn_a, itemsize) for a, b in layers]}
+                  "solsa-factorised": [solsa_bytes(a, b, T, False, learn_a, itemsize) for a, b in layers],
+                  "decolle": [decolle_bytes(a, b, T, sizes[-1], i < len(layers) - 1, itemsize)
+                              for i, (a, b) in enumerate(layers)]}
         for K in K_values:
             tables[f"gem-K{K}"] = [gem_bytes(a, b, T, K, n_basis, itemsize) for a, b in layers]
         for name, per_layer in tables.items():

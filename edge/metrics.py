@@ -65,3 +65,39 @@ def confusion_matrix(pred: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndar
 def summary(logits: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
     return {"accuracy": accuracy(logits, y), "nll": nll(logits, y),
             "ece": expected_calibration_error(logits, y, n_bins), "n": int(len(y))}
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Test accuracy over seeds: mean, 95 % interval, number of seeds (and test recordings per run)."""
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+    n_test: int
+    method: str   # "t over seeds" (n_seeds >= 2) or "Wilson" (one seed: binomial over test recordings)
+
+    def text(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n_seeds})"
+
+
+def accuracy_interval95(accuracies, n_test: int) -> SeedSummary:
+    """95 % interval of the mean test accuracy of independent seeds.
+
+    Two or more seeds: Student-t over the seed accuracies (seed-to-seed variation, which includes the
+    training noise). One seed: the Wilson score interval of a binomial over the n_test recordings
+    (the test-set sampling noise only), since one value has no spread.
+    """
+    from scipy import stats
+
+    acc = np.asarray(list(accuracies), dtype=np.float64)
+    if acc.size == 0 or n_test < 1:
+        raise ValueError(f"accuracy_interval95: expected >= 1 accuracy and n_test >= 1, got {acc.size}, {n_test}")
+    m = float(acc.mean())
+    if acc.size >= 2:
+        half = float(stats.t.ppf(0.975, acc.size - 1) * acc.std(ddof=1) / np.sqrt(acc.size))
+        return SeedSummary(m, m - half, m + half, int(acc.size), int(n_test), "t over seeds")
+    z = float(stats.norm.ppf(0.975))
+    centre = (m + z * z / (2 * n_test)) / (1 + z * z / n_test)
+    half = z * np.sqrt(m * (1 - m) / n_test + z * z / (4 * n_test ** 2)) / (1 + z * z / n_test)
+    return SeedSummary(m, float(centre - half), float(centre + half), 1, int(n_test), "Wilson")

@@ -198,7 +198,8 @@ def save_checkpoint(path, spec: NetworkSpec, params: list[LayerParams], extra: d
 
 # LayerParams subclasses that carry extra per-layer arrays (rule-specific neurons): the name of an
 # extra array -> "module:Class". load_checkpoint rebuilds that class when the file holds L0_<name>.
-LAYER_TYPES = {"W_more": "edge.probabilistic:GLMLayerParams"}
+LAYER_TYPES = {"W_lat": "edge.probabilistic:PoolGLMLayerParams",   # checked first: it extends the next
+               "W_more": "edge.probabilistic:GLMLayerParams"}
 
 
 def _layer_class(data: dict) -> type[LayerParams]:

@@ -98,6 +98,20 @@ def _explicit(args) -> set[str]:
     return {item.split("=", 1)[0] for item in args.set}
 
 
+def gem_rule_options(extra: dict, params, learn, explicit: set[str]) -> dict:
+    """The float GEM's options of a checkpoint, with ONE kappa for the eligibility traces and the
+    log-likelihood discount, and the integer rule's ll_decay set to that kappa (unless --set ll_decay).
+    Checkpoints from before that (options with ll_decay, kappa in a_mem) keep their two values."""
+    from firmware_py import fixedpoint as fp
+    options = dict((extra.get("rule") or {}).get("options", {}))
+    legacy_ll_decay = options.pop("ll_decay", None)
+    options.setdefault("kappa", float(params[0].a_mem))
+    if learn.rule == "gem" and "ll_decay" not in explicit:
+        learn.params["ll_decay"] = fp.q12_from_float(legacy_ll_decay if legacy_ll_decay is not None
+                                                     else options["kappa"])
+    return options
+
+
 def _quantize_checkpoint(args, report: bool):
     import numpy as np
 
@@ -116,8 +130,9 @@ def _quantize_checkpoint(args, report: bool):
     calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
     gem = hasattr(params[0], "w_fb")   # a GEM checkpoint (edge.probabilistic.GLMLayerParams)
     if gem:
-        options = (extra.get("rule") or {}).get("options", {})
-        model = quantize_gem(spec, params, calib, options, learn=_learn(args))
+        learn = _learn(args)
+        options = gem_rule_options(extra, params, learn, _explicit(args))
+        model = quantize_gem(spec, params, calib, options, learn=learn)
     else:
         model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
         auto_rule_params(model, keep=_explicit(args))

@@ -20,6 +20,7 @@ _BUILTIN_MODULES = {
     "bell-surrogate": "edge.rules.bell_surrogate",
     "solsa": "edge.rules.solsa",
     "gem": "edge.rules.gem",
+    "decolle": "edge.rules.decolle",
 }
 
 

@@ -91,3 +91,35 @@ def test_stratified_split_keeps_proportions():
     for c in range(10):
         assert abs((y[va] == c).sum() - 0.2 * (y == c).sum()) <= 0.5
     assert np.array_equal(split_stratified(y, 0.2, 0)[1], va)
+
+
+def test_three_way_split_is_stratified_disjoint_and_keyed_by_name():
+    from edge.data import split_three_way
+
+    counts = [97, 116, 99, 93, 105, 92, 94, 117, 87, 100]  # the class counts of nmnist-small
+    y = np.repeat(np.arange(10), counts)
+    names = [f"Train/{c}/{i:05d}.bin" for c, n in enumerate(counts) for i in range(n)]
+    sp = split_three_way(y, names)
+    parts = (sp.train, sp.val, sp.test)
+    assert sum(map(len, parts)) == len(y) and len(np.unique(np.concatenate(parts))) == len(y)
+    for c in range(10):
+        for part, f in zip(parts[1:], (0.2, 0.2)):
+            assert abs((y[part] == c).sum() - f * counts[c]) <= 0.5
+    # another listing order of the same recordings gives the same recordings in each part
+    perm = np.random.default_rng(5).permutation(len(y))
+    sp2 = split_three_way(y[perm], [names[i] for i in perm])
+    for a, b in zip(parts, (sp2.train, sp2.val, sp2.test)):
+        assert sorted(names[i] for i in a) == sorted(names[perm[i]] for i in b)
+    assert not np.array_equal(split_three_way(y, names, seed=1).test, sp.test)
+    with pytest.raises(DataError, match="unique"):
+        split_three_way(y[:3], ["a", "a", "b"])
+
+
+def test_accuracy_interval95():
+    from edge.metrics import accuracy_interval95
+
+    s = accuracy_interval95([0.80, 0.84, 0.82], n_test=200)
+    assert s.method == "t over seeds" and s.n_seeds == 3 and s.low < 0.82 < s.high
+    assert s.high - 0.82 == pytest.approx(4.303 * 0.02 / np.sqrt(3), rel=1e-3)  # t(0.975, 2) = 4.303
+    one = accuracy_interval95([0.9], n_test=200)   # Wilson: 0.9 of 200 -> about [0.851, 0.934]
+    assert one.method == "Wilson" and one.low == pytest.approx(0.8506, abs=2e-3) and one.high == pytest.approx(0.9343, abs=2e-3)
