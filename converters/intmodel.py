@@ -15,6 +15,7 @@ import numpy as np
 from edge.errors import SnnEdgeError
 from edge.npz_files import load_npz, save_npz
 from firmware_py import fixedpoint as fp
+from firmware_py.binning import BinSpec
 from firmware_py.blob import MAX_STEPS, rule_params
 
 KINDS = ("lif", "integrator", "prob")
@@ -155,8 +156,14 @@ def validate(model: IntModel, where: str = "model") -> None:
                 f"{w} W: weights overflow the declared width: max column sum |W| * in_max * 2**shift = "
                 f"{col} * {in_max} * 2**{L.shift} = {col * in_max << L.shift}, expected < 2**30")
         n_prev = L.n_out
-    if model.binning is not None:
-        _check_int(f"{where}: binning n_steps", model.binning[3], 1, MAX_STEPS)
+    if model.binning is not None:       # the device refuses a model whose binning it cannot run: so does the host
+        try:
+            spec = BinSpec(*model.binning)
+        except (TypeError, ValueError) as exc:
+            raise SnnEdgeError(f"{where}: binning {model.binning!r}: {exc}") from None
+        _check_int(f"{where}: binning n_steps", spec.n_steps, 1, MAX_STEPS)
+        if spec.n_inputs != model.layers[0].n_in:
+            raise SnnEdgeError(f"{where}: binning gives {spec.n_inputs} inputs, layer 0 takes {model.layers[0].n_in}")
     if model.probabilistic:
         _check_int(f"{where}: compartments", model.compartments, 1, 1024)
         _check_int(f"{where}: fire_seed", model.fire_seed, 0, fp.MASK32)

@@ -134,6 +134,9 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
             onnx.checker.check_model(proto, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise SnnEdgeError(f"{where}: onnx.checker (full check) failed: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:      # a name or text field that is not UTF-8 (protobuf does not check)
+            raise SnnEdgeError(f"{where}: a text field is not UTF-8 ({exc.reason} at byte {exc.start} of "
+                               f"{exc.object[max(0, exc.start - 20):exc.start + 4]!r})") from None
     meta = _meta(proto, where)
     inits = {t.name: t for t in proto.graph.initializer}
     try:
@@ -189,7 +192,27 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
     if unknown:
         raise SnnEdgeError(f"{where}: unexpected initializers {unknown}")
     validate(model, where)
+    check_graph(proto, model, where)
     return model
+
+
+def check_graph(proto: onnx.ModelProto, model: IntModel, where: str) -> None:
+    """The graph and functions the executors run are the ones the exporter writes for this model: a file
+    with a node, output or function deleted or edited (which onnx.checker may pass, and onnxruntime then
+    fails on or, worse, runs with other semantics) is refused here, not run."""
+    from converters.onnx_export import to_onnx
+    want = to_onnx(model)
+    for what, got, exp in (("graph input", proto.graph.input, want.graph.input),
+                           ("graph output", proto.graph.output, want.graph.output),
+                           ("graph node", proto.graph.node, want.graph.node),
+                           ("function", proto.functions, want.functions)):
+        for k in range(max(len(got), len(exp))):
+            g = got[k].SerializeToString(deterministic=True) if k < len(got) else None
+            if g != (exp[k].SerializeToString(deterministic=True) if k < len(exp) else None):
+                name = getattr(exp[k] if k < len(exp) else got[k], "name", "")
+                raise SnnEdgeError(f"{where}: {what} {k} ({name or '?'}) is not the one the exporter writes for "
+                                   f"this model ({len(got)} {what}s, expected {len(exp)}): an edited or corrupt "
+                                   f"file")
 
 
 def load_onnx(path) -> IntModel:

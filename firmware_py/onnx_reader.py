@@ -66,6 +66,8 @@ def fields(buf, start=0, end=None):
 
 
 def _text(buf, span):
+    if not isinstance(span, tuple):
+        raise DeviceError(E_MODEL_FORMAT, "onnx: a text field holds a number (wire type), expected bytes")
     return text(buf[span[0]:span[1]], "onnx: text at offset %d" % span[0])
 
 
