@@ -46,75 +46,46 @@ def rule_params(rule):
                     "ll_decay": (0, fp.A_MAX)}}.get(rule)
 
 
-def text(b, what):
-    """bytes -> str, a named error when they are not UTF-8 (a corrupt name)."""
-    try:
-        return bytes(b).decode()
-    except UnicodeError:
-        raise DeviceError(E_MODEL_FORMAT, "%s: %r is not UTF-8 text" % (what, bytes(b[:32])))
-
-
 def _range(what, v, lo, hi):
     if not isinstance(v, int) or not lo <= v <= hi:
-        raise DeviceError(E_MODEL_FORMAT, "%s %s, expected an integer in %d..%d"
-                          % (what, v if isinstance(v, int) else type(v).__name__, lo, hi))
+        raise DeviceError(E_MODEL_FORMAT, "%s %s, expected %d..%d" % (what, v if isinstance(v, int) else "?", lo, hi))
 
 
 def check_model(m):
-    """Refuse at load, with the host's limits (converters.intmodel.validate), what the runtime would fail
-    on (or run wrongly) at the first sample: every layer constant, the layer kinds, the binning, the
-    rule's parameters. Both device readers (blob, .onnx) end with it; raises DeviceError naming the field."""
-    if m.in_max not in (1, 255):
-        raise DeviceError(E_MODEL_FORMAT, "model in_max %r, expected 1 or 255" % (m.in_max,))
-    _range("model compartments", m.compartments, 1, 1024)
-    _range("model fire_seed", m.fire_seed, 0, fp.MASK32)
-    prob = m.layers[0].kind == KIND_PROB
+    """Refuse at load, with the host's limits (converters.intmodel.validate), what the runtime would fail on
+    (or run wrongly) at the first sample; both device readers end with it. Table-driven: few bytes of code."""
+    want = rule_params(m.rule)
     n = len(m.layers)
+    prob = m.layers[0].kind == KIND_PROB
+    if want is None or (m.rule == "gem") != prob or (m.rule == "solsa" and m.layers[-1].kind != KIND_LIF):
+        raise DeviceError(E_UNSUPPORTED, "rule %r with these layers (GEM: prob layers; SOLSA: a lif last layer)"
+                          % (m.rule,))
+    if want and sorted(m.params) != sorted(want):
+        raise DeviceError(E_MODEL_FORMAT, "rule %s parameters %r, expected %r" % (m.rule, sorted(m.params),
+                                                                                    sorted(want)))
+    for k in want:
+        _range(m.rule + "." + k, m.params[k], want[k][0], want[k][1])
+    _range("compartments", m.compartments, 1, 1024)
+    _range("binning n_steps", m.binning[3] if m.binning else 1, 1, MAX_STEPS)
     for l in range(n):
         L = m.layers[l]
-        w = "model layer %d " % l
-        for name, lo, hi in (("a_mem", 0, fp.A_MAX), ("theta", 1, fp.STATE_MAX), ("shift", 0, 24),
-                             ("w_exp", -64, 64)) + ((("a_fb", 0, fp.A_MAX), ("sig_shift", 0, 30)) if prob else ()):
-            _range(w + name, getattr(L, name), lo, hi)
-        _range(w + "n_out", L.n_out, 1, 0xFFFF)
-        _range(w + "n_in", L.n_in, l and m.layers[l - 1].n_out or 1, l and m.layers[l - 1].n_out or 0xFFFF)
-        a = L.a_syn
-        if L.per_input and not prob:                  # (a prob layer has one decay: an int, or refused here)
-            _range(w + "a_syn", min(a), 0, fp.A_MAX)
-            a = max(a)
-        _range(w + "a_syn", a, 0, fp.A_MAX)
-        if (L.kind == KIND_PROB) != prob or (L.kind == 1 and l != n - 1):
-            raise DeviceError(E_MODEL_FORMAT, w + "kind %s: only the last layer may be an integrator, and "
-                              "a probabilistic model has only prob layers" % KIND_NAMES[L.kind])
-        for name in ("bias", "w_fb") if prob else ():
-            a = getattr(L, name)
-            if len(a) != L.n_out or min(a) < -fp.STATE_MAX or max(a) > fp.STATE_MAX:
-                raise DeviceError(E_MODEL_FORMAT, w + "%s: expected %d values in +-%d" % (name, L.n_out,
-                                                                                           fp.STATE_MAX))
-    b = m.binning
-    if b is not None:
-        try:
-            flat = list(b[:5]) + list(b[5]) + [b[6]]
-        except (TypeError, IndexError):
-            flat = ()
-        if len(b) != 7 or len(flat) != 10 or [v for v in flat if not isinstance(v, int)]:
-            raise DeviceError(E_MODEL_FORMAT, "model binning %r, expected (sensor_w, sensor_h, dt_us, n_steps, "
-                                              "downsample, (crop x, y, w, h), mode) integers" % (b,))
-        _range("model binning n_steps", b[3], 1, MAX_STEPS)
-    want = rule_params(m.rule)
-    if want is None:
-        raise DeviceError(E_UNSUPPORTED, "model asks for learning rule %r; this runtime has %s"
-                          % (m.rule, ", ".join(KNOWN_RULES)))
-    if want and sorted(m.params) != sorted(want):
-        raise DeviceError(E_MODEL_FORMAT, "rule %s parameters %s, expected %s"
-                          % (m.rule, ", ".join(sorted(m.params)), ", ".join(sorted(want))))
-    for k in want:
-        _range("rule %s.%s" % (m.rule, k), m.params[k], want[k][0], want[k][1])
-    if want:
-        _range("rule seed", m.seed, 0, fp.MASK32)
-    if (m.rule == "gem") != prob or (m.rule == "solsa" and m.layers[-1].kind != KIND_LIF):
-        raise DeviceError(E_UNSUPPORTED, "rule %s with %s layers: GEM needs probabilistic layers and they "
-                          "need GEM; SOLSA needs a lif last layer" % (m.rule, KIND_NAMES[m.layers[-1].kind]))
+        w = "layer %d " % l
+        lo = hi = L.a_syn                 # per-input decays: their range (a prob layer has one: an int)
+        if L.per_input and not prob:
+            lo, hi = (min(lo), max(lo)) if len(lo) else (-1, -1)
+        for k, v, a, b in (("kind", L.kind, 2 if prob else 0, 2 if prob else (1 if l == n - 1 else 0)),
+                           ("n_in", L.n_in, m.layers[l - 1].n_out if l else 1, m.layers[l - 1].n_out if l else 0xFFFF),
+                           ("n_out", L.n_out, 1, 0xFFFF), ("a_mem", L.a_mem, 0, fp.A_MAX),
+                           ("theta", L.theta, 1, fp.STATE_MAX), ("shift", L.shift, 0, 24), ("w_exp", L.w_exp, -64, 64),
+                           ("a_syn", lo, 0, fp.A_MAX), ("a_syn", hi, 0, fp.A_MAX)):
+            _range(w + k, v, a, b)
+        if prob:
+            _range(w + "a_fb", L.a_fb, 0, fp.A_MAX)
+            _range(w + "sig_shift", L.sig_shift, 0, 30)
+            for a in (L.bias, L.w_fb):
+                _range(w + "bias/w_fb length", len(a), L.n_out, L.n_out)
+                _range(w + "bias/w_fb", min(a), -fp.STATE_MAX, fp.STATE_MAX)
+                _range(w + "bias/w_fb", max(a), -fp.STATE_MAX, fp.STATE_MAX)
 
 
 class BytesSource:
@@ -170,8 +141,11 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
     def name(self, what):
-        n = self.unpack("<B", what)[0]
-        return text(self.take(n, what), what)
+        b = self.take(self.unpack("<B", what)[0], what)
+        try:
+            return b.decode()
+        except UnicodeError:
+            raise DeviceError(E_MODEL_FORMAT, "%s %r: not UTF-8" % (what, b))
 
     def array(self, tc, n, what):
         """A new array of n items of typecode tc read straight from the blob (no intermediate copy), its

@@ -10,7 +10,7 @@ import json
 import struct
 
 from firmware_py import fixedpoint as fp
-from firmware_py.blob import BytesSource, check_model, text
+from firmware_py.blob import BytesSource, check_model
 from firmware_py.errors import DeviceError, E_MODEL_FORMAT, E_UNSUPPORTED
 from firmware_py.runtime import KIND_NAMES, Layer, Model, zeros
 
@@ -68,7 +68,10 @@ def fields(buf, start=0, end=None):
 def _text(buf, span):
     if not isinstance(span, tuple):
         raise DeviceError(E_MODEL_FORMAT, "onnx: a text field holds a number (wire type), expected bytes")
-    return text(buf[span[0]:span[1]], "onnx: text at offset %d" % span[0])
+    try:
+        return bytes(buf[span[0]:span[1]]).decode()
+    except UnicodeError:
+        raise DeviceError(E_MODEL_FORMAT, "onnx: the text at offset %d is not UTF-8" % span[0])
 
 
 def _signed64(v):
@@ -212,6 +215,13 @@ def read_model(buf):
     return model
 
 
+def _ints(values):
+    for v in values:
+        if not isinstance(v, int):
+            raise ValueError("expected integers, got %r" % (v,))
+    return list(values)
+
+
 def _model(buf, meta, inits):
     layer_meta = json.loads(meta["snn_edge.layers"])
     binning = json.loads(meta["snn_edge.binning"])
@@ -252,6 +262,11 @@ def _model(buf, meta, inits):
             params[name[6:]] = _scalar(buf, inits, name)
         elif name in ("sigmoid_lut", "logsig_lut", "exp_lut"):
             tables[name] = _array(buf, inits[name], name)
-    if binning is not None:
-        binning = tuple(tuple(b) if isinstance(b, list) else b for b in binning)
+    if binning is not None:          # JSON of any shape: 5 integers, a crop of 4, a mode
+        binning = tuple(_ints(binning[:5])) + (tuple(_ints(binning[5])), _ints([binning[6]])[0])
+        if len(binning) != 7 or len(binning[5]) != 4:
+            raise ValueError("snn_edge.binning: expected 5 integers, a crop [x, y, w, h] and a mode")
+    if in_max not in (1, 255) or not 0 <= seed <= fp.MASK32 or not 0 <= fire_seed <= fp.MASK32:
+        raise ValueError("snn_edge.in_max %d (1 or 255), learn_seed %d, fire_seed %d (0..2**32-1)"
+                         % (in_max, seed, fire_seed))
     return Model(layers, in_max, binning, rule, seed, params, tables, None, compartments, fire_seed)

@@ -59,7 +59,7 @@ def test_missing_rule_parameter_and_bad_layer_constants_are_named(monkeypatch):
     _refused(_blob_without_host_checks(monkeypatch, m), "rule solsa parameters", "sg_shift")
     m = _model()
     m.layers[1].theta = 0
-    _refused(_blob_without_host_checks(monkeypatch, m), "model layer 1 theta 0", "1..524287")
+    _refused(_blob_without_host_checks(monkeypatch, m), "layer 1 theta 0", "1..524287")
 
 
 def test_a_sample_of_65535_steps_is_refused_with_the_hosts_bound(monkeypatch):
@@ -117,7 +117,7 @@ def test_device_onnx_reader_refuses_what_the_host_refuses():
     for t in p.graph.initializer:
         if t.name == "L0_shift":
             t.CopyFrom(onnx.numpy_helper.from_array(np.array(-1, np.int32), "L0_shift"))
-    _refused(p.SerializeToString(), "layer 0 shift -1")
+    _refused(p.SerializeToString(), "layer 0 shift -1, expected 0..24")
 
     p.CopyFrom(good)
     del p.functions[:]
