@@ -32,8 +32,9 @@ Formats (each `--cases` cases, seeded; mutations of REAL inputs where the format
 Counts per format: cases; named (a DataError / LinkError / SnnEdgeError naming the problem, or a one-line
 exit 2); accepted (read, and the binning took it; or a valid answer); unexpected (any other exception, an
 accepted value the option should refuse, an accepted file the binning / the executors / the device then
-fail on, a multi-line CLI error or a traceback); crashes (the interpreter died: each batch of cases runs in a child process, resumed
-after the case that killed it); hangs (a case over --case-seconds). unexpected_kinds names what they were.
+fail on, a multi-line CLI error or a traceback); crashes (the interpreter died: each batch of cases runs in a
+child process, resumed after the case that killed it); hangs (a case over --case-seconds). unexpected_kinds
+names what they were.
 
 Usage: nice -n 15 python benchmarks/fuzz.py [--cases 10000] [--seed 14] [--formats npy,bin,aedat4,aedat2,...] [--jobs 2]
 """
@@ -162,7 +163,8 @@ class EventCases:
             return _npy_bytes(_random_array(rng))
         if self.fmt == "aedat4" and rng.random() < 0.02:
             return mutate(rng, self.whole, header=2400)
-        return mutate(rng, rng.choice(self.bases), header={"npy": 128, "bin": 0, "aedat4": 2400, "aedat2": 600}[self.fmt])
+        header = {"npy": 128, "bin": 0, "aedat4": 2400, "aedat2": 600}[self.fmt]
+        return mutate(rng, rng.choice(self.bases), header=header)
 
     def run(self, rng: random.Random) -> str:
         from edge.errors import DataError
@@ -410,8 +412,9 @@ class ModelCases:
         f = rng.choice(fields)
         k = rng.randrange(len(f))
         if f is p.metadata_props and rng.random() < 0.7:
-            f[k].value = rng.choice(("", "null", "[]", "{}", "[[[[[[[[]]]]]]]]" * 200, "1e999", '"x"', "-1", "0",
-                                     "[{}]", '[{"kind": "lif"}]', "\udc80", "[1, 2, 3, 4, 5, 6, [1, 2]]"))
+            f[k].value = rng.choice(("", "null", "[]", "{}", "[" * 5000 + "]" * 5000, "1e999", '"x"', "-1", "0",
+                                     "[{}]", '[{"kind": "lif"}]', '[{"kind": "lif", "w_exp": [1]}]',
+                                     "[1, 2, 3, 4, 5, 6, [1, 2]]", '[34, 34, 1000, 12, 1, [3, 5, 6, 2], 0.5]'))
         else:
             del f[k]
         return p.SerializeToString()
@@ -425,7 +428,8 @@ class ModelCases:
                 return side
         if host == device:
             return host
-        return f"{'named' if 'named' in (host, device) else 'accepted'}:{'host' if host == 'accepted' else 'device'}-only-accepts"
+        only = "host" if host == "accepted" else "device"
+        return f"{'named' if 'named' in (host, device) else 'accepted'}:{only}-only-accepts"
 
     def _host(self, data: bytes) -> str:
         from host_tools.cli import main
