@@ -103,7 +103,7 @@ def _meta(proto: onnx.ModelProto, where: str) -> dict[str, str]:
                            f"expected {fp.NUMERICS_VERSION}")
     try:
         got_widths = json.loads(meta.get("snn_edge.widths", "null"))
-    except ValueError:
+    except (ValueError, RecursionError):
         got_widths = meta.get("snn_edge.widths")
     if got_widths != widths():
         raise SnnEdgeError(f"{where}: snn_edge.widths {got_widths}, expected {widths()} (NUMERICS.md §1)")
