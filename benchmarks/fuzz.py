@@ -8,6 +8,8 @@ Formats (each `--cases` cases, seeded; mutations of REAL inputs where the format
 - bin:    N-MNIST .bin: byte mutations of real recordings -> read_events, then the binning;
 - aedat4: AEDAT4: byte mutations of a real DAVIS recording (its first packets, a valid small AEDAT4; 2% the
           whole 0.95 MB file) -> read_events (framing check + isolated decoder), then the binning;
+- aedat2: AEDAT 2.0: byte mutations of a real MNIST-DVS (DVS128) recording -> read_events, then a DVS128
+          model's binning;
 - link:   board answers: mutated INFO/RESULT/STATS/ERROR/WEIGHTS payloads into host_tools.link's decoders,
           and (1 case in 5) a whole session (hello, events, end of sample, stats, weights) against an
           in-process board (the firmware's DeviceSession) whose answers are mutated;
@@ -16,16 +18,25 @@ Formats (each `--cases` cases, seeded; mutations of REAL inputs where the format
           accepted value is checked against what the option promises); 1 case in 10 runs a whole command
           (`data info` on a mutated .bin or .npy recording, `monitor --log` on a mutated log) through
           host_tools.cli.main;
-- blob (opt-in, --formats blob): `plan` on mutated model blobs, read by the device's blob reader: the
-          issue's point 1, not hardened by this work; it measures what is left.
+- blob:   model blobs (four small models: no rule, readout_delta, SOLSA, GEM; with a binning) byte-mutated,
+          the CRC recomputed in 3 cases of 4 (else a mutation is only a CRC error) -> `snn-edge plan` (the
+          host, through the device's reader) and the device itself (firmware_py Device.load_model); a model
+          the device accepts then runs one labelled sample of events on it, which must not fail;
+- onnx:   the same models exported as .onnx, byte-mutated (1 case in 5: a structural edit of the proto: a
+          function, node, output or initializer deleted, a metadata value replaced) -> `snn-edge plan` (the
+          host importer) and the device's own .onnx reader; a file the host accepts is then run by both
+          host executors (the integer simulator and onnxruntime on the file's graph, 1 case in 4 of those:
+          onnxruntime sessions are slow), one the device accepts runs a sample there. Accepted by one side
+          and refused by the other is counted in `notes` (not an error: the host checks more).
 
 Counts per format: cases; named (a DataError / LinkError / SnnEdgeError naming the problem, or a one-line
 exit 2); accepted (read, and the binning took it; or a valid answer); unexpected (any other exception, an
-accepted value the option should refuse, an accepted file the binning then fails on, a multi-line CLI
-error or a traceback); crashes (the interpreter died: each batch of cases runs in a child process, resumed
-after the case that killed it); hangs (a case over --case-seconds). unexpected_kinds names what they were.
+accepted value the option should refuse, an accepted file the binning / the executors / the device then
+fail on, a multi-line CLI error or a traceback); crashes (the interpreter died: each batch of cases runs in a
+child process, resumed after the case that killed it); hangs (a case over --case-seconds). unexpected_kinds
+names what they were.
 
-Usage: nice -n 15 python benchmarks/fuzz.py [--cases 10000] [--seed 14] [--formats npy,bin,aedat4,link,cli]
+Usage: nice -n 15 python benchmarks/fuzz.py [--cases 10000] [--seed 14] [--formats npy,bin,aedat4,aedat2,...] [--jobs 2]
 """
 from __future__ import annotations
 
@@ -51,8 +62,8 @@ sys.path.insert(0, str(REPO))
 DATA = (REPO / ".." / "shared" / "data").resolve()
 NMNIST = DATA / "nmnist-small" / "Train"
 DAVIS = DATA / "event-samples" / "davis-sample.aedat4"
-FORMATS = ("npy", "bin", "aedat4", "link", "cli")
-EXTRA_FORMATS = ("blob",)      # opt-in: what this work did not harden (see BlobCases)
+DVS128 = DATA / "event-samples" / "mnist-dvs_digit0_scale4_0001.aedat"
+FORMATS = ("npy", "bin", "aedat4", "aedat2", "blob", "onnx", "link", "cli")
 BATCH = 500
 
 
@@ -122,10 +133,14 @@ class EventCases:
         from edge.events import EVENT_DTYPE, read_events
         from firmware_py.binning import BinSpec
         self.fmt, self.tmp, self.read = fmt, tmp, read_events
-        # the executors bin with the model's spec, not the file's: N-MNIST's, or a DAVIS model's 320x240
-        self.spec = BinSpec(320, 240, 10_000, 30, downsample=8) if fmt == "aedat4" else NMNIST_SPEC
-        bins = _real_bins()
-        if fmt == "bin":
+        # the executors bin with the model's spec, not the file's: N-MNIST's, a DAVIS model's 320x240, a DVS128's
+        self.spec = {"aedat4": BinSpec(320, 240, 10_000, 30, downsample=8),
+                     "aedat2": BinSpec(128, 128, 10_000, 30, downsample=4)}.get(fmt, NMNIST_SPEC)
+        self.suffix = "aedat" if fmt == "aedat2" else fmt
+        bins = _real_bins() if fmt in ("bin", "npy") else []
+        if fmt == "aedat2":
+            self.bases = [DVS128.read_bytes()]
+        elif fmt == "bin":
             self.bases = bins
         elif fmt == "npy":
             from edge.events import read_nmnist_bin
@@ -148,12 +163,13 @@ class EventCases:
             return _npy_bytes(_random_array(rng))
         if self.fmt == "aedat4" and rng.random() < 0.02:
             return mutate(rng, self.whole, header=2400)
-        return mutate(rng, rng.choice(self.bases), header={"npy": 128, "bin": 0, "aedat4": 2400}[self.fmt])
+        header = {"npy": 128, "bin": 0, "aedat4": 2400, "aedat2": 600}[self.fmt]
+        return mutate(rng, rng.choice(self.bases), header=header)
 
     def run(self, rng: random.Random) -> str:
         from edge.errors import DataError
         from edge.transforms import to_frames
-        path = os.path.join(self.tmp, "case." + self.fmt)
+        path = os.path.join(self.tmp, "case." + self.suffix)
         Path(path).write_bytes(self.make(rng))
         try:
             rec = self.read(path)
@@ -349,35 +365,137 @@ class CliCases:
         return f"unexpected:exit {rc}:{argv[0]}:{(lines or ['?'])[-1][:80]}"
 
 
-# ------------------------------------------------------------------ model blobs (point 1: measured only)
-class BlobCases(CliCases):
-    """`snn-edge plan` on byte-mutated model blobs (CRC left as mutated). The blob is read by the device's own
-    reader (firmware_py.blob), whose validation is the issue's point 1 and is not hardened by this work:
-    this format is not in the default list; it measures what is left."""
+# ------------------------------------------------------------------ models: blobs and .onnx files
+def _base_models() -> list:
+    """Four small models with a binning (24 inputs: a 34x34 sensor cropped to 6x2, both polarities): no rule,
+    readout_delta, SOLSA (full traces) and GEM (3 compartments)."""
+    from tests.converters.helpers import gem_model, small_model
+    binning = (34, 34, 1000, 12, 1, (3, 5, 6, 2), 0)
+    models = [small_model(np.random.default_rng(k), rule=rule, n_in=24) for k, rule in
+              enumerate(("none", "readout_delta", "solsa"))] + [gem_model(np.random.default_rng(3), n_in=24)]
+    for m in models:
+        m.binning = binning
+    return models
+
+
+class ModelCases:
+    """A mutated model file, read by the host (`snn-edge plan`) and by the device (Device.load_model)."""
+
+    def __init__(self, fmt: str, tmp: str):
+        self.tmp = tmp
+        from converters.blob import intmodel_to_blob
+        from converters.onnx_export import to_onnx
+        self.fmt = fmt
+        models = _base_models()
+        if fmt == "blob":
+            self.bases = [intmodel_to_blob(m) for m in models]
+        else:
+            self.bases = [to_onnx(m).SerializeToString(deterministic=True) for m in models]
+
+    def make(self, rng: random.Random) -> bytes:
+        base = rng.choice(self.bases)
+        if self.fmt == "onnx" and rng.random() < 0.2:
+            return self._edit(rng, base)
+        data = mutate(rng, base, header=64 if self.fmt == "blob" else 400)
+        if self.fmt == "blob" and len(data) > 4 and rng.random() < 0.75:     # past the CRC: the fields' checks
+            import zlib
+            data = data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]) & 0xFFFFFFFF)
+        return data
+
+    @staticmethod
+    def _edit(rng: random.Random, data: bytes) -> bytes:
+        import onnx
+        p = onnx.ModelProto()
+        p.ParseFromString(data)
+        fields = [f for f in (p.functions, p.graph.node, p.graph.output, p.graph.input, p.graph.initializer,
+                              p.metadata_props) if len(f)]
+        f = rng.choice(fields)
+        k = rng.randrange(len(f))
+        if f is p.metadata_props and rng.random() < 0.7:
+            f[k].value = rng.choice(("", "null", "[]", "{}", "[" * 5000 + "]" * 5000, "1e999", '"x"', "-1", "0",
+                                     "[{}]", '[{"kind": "lif"}]', '[{"kind": "lif", "w_exp": [1]}]',
+                                     "[1, 2, 3, 4, 5, 6, [1, 2]]", '[34, 34, 1000, 12, 1, [3, 5, 6, 2], 0.5]'))
+        else:
+            del f[k]
+        return p.SerializeToString()
 
     def run(self, rng: random.Random) -> str:
+        data = self.make(rng)
+        host = self._host(data)
+        device = self._device(data)
+        for side in (host, device):
+            if side.startswith("unexpected"):
+                return side
+        if host == device:
+            return host
+        only = "host" if host == "accepted" else "device"
+        return f"{'named' if 'named' in (host, device) else 'accepted'}:{only}-only-accepts"
+
+    def _host(self, data: bytes) -> str:
         from host_tools.cli import main
-        path = os.path.join(self.tmp, "m.blob")
-        Path(path).write_bytes(mutate(rng, self.blob, header=64))
+        path = os.path.join(self.tmp, "m." + self.fmt)
+        Path(path).write_bytes(data)
         err, out = io.StringIO(), io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             rc = main(["plan", path])
         lines = err.getvalue().strip().splitlines()
-        if rc in (0, 1) and not lines:
-            return "accepted"
         if rc == 2 and len(lines) == 1:
             return "named"
-        kind = lines[-1].split("internal error: ", 1)[-1].split(":")[0] if lines else f"exit {rc}"
-        return f"unexpected:{kind}:{(lines or ['?'])[-1][:100]}"
+        if rc not in (0, 1) or lines:
+            kind = lines[-1].split("internal error: ", 1)[-1].split(":")[0] if lines else f"exit {rc}"
+            return f"unexpected:host-{kind}:{(lines or ['?'])[-1][:100]}"
+        if self.fmt == "onnx" and random.Random(data).random() < 0.25:
+            return self._host_executors(path)
+        return "accepted"
+
+    @staticmethod
+    def _host_executors(path: str) -> str:
+        """What `verify` does with a file the importer accepted: both executors on a few steps of input."""
+        from converters.onnx_import import load_onnx, read_proto
+        from converters.verify import compare_forward, session
+        model = load_onnx(path)
+        X = (np.random.default_rng(0).random((4, 2, model.layers[0].n_in)) < 0.3).astype(np.uint8)
+        try:
+            compare_forward(model, session(read_proto(path)), X)
+        except Exception as exc:                 # noqa: BLE001 - an accepted file the executors fail on
+            return f"unexpected:host-accepted-then-failed:{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+        return "accepted"
+
+    @staticmethod
+    def _device(data: bytes) -> str:
+        from firmware_py.device import Device
+        from firmware_py.errors import DeviceError
+        dev = Device()
+        try:
+            dev.load_model(data, persist=False)
+        except DeviceError:
+            return "named"
+        except Exception as exc:                 # noqa: BLE001 - counting them is the point
+            return f"unexpected:device-{type(exc).__name__}:{' '.join(str(exc).split())[:80]}"
+        spec = dev.binner.spec                   # one labelled sample on what it accepted
+        rng = np.random.default_rng(0)
+        n = 60
+        ev = (rng.integers(0, spec.sensor_w, n).tolist(), rng.integers(0, spec.sensor_h, n).tolist(),
+              sorted(rng.integers(0, spec.dt_us * spec.n_steps, n).tolist()), rng.integers(0, 2, n).tolist())
+        try:
+            dev.begin_sample()
+            dev.add_events(*ev)
+            dev.end_sample(0)
+        except Exception as exc:                 # noqa: BLE001 - an accepted model the device fails on
+            return f"unexpected:device-accepted-then-failed:{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+        return "accepted"
 
 
 # ------------------------------------------------------------------ driver
 def worker(fmt: str, seed: int, start: int, count: int, case_seconds: float, progress: str) -> dict:
     """Cases start..start+count-1 of `fmt` (case i uses Random(seed, fmt, i)), in this process."""
     tmp = tempfile.mkdtemp(prefix=f"snn-edge-fuzz-{fmt}-")
-    cases = {"link": LinkCases, "cli": CliCases, "blob": BlobCases}.get(fmt, lambda t: EventCases(fmt, t))(tmp)
+    makers = {"link": LinkCases, "cli": CliCases, "blob": lambda t: ModelCases("blob", t),
+              "onnx": lambda t: ModelCases("onnx", t)}
+    cases = makers.get(fmt, lambda t: EventCases(fmt, t))(tmp)
     counts: collections.Counter = collections.Counter()
     kinds: collections.Counter = collections.Counter()
+    notes: collections.Counter = collections.Counter()
 
     def on_alarm(*_):
         raise Hang()
@@ -398,11 +516,13 @@ def worker(fmt: str, seed: int, start: int, count: int, case_seconds: float, pro
             signal.setitimer(signal.ITIMER_REAL, 0)
         head = outcome.split(":")[0]
         counts[head] += 1
+        if head in ("named", "accepted") and ":" in outcome:
+            notes[outcome.split(":", 1)[1]] += 1
         if head == "unexpected":
             kinds[outcome.split(":", 2)[1]] += 1
             if counts[head] <= 5:
                 print(f"fuzz {fmt} case {i}: {outcome}", file=sys.stderr)
-    return {"counts": dict(counts), "kinds": dict(kinds)}
+    return {"counts": dict(counts), "kinds": dict(kinds), "notes": dict(notes)}
 
 
 def campaign(fmt: str, seed: int, cases: int, case_seconds: float) -> dict:
@@ -411,6 +531,7 @@ def campaign(fmt: str, seed: int, cases: int, case_seconds: float) -> dict:
     t0 = time.monotonic()
     counts: collections.Counter = collections.Counter()
     kinds: collections.Counter = collections.Counter()
+    notes: collections.Counter = collections.Counter()
     crashes = []
     with tempfile.TemporaryDirectory() as tmp:
         progress = os.path.join(tmp, "at")
@@ -425,6 +546,7 @@ def campaign(fmt: str, seed: int, cases: int, case_seconds: float) -> dict:
                 res = json.loads(r.stdout.strip().splitlines()[-1])
                 counts.update(res["counts"])
                 kinds.update(res["kinds"])
+                notes.update(res["notes"])
                 continue
             # the child died at case `at`: that case is a crash; the cases before it in the batch (lost with
             # the child, deterministic) and after it are run again in new children
@@ -434,16 +556,18 @@ def campaign(fmt: str, seed: int, cases: int, case_seconds: float) -> dict:
             todo[:0] = [(a, b) for a, b in ((start, at - start), (at + 1, start + n - at - 1)) if b > 0]
     return {"cases": sum(counts.values()), "named": counts["named"], "accepted": counts["accepted"],
             "unexpected": counts["unexpected"], "crashes": counts["crash"], "hangs": counts["hang"],
-            "unexpected_kinds": dict(kinds), "crash_cases": crashes[:10],
+            "unexpected_kinds": dict(kinds), "notes": dict(notes), "crash_cases": crashes[:10],
             "seconds": round(time.monotonic() - t0, 1)}
 
 
 def main() -> None:
+    from host_tools.options import positive_int
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=10_000)
+    ap.add_argument("--cases", type=positive_int, default=10_000)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--case-seconds", type=float, default=20.0, help="a case over this is a hang")
+    ap.add_argument("--jobs", type=positive_int, default=1, help="formats run at once (default 1)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--progress", default=None, help=argparse.SUPPRESS)
@@ -452,15 +576,22 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.seed, args.start, args.cases, args.case_seconds, args.progress)))
         return
     formats = [f for f in args.formats.split(",") if f]
-    bad = [f for f in formats if f not in FORMATS + EXTRA_FORMATS]
+    bad = [f for f in formats if f not in FORMATS]
     if bad:
         ap.error(f"--formats: unknown {bad}; expected some of {FORMATS}")
-    if not NMNIST.is_dir() or not DAVIS.is_file():
-        ap.error(f"real data not found under {DATA} (nmnist-small, event-samples/davis-sample.aedat4)")
+    if not NMNIST.is_dir() or not DAVIS.is_file() or not DVS128.is_file():
+        ap.error(f"real data not found under {DATA} (nmnist-small, event-samples/davis-sample.aedat4, "
+                 f"event-samples/{DVS128.name})")
     out = {"benchmark": "fuzz", "seed": args.seed, "cases_per_format": args.cases, "formats": {}}
-    for fmt in formats:
-        out["formats"][fmt] = campaign(fmt, args.seed, args.cases, args.case_seconds)
-        print(f"fuzz: {fmt}: {json.dumps(out['formats'][fmt])}", file=sys.stderr, flush=True)
+
+    def one(fmt: str) -> dict:
+        r = campaign(fmt, args.seed, args.cases, args.case_seconds)
+        print(f"fuzz: {fmt}: {json.dumps(r)}", file=sys.stderr, flush=True)
+        return r
+    # formats in parallel (each its own child processes; the cases and counts are the same as one at a time)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        out["formats"] = dict(zip(formats, pool.map(one, formats)))
     print(json.dumps(out))
 
 

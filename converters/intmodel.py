@@ -15,20 +15,16 @@ import numpy as np
 from edge.errors import SnnEdgeError
 from edge.npz_files import load_npz, save_npz
 from firmware_py import fixedpoint as fp
+from firmware_py.binning import BinSpec
+from firmware_py.blob import MAX_STEPS, rule_params
 
 KINDS = ("lif", "integrator", "prob")
 RULES = ("none", "readout_delta", "solsa", "gem")
 INTMODEL_FORMAT = 1
 
-# Integer hyper-parameters of each rule and their allowed ranges (NUMERICS.md §7, §9, §10).
-RULE_PARAMS = {
-    "readout_delta": {"k_update": (1, 1 << 16), "lr_m": (0, 255), "lr_s": (0, 30), "tgt_hi": (0, 1 << 15),
-                      "tgt_lo": (0, 1 << 15), "v_shift": (0, 30)},
-    "solsa": {"k_update": (1, 1 << 16), "lr_m": (0, 255), "lr_s": (0, 30), "lra_m": (0, 255),
-              "lra_s": (0, 30), "sg_shift": (0, 30), "factorised": (0, 1), "reset_path": (0, 1)},
-    "gem": {"k_update": (1, 1 << 16), "lr_m": (0, 255), "lr_s": (0, 30), "lrb_m": (0, 255), "lrb_s": (0, 30),
-            "ll_decay": (0, 4096)},
-}
+# Integer hyper-parameters of each rule and their allowed ranges (NUMERICS.md §7, §9, §10): the device's
+# table (firmware_py/blob.py rule_params), which its readers check at load, so host and board agree.
+RULE_PARAMS = {r: rule_params(r) for r in RULES if r != "none"}
 
 
 @dataclass
@@ -160,6 +156,14 @@ def validate(model: IntModel, where: str = "model") -> None:
                 f"{w} W: weights overflow the declared width: max column sum |W| * in_max * 2**shift = "
                 f"{col} * {in_max} * 2**{L.shift} = {col * in_max << L.shift}, expected < 2**30")
         n_prev = L.n_out
+    if model.binning is not None:       # the device refuses a model whose binning it cannot run: so does the host
+        try:
+            spec = BinSpec(*model.binning)
+        except (TypeError, ValueError) as exc:
+            raise SnnEdgeError(f"{where}: binning {model.binning!r}: {exc}") from None
+        _check_int(f"{where}: binning n_steps", spec.n_steps, 1, MAX_STEPS)
+        if spec.n_inputs != model.layers[0].n_in:
+            raise SnnEdgeError(f"{where}: binning gives {spec.n_inputs} inputs, layer 0 takes {model.layers[0].n_in}")
     if model.probabilistic:
         _check_int(f"{where}: compartments", model.compartments, 1, 1024)
         _check_int(f"{where}: fire_seed", model.fire_seed, 0, fp.MASK32)

@@ -103,7 +103,7 @@ def _meta(proto: onnx.ModelProto, where: str) -> dict[str, str]:
                            f"expected {fp.NUMERICS_VERSION}")
     try:
         got_widths = json.loads(meta.get("snn_edge.widths", "null"))
-    except ValueError:
+    except (ValueError, RecursionError):
         got_widths = meta.get("snn_edge.widths")
     if got_widths != widths():
         raise SnnEdgeError(f"{where}: snn_edge.widths {got_widths}, expected {widths()} (NUMERICS.md §1)")
@@ -115,7 +115,10 @@ def _meta(proto: onnx.ModelProto, where: str) -> dict[str, str]:
 def _tensor(inits: dict, name: str, dtype, shape, where: str) -> np.ndarray:
     if name not in inits:
         raise SnnEdgeError(f"{where}: initializer {name} is missing")
-    arr = numpy_helper.to_array(inits[name])
+    try:
+        arr = numpy_helper.to_array(inits[name])
+    except (ValueError, TypeError) as exc:      # an unknown data type, or data that does not fill its shape
+        raise SnnEdgeError(f"{where}: initializer {name}: unreadable ({exc})") from None
     if arr.dtype != np.dtype(dtype):
         raise SnnEdgeError(f"{where}: initializer {name}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
     if shape is not None and tuple(arr.shape) != tuple(shape):
@@ -132,7 +135,11 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
     if full_check:
         try:
             onnx.checker.check_model(proto, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        except UnicodeDecodeError as exc:      # a name or text field that is not UTF-8 (protobuf does not check)
+            raise SnnEdgeError(f"{where}: a text field is not UTF-8 ({exc.reason} at byte {exc.start} of "
+                               f"{exc.object[max(0, exc.start - 20):exc.start + 4]!r})") from None
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
+            # (ValueError: the checker's own word for some corrupt fields, an unknown tensor data type say)
             raise SnnEdgeError(f"{where}: onnx.checker (full check) failed: {str(exc).splitlines()[0]}") from None
     meta = _meta(proto, where)
     inits = {t.name: t for t in proto.graph.initializer}
@@ -144,8 +151,16 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
         seed = int(meta["snn_edge.learn_seed"])
         compartments = int(meta["snn_edge.compartments"])
         fire_seed = int(meta["snn_edge.fire_seed"])
-    except (ValueError, TypeError) as exc:
-        raise SnnEdgeError(f"{where}: malformed snn_edge metadata ({exc})") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SnnEdgeError(f"{where}: malformed snn_edge metadata ({type(exc).__name__}: {exc})") from None
+    # JSON of the right syntax but any shape: what the reads below assume is checked first
+    if not (isinstance(layer_meta, list) and layer_meta
+            and all(isinstance(d, dict) and type(d.get("w_exp", 0)) is int for d in layer_meta)):
+        raise SnnEdgeError(f"{where}: snn_edge.layers: expected a non-empty list of layer objects (kind, integer "
+                           f"w_exp), got {meta['snn_edge.layers'][:80]!r}")
+    if not (binning is None or isinstance(binning, list)) or not isinstance(extra, dict):
+        raise SnnEdgeError(f"{where}: snn_edge.binning (a list or null) or snn_edge.meta (an object): got "
+                           f"{meta['snn_edge.binning'][:80]!r}, {meta['snn_edge.meta'][:80]!r}")
     layers = []
     for l, lm in enumerate(layer_meta):
         W = _tensor(inits, f"L{l}_W", np.int8, None, where)
@@ -189,7 +204,27 @@ def from_proto(proto: onnx.ModelProto, where: str = "model.onnx", full_check: bo
     if unknown:
         raise SnnEdgeError(f"{where}: unexpected initializers {unknown}")
     validate(model, where)
+    check_graph(proto, model, where)
     return model
+
+
+def check_graph(proto: onnx.ModelProto, model: IntModel, where: str) -> None:
+    """The graph and functions the executors run are the ones the exporter writes for this model: a file
+    with a node, output or function deleted or edited (which onnx.checker may pass, and onnxruntime then
+    fails on or, worse, runs with other semantics) is refused here, not run."""
+    from converters.onnx_export import to_onnx
+    want = to_onnx(model)
+    for what, got, exp in (("graph input", proto.graph.input, want.graph.input),
+                           ("graph output", proto.graph.output, want.graph.output),
+                           ("graph node", proto.graph.node, want.graph.node),
+                           ("function", proto.functions, want.functions)):
+        for k in range(max(len(got), len(exp))):
+            g = got[k].SerializeToString(deterministic=True) if k < len(got) else None
+            if g != (exp[k].SerializeToString(deterministic=True) if k < len(exp) else None):
+                name = getattr(exp[k] if k < len(exp) else got[k], "name", "")
+                raise SnnEdgeError(f"{where}: {what} {k} ({name or '?'}) is not the one the exporter writes for "
+                                   f"this model ({len(got)} {what}s, expected {len(exp)}): an edited or corrupt "
+                                   f"file")
 
 
 def load_onnx(path) -> IntModel:

@@ -21,13 +21,71 @@ from array import array
 from firmware_py import fixedpoint as fp
 from firmware_py.crc import _c_crc32, crc32
 from firmware_py.errors import DeviceError, E_MODEL_FORMAT, E_MODEL_CRC, E_UNSUPPORTED
-from firmware_py.runtime import Layer, Model, KIND_NAMES, zeros
+from firmware_py.runtime import Layer, Model, KIND_NAMES, KIND_LIF, KIND_PROB, zeros
 
 MAGIC = b"SNNB"
 FORMAT = 1
 HEADER = "<4sHHHHI"
 HEADER_SIZE = struct.calcsize(HEADER)   # 16
 KNOWN_RULES = ("none", "readout_delta", "solsa", "gem")
+MAX_STEPS = 1024        # time steps of a sample: more is minutes per sample on a board, not a model we make
+
+
+def rule_params(rule):
+    """{name: (lo, hi)} of a learning rule's integer hyper-parameters (NUMERICS.md §7, §9, §10), {} for
+    "none", None for a rule this runtime lacks. The one table: the device's readers check a model with it
+    at load, the host's converters.intmodel.validate before writing one. Built when asked, so a board
+    keeps no copy of it in its heap."""
+    m, s, q = (0, 255), (0, 30), (0, 1 << 15)
+    return {"none": {},
+            "readout_delta": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "tgt_hi": q, "tgt_lo": q,
+                              "v_shift": s},
+            "solsa": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "lra_m": m, "lra_s": s, "sg_shift": s,
+                      "factorised": (0, 1), "reset_path": (0, 1)},
+            "gem": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "lrb_m": m, "lrb_s": s,
+                    "ll_decay": (0, fp.A_MAX)}}.get(rule)
+
+
+def _range(what, v, lo, hi):
+    if not isinstance(v, int) or not lo <= v <= hi:
+        raise DeviceError(E_MODEL_FORMAT, "%s %s, expected %d..%d" % (what, v if isinstance(v, int) else "?", lo, hi))
+
+
+def check_model(m):
+    """Refuse at load, with the host's limits (converters.intmodel.validate), what the runtime would fail on
+    (or run wrongly) at the first sample; both device readers end with it. Table-driven: few bytes of code."""
+    want = rule_params(m.rule)
+    n = len(m.layers)
+    prob = m.layers[0].kind == KIND_PROB
+    if want is None or (m.rule == "gem") != prob or (m.rule == "solsa" and m.layers[-1].kind != KIND_LIF):
+        raise DeviceError(E_UNSUPPORTED, "rule %r with these layers (GEM: prob layers; SOLSA: a lif last layer)"
+                          % (m.rule,))
+    if want and sorted(m.params) != sorted(want):
+        raise DeviceError(E_MODEL_FORMAT, "rule %s parameters %r, expected %r" % (m.rule, sorted(m.params),
+                                                                                    sorted(want)))
+    for k in want:
+        _range(m.rule + "." + k, m.params[k], want[k][0], want[k][1])
+    _range("compartments", m.compartments, 1, 1024)
+    _range("binning n_steps", m.binning[3] if m.binning else 1, 1, MAX_STEPS)
+    for l in range(n):
+        L = m.layers[l]
+        w = "layer %d " % l
+        lo = hi = L.a_syn                 # per-input decays: their range (a prob layer has one: an int)
+        if L.per_input and not prob:
+            lo, hi = (min(lo), max(lo)) if len(lo) else (-1, -1)
+        for k, v, a, b in (("kind", L.kind, 2 if prob else 0, 2 if prob else (1 if l == n - 1 else 0)),
+                           ("n_in", L.n_in, m.layers[l - 1].n_out if l else 1, m.layers[l - 1].n_out if l else 0xFFFF),
+                           ("n_out", L.n_out, 1, 0xFFFF), ("a_mem", L.a_mem, 0, fp.A_MAX),
+                           ("theta", L.theta, 1, fp.STATE_MAX), ("shift", L.shift, 0, 24), ("w_exp", L.w_exp, -64, 64),
+                           ("a_syn", lo, 0, fp.A_MAX), ("a_syn", hi, 0, fp.A_MAX)):
+            _range(w + k, v, a, b)
+        if prob:
+            _range(w + "a_fb", L.a_fb, 0, fp.A_MAX)
+            _range(w + "sig_shift", L.sig_shift, 0, 30)
+            for a in (L.bias, L.w_fb):
+                _range(w + "bias/w_fb length", len(a), L.n_out, L.n_out)
+                _range(w + "bias/w_fb", min(a), -fp.STATE_MAX, fp.STATE_MAX)
+                _range(w + "bias/w_fb", max(a), -fp.STATE_MAX, fp.STATE_MAX)
 
 
 class BytesSource:
@@ -83,14 +141,20 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
     def name(self, what):
-        n = self.unpack("<B", what)[0]
-        return self.take(n, what).decode()
+        b = self.take(self.unpack("<B", what)[0], what)
+        try:
+            return b.decode()
+        except UnicodeError:
+            raise DeviceError(E_MODEL_FORMAT, "%s %r: not UTF-8" % (what, b))
 
-    def into(self, buf, nbytes, tc, what):
-        """Read nbytes straight into an array buf of typecode tc (no intermediate copy)."""
+    def array(self, tc, n, what):
+        """A new array of n items of typecode tc read straight from the blob (no intermediate copy), its
+        size checked against the bytes the blob has left before anything is allocated."""
+        nbytes = n * (4 if tc == "i" else (1 if tc == "b" else 2))
         if self.pos + nbytes > self.total - 4:
             raise DeviceError(E_MODEL_FORMAT, "model blob truncated: %s needs %d bytes at offset %d, "
                                               "the blob has %d" % (what, nbytes, self.pos, self.total - 4))
+        buf = zeros(tc, n)
         if isinstance(self.src, BytesSource):
             got = self.src.readinto_typed(buf, nbytes, tc)
         else:
@@ -99,6 +163,7 @@ class _Reader:
             raise DeviceError(E_MODEL_FORMAT, "model blob truncated at offset %d (%s)" % (self.pos, what))
         self.pos += nbytes
         self.crc = crc32_array(buf, tc, self.crc)
+        return buf
 
 
 def crc32_array(buf, tc, crc=0):
@@ -155,7 +220,7 @@ def load(src, total, check_fit=None):
         sw, sh, dt, ns, ds, cx, cy, cw, ch, mode = rd.unpack("<HHIHHHHHHB", "binning")
         binning = (sw, sh, dt, ns, ds, (cx, cy, cw, ch), mode)
     rule = rd.name("rule name")
-    if rule not in KNOWN_RULES:
+    if rule not in KNOWN_RULES:      # (check_model says it again; the heap check below needs a known rule)
         raise DeviceError(E_UNSUPPORTED, "model asks for learning rule %r; this runtime has %s"
                           % (rule, ", ".join(KNOWN_RULES)))
     seed = rd.unpack("<I", "rule seed")[0]
@@ -164,8 +229,6 @@ def load(src, total, check_fit=None):
         k = rd.name("rule parameter name")
         params[k] = rd.unpack("<i", "rule parameter " + k)[0]
     compartments, fire_seed = rd.unpack("<HI", "model compartments")
-    if compartments < 1:
-        raise DeviceError(E_MODEL_FORMAT, "model compartments %d, expected >= 1" % compartments)
     # The heap check runs before each layer's weights are allocated, on the layers seen so far.
     layers = []
     dims = []
@@ -182,11 +245,6 @@ def load(src, total, check_fit=None):
         if n_in < 1 or n_out < 1 or n_in * n_out > total:
             raise DeviceError(E_MODEL_FORMAT, "%s: size %d x %d does not fit a %d-byte blob"
                               % (where, n_in, n_out, total))
-        if not (0 <= a_mem <= fp.A_MAX and 1 <= theta <= fp.STATE_MAX and 0 <= shift <= 24):
-            raise DeviceError(E_MODEL_FORMAT, "%s: a_mem %d (0..4096), theta %d (1..%d), shift %d (0..24)"
-                              % (where, a_mem, theta, fp.STATE_MAX, shift))
-        if kind == 1 and l != n_layers - 1:
-            raise DeviceError(E_MODEL_FORMAT, "%s: only the last layer may be an integrator" % where)
         dims.append((n_in, n_out, per_input))
         if (kind == 2) != (rule == "gem"):
             raise DeviceError(E_UNSUPPORTED, "%s: kind %s with rule %s (GEM needs probabilistic layers and "
@@ -195,30 +253,18 @@ def load(src, total, check_fit=None):
             check_fit(dims, rule if l == n_layers - 1 or rule == "gem" else "none", params, compartments,
                       binning[3] if binning else None)
         if per_input:
-            a16 = zeros("H", n_in)
-            rd.into(a16, 2 * n_in, "H", where + " a_syn")
+            a16 = rd.array("H", n_in, where + " a_syn")
             a_syn = zeros("i", n_in)
             for i in range(n_in):
-                if a16[i] > fp.A_MAX:
-                    raise DeviceError(E_MODEL_FORMAT, "%s: a_syn[%d] = %d, expected 0..4096" % (where, i, a16[i]))
                 a_syn[i] = a16[i]
             a16 = None
         else:
             a_syn = rd.unpack("<i", where + " a_syn")[0]
-            if not 0 <= a_syn <= fp.A_MAX:
-                raise DeviceError(E_MODEL_FORMAT, "%s: a_syn %d, expected 0..4096" % (where, a_syn))
-        W = zeros("b", n_in * n_out)
-        rd.into(W, n_in * n_out, "b", where + " W")
-        L = Layer(W, n_in, n_out, a_syn, a_mem, theta, shift, w_exp, kind)
+        L = Layer(rd.array("b", n_in * n_out, where + " W"), n_in, n_out, a_syn, a_mem, theta, shift, w_exp, kind)
         if kind == 2:
             L.a_fb, L.sig_shift = rd.unpack("<ii", where + " a_fb, sig_shift")
-            if not (0 <= L.a_fb <= fp.A_MAX and 0 <= L.sig_shift <= 30):
-                raise DeviceError(E_MODEL_FORMAT, "%s: a_fb %d (0..4096), sig_shift %d (0..30)"
-                                  % (where, L.a_fb, L.sig_shift))
-            L.bias = zeros("i", n_out)
-            rd.into(L.bias, 4 * n_out, "i", where + " bias")
-            L.w_fb = zeros("i", n_out)
-            rd.into(L.w_fb, 4 * n_out, "i", where + " w_fb")
+            L.bias = rd.array("i", n_out, where + " bias")
+            L.w_fb = rd.array("i", n_out, where + " w_fb")
         layers.append(L)
         n_prev = n_out
     tables = {}
@@ -228,9 +274,7 @@ def load(src, total, check_fit=None):
         tc = chr(tc)
         if tc not in ("H", "h", "i"):
             raise DeviceError(E_MODEL_FORMAT, "table %s: typecode %r, expected 'H', 'h' or 'i'" % (k, tc))
-        t = zeros(tc, count)
-        rd.into(t, (4 if tc == "i" else 2) * count, tc, "table " + k)
-        tables[k] = t
+        tables[k] = rd.array(tc, count, "table " + k)
     if rd.pos != total - 4:
         raise DeviceError(E_MODEL_FORMAT, "model blob: %d unexpected bytes before the CRC" % (total - 4 - rd.pos))
     want = rd.crc
@@ -241,7 +285,9 @@ def load(src, total, check_fit=None):
     if got != want:
         raise DeviceError(E_MODEL_CRC, "model blob CRC 0x%08x, computed 0x%08x: corrupt file or transfer"
                           % (got, want))
-    return Model(layers, in_max, binning, rule, seed, params, tables, None, compartments, fire_seed)
+    m = Model(layers, in_max, binning, rule, seed, params, tables, None, compartments, fire_seed)
+    check_model(m)
+    return m
 
 
 def loads(data, check_fit=None):

@@ -8,14 +8,15 @@ DeviceError (code + msg), which the session turns into ERROR frames; the loop ke
 from array import array
 
 from firmware_py.device import Device, VERSION
-from firmware_py.errors import DeviceError, E_BAD_ARGUMENT
+from firmware_py.errors import DeviceError, E_BAD_ARGUMENT, E_NO_MEMORY
 from firmware_py.link import EVENT_LEN, EVENT_MAX_DT
+from firmware_py.store import (Store, apply_checkpoint, available_heap, checkpoint_segments, persistent_banks,
+                               read_segments)
 
 # The viper decoder adds t_base to each event's offset in a machine word: below this t_base every sum is a
 # small int on a 32-bit port (a recording's t_base is its time since start, far below; later ones decode
 # in Python, same bits).
 _FAST_T_BASE = (1 << 30) - 1 - EVENT_MAX_DT
-from firmware_py.store import Store, apply_checkpoint, checkpoint_segments, persistent_banks, read_segments
 
 
 class DeviceHandler:
@@ -51,6 +52,10 @@ class DeviceHandler:
 
     def _chunk(self, buf, offset, total, chunk, what):
         if offset == 0:
+            # the declared total is the host's word: bounded by what this heap can hold before it is allocated
+            room = available_heap()
+            if total > room:
+                raise DeviceError(E_NO_MEMORY, "%s of %d bytes: this board has room for %d" % (what, total, room))
             buf = bytearray(total)
         elif buf is None:
             raise DeviceError(E_BAD_ARGUMENT, "%s chunk at %d without the chunk at 0" % (what, offset))

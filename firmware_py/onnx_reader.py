@@ -10,7 +10,7 @@ import json
 import struct
 
 from firmware_py import fixedpoint as fp
-from firmware_py.blob import BytesSource
+from firmware_py.blob import BytesSource, check_model
 from firmware_py.errors import DeviceError, E_MODEL_FORMAT, E_UNSUPPORTED
 from firmware_py.runtime import KIND_NAMES, Layer, Model, zeros
 
@@ -54,21 +54,24 @@ def fields(buf, start=0, end=None):
                 raise DeviceError(E_MODEL_FORMAT, "onnx: field %d (%d bytes) runs past its message" % (num, n))
             v = (pos, pos + n)
             pos += n
-        elif wt == 5:
-            v = struct.unpack("<I", bytes(buf[pos:pos + 4]))[0]
-            pos += 4
-        elif wt == 1:
-            v = struct.unpack("<Q", bytes(buf[pos:pos + 8]))[0]
-            pos += 8
+        elif (wt == 5 or wt == 1) and pos + (4 if wt == 5 else 8) <= end:
+            v = struct.unpack("<I" if wt == 5 else "<Q", bytes(buf[pos:pos + (4 if wt == 5 else 8)]))[0]
+            pos += 4 if wt == 5 else 8
         else:
-            raise DeviceError(E_MODEL_FORMAT, "onnx: wire type %d at offset %d" % (wt, pos))
+            raise DeviceError(E_MODEL_FORMAT, "onnx: field %d: wire type %d at offset %d (truncated, or not "
+                                              "protobuf)" % (num, wt, pos))
         yield num, wt, v
     if pos != end:
         raise DeviceError(E_MODEL_FORMAT, "onnx: message overruns its length")
 
 
 def _text(buf, span):
-    return bytes(buf[span[0]:span[1]]).decode()
+    if not isinstance(span, tuple):
+        raise DeviceError(E_MODEL_FORMAT, "onnx: a text field holds a number (wire type), expected bytes")
+    try:
+        return bytes(buf[span[0]:span[1]]).decode()
+    except UnicodeError:
+        raise DeviceError(E_MODEL_FORMAT, "onnx: the text at offset %d is not UTF-8" % span[0])
 
 
 def _signed64(v):
@@ -185,7 +188,7 @@ def read_model(buf):
         if domain != DOMAIN or name not in KNOWN_FUNCTIONS:
             raise DeviceError(E_UNSUPPORTED, "onnx: function %s.%s is not one this board runs (known: %s)"
                               % (domain, name, ", ".join(KNOWN_FUNCTIONS)))
-    if int(meta.get("snn_edge.numerics_version", "0")) != fp.NUMERICS_VERSION:
+    if meta.get("snn_edge.numerics_version") != str(fp.NUMERICS_VERSION):
         raise DeviceError(E_MODEL_FORMAT, "onnx: numerics version %s, this runtime implements %d"
                           % (meta.get("snn_edge.numerics_version"), fp.NUMERICS_VERSION))
     inits = {}
@@ -193,16 +196,42 @@ def read_model(buf):
         if num == 5 and wt == 2:
             t = _tensor(buf, v)
             inits[t.name] = t
-    try:
-        layer_meta = json.loads(meta["snn_edge.layers"])
-        binning = json.loads(meta["snn_edge.binning"])
-        in_max = int(meta["snn_edge.in_max"])
-        rule = meta["snn_edge.rule"]
-        seed = int(meta["snn_edge.learn_seed"])
-        compartments = int(meta.get("snn_edge.compartments", "1"))
-        fire_seed = int(meta.get("snn_edge.fire_seed", "0"))
-    except (KeyError, ValueError) as exc:
-        raise DeviceError(E_MODEL_FORMAT, "onnx: malformed snn_edge metadata (%r)" % (exc,))
+    try:      # the metadata is JSON of any shape: a field of the wrong type or a missing one is named here
+        model = _model(buf, meta, inits)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        # (RuntimeError: CPython's RecursionError on deeply nested JSON, MicroPython's own)
+        raise DeviceError(E_MODEL_FORMAT, "onnx: malformed snn_edge metadata or initializer (%s: %s)"
+                          % (type(exc).__name__, str(exc)[:80]))
+    check_model(model)
+    names = [n for _, n in funcs]
+    need = ["GlmNetworkStep" if model.probabilistic else "NetworkStep"]
+    if model.rule != "none":
+        need.append({"readout_delta": "ReadoutDeltaLearnStep", "solsa": "SolsaLearnStep"}.get(model.rule,
+                                                                                             "GemLearnStep"))
+    for n in need:
+        if n not in names:
+            raise DeviceError(E_MODEL_FORMAT, "onnx: function %s.%s missing (the model's %s needs it)"
+                              % (DOMAIN, n, "learning rule" if n != need[0] else "network step"))
+    return model
+
+
+def _ints(values):
+    for v in values:
+        if not isinstance(v, int):
+            raise ValueError("expected integers, got %r" % (v,))
+    return list(values)
+
+
+def _model(buf, meta, inits):
+    layer_meta = json.loads(meta["snn_edge.layers"])
+    binning = json.loads(meta["snn_edge.binning"])
+    in_max = int(meta["snn_edge.in_max"])
+    rule = meta["snn_edge.rule"]
+    seed = int(meta["snn_edge.learn_seed"])
+    compartments = int(meta.get("snn_edge.compartments", "1"))
+    fire_seed = int(meta.get("snn_edge.fire_seed", "0"))
+    if not layer_meta:
+        raise ValueError("snn_edge.layers is empty")
     layers = []
     for l in range(len(layer_meta)):
         kind_name = layer_meta[l]["kind"]
@@ -233,6 +262,11 @@ def read_model(buf):
             params[name[6:]] = _scalar(buf, inits, name)
         elif name in ("sigmoid_lut", "logsig_lut", "exp_lut"):
             tables[name] = _array(buf, inits[name], name)
-    if binning is not None:
-        binning = tuple(tuple(b) if isinstance(b, list) else b for b in binning)
+    if binning is not None:          # JSON of any shape: 5 integers, a crop of 4, a mode
+        binning = tuple(_ints(binning[:5])) + (tuple(_ints(binning[5])), _ints([binning[6]])[0])
+        if len(binning) != 7 or len(binning[5]) != 4:
+            raise ValueError("snn_edge.binning: expected 5 integers, a crop [x, y, w, h] and a mode")
+    if in_max not in (1, 255) or not 0 <= seed <= fp.MASK32 or not 0 <= fire_seed <= fp.MASK32:
+        raise ValueError("snn_edge.in_max %d (1 or 255), learn_seed %d, fire_seed %d (0..2**32-1)"
+                         % (in_max, seed, fire_seed))
     return Model(layers, in_max, binning, rule, seed, params, tables, None, compartments, fire_seed)

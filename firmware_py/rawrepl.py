@@ -9,7 +9,9 @@ protocol as mpremote expects it, on stdin/stdout (a pty in raw mode with ISIG, f
 - raw-paste: Ctrl-E 'A' Ctrl-A is answered "R\\x01" + window (u16 LE); each window the responder has
   consumed is granted again with "\\x01"; Ctrl-D ends the code, answered "\\x04", then the output as
   in raw mode.
-At start it runs main.py from the board folder (its cwd) when present, as a board does after reset.
+At start it runs main.py from the board folder (its cwd) when present, as a board does after reset;
+with --raw (the virtual board restarts it so after a soft reset in the raw REPL) it starts in the raw REPL
+and runs no main.py, as MicroPython does.
 """
 import os
 import struct
@@ -143,14 +145,18 @@ def friendly(inp, namespace):
 
 
 def main():
+    raw = "--raw" in sys.argv[1:]
     sys.path[0] = ""                # import the board folder's files, not the repo's
     namespace = {"__name__": "__main__"}
-    if os.path.exists("main.py"):
+    inp = Input()
+    if raw:
+        raw_repl(inp, namespace)
+    elif os.path.exists("main.py"):
         with open("main.py", "rb") as f:
             err = run_code(f.read(), namespace)
         if err:
             out(err)
-    friendly(Input(), namespace)
+    friendly(inp, namespace)
 
 
 if __name__ == "__main__":

@@ -282,10 +282,11 @@ def heap_free():
 
 def available_heap():
     """What a model may take now: the free heap after a collection plus the arrays main.py reserved for it
-    (firmware_py/prealloc.py; CPython: no limit)."""
+    (firmware_py/prealloc.py; CPython, which declares no heap: 64 MB, far above any model a board holds,
+    so that no size a frame or a file declares makes a CPython board allocate without bound)."""
     from firmware_py.prealloc import reserved_bytes
     free = heap_free()
-    return free + reserved_bytes() if free >= 0 else 1 << 30
+    return free + reserved_bytes() if free >= 0 else 1 << 26
 
 
 def model_fit(heap, factorised=None):

@@ -171,22 +171,24 @@ def board_takes_mpy(facts) -> bool:
 
 def parse_info(description: str) -> dict:
     """INFO's description (firmware_py/handler.py hello() + board_main.heap_facts()) as a dict:
-    'runtime', and 'model', 'rule', 'crc', 'traces', 'heap', 'free', 'block', or 'error' (the rest)."""
+    'runtime', and 'model', 'rule', 'crc', 'traces', 'heap', 'free', 'block', or 'error' (the rest).
+    A heap figure that is not a whole number is a BoardAnswerError naming it (the board's word is untrusted)."""
+    from host_tools.link import BoardAnswerError
     out: dict = {}
     head, sep, error = description.partition(" error=")
-    words = head.split()
-    out["runtime"] = " ".join(w for w in words if "=" not in w)
-    for w in words:
+    tail, _, facts = error.partition(" heap=")
+    out["runtime"] = " ".join(w for w in head.split() if "=" not in w)
+    for w in head.split() + (("heap=" + facts).split() if facts else []):
         if "=" in w:
             k, v = w.split("=", 1)
-            out[k] = int(v) if k in ("heap", "free", "block") else v
+            if k in ("heap", "free", "block"):
+                if not (v.isascii() and v.isdigit()):
+                    raise BoardAnswerError(f"INFO: {k}={v[:20]!r}, expected a number of bytes "
+                                           f"(description {description[:120]!r})")
+                v = int(v)
+            out[k] = v
     if sep:
-        tail, _, facts = error.partition(" heap=")
         out["error"] = tail
-        if facts:
-            for w in ("heap=" + facts).split():
-                k, v = w.split("=", 1)
-                out[k] = int(v)
     return out
 
 

@@ -535,7 +535,7 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
     (BoardProgramDied: a MemoryError while loading, say), not a silent link. A board without main.py
     gets the link loop started through the raw REPL, and if that dies, its traceback too."""
     from host_tools.boards import link_kind
-    from host_tools.transport import PROFILES, RawRepl, TransportError
+    from host_tools.transport import PROFILES, RawRepl, RemoteError, TransportError
     kind = link_kind(profile)
     pacing = PROFILES[kind.pacing]
     if pacing.pause:
@@ -573,8 +573,14 @@ def connect(ser, profile: str = "unix", handler: str | None = None, boot_seconds
                 link.hello()        # one last try: raises the link's own error
             link.counters = LinkCounters()
             return link
-        has_main = repl.exec("import os\ntry:\n os.stat('main.py')\n print(1)\nexcept OSError:\n print(0)"
-                             ).strip() == b"1"
+        try:
+            has_main = repl.exec("import os\ntry:\n os.stat('main.py')\n print(1)\nexcept OSError:\n print(0)"
+                                 ).strip() == b"1"
+        except RemoteError as exc:
+            # a main program that died keeps what it allocated (its model): the REPL itself may then have no
+            # heap left even for this; what the program printed before the prompt says why
+            raise BoardProgramDied(traceback_in(link.rx_tail) or str(exc).split("\n", 1)[1],
+                                   "main.py; its heap is still full, the REPL ran out too") from None
         if has_main:
             repl.exit()
             booted = read_boot(ser, pacing, boot_seconds)

