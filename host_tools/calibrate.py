@@ -8,7 +8,7 @@ firmware there (the ROMFS image for "rom", .mpy files on its filesystem for "fs"
 does), soft-resets it, and measures in its raw REPL what importing what main.py imports adds to
 gc.mem_alloc() after a collection (fast.py's viper kernels, compiled on the board, included), and the
 largest block left free. host_tools/boards.py holds the
-result; tests/host_tools/test_boards.py re-measures and fails when the code has grown past it.
+result; tests/host_tools/test_size_walk.py fails when the plan it feeds and the board disagree.
 """
 from __future__ import annotations
 
