@@ -17,8 +17,9 @@ hard-codes reset_mechanism="zero"; export_to_snntorch_subtract_reset_agree rebui
 reset_mechanism="subtract", reset_delay=False. That still differs from our neuron: snnTorch computes the
 reset of step t from the membrane left after step t-1's reset, so after a membrane above 2 theta (still above
 theta once reset) the next spike needs more than 2 theta, where ours needs theta.
-snntorch_rule_model_agree runs that rule (snntorch_rule_predictions, numpy) on the same float network against
-snnTorch itself: 1.0 means the gap is the neuron's rule, not the file. export_to_norse_default_agree calls
+snntorch_rule_model_agree (and snntorch_*_to_import_rule_model_agree) run that rule (snntorch_rule_predictions,
+numpy) on the same float network (the imported one) against snnTorch itself: 1.0 means the gap is the
+neuron's rule, not the file. export_to_norse_default_agree calls
 from_nir(g) with no arguments (dt=1e-3, reset to v_reset).
 
 Networks: 578-128-10 (N-MNIST 2x downsampled, 30 steps of 10 ms). Ours: trained by our BPTT engine for
@@ -27,7 +28,7 @@ split). snnTorch's: trained by snnTorch (ce_count_loss, Adam) for --peer-epochs 
 The recordings compared are the first --n of the validation split. Needs `pip install -e .[interop]`.
 Prints ONE JSON line.
 
-    python benchmarks/interop.py [--n 100] [--epochs 8] [--peer-epochs 3]
+    python benchmarks/interop.py [--n 100] [--epochs 8] [--peer-epochs 6]
 """
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--n", type=int, default=100, help="validation recordings compared")
     ap.add_argument("--epochs", type=int, default=8, help="epochs of our training")
-    ap.add_argument("--peer-epochs", type=int, default=3, help="epochs of snnTorch's training")
+    ap.add_argument("--peer-epochs", type=int, default=6, help="epochs of snnTorch's training")
     args = ap.parse_args(argv)
 
     import nir
@@ -273,6 +274,7 @@ def main(argv=None) -> int:
         ispec, iparams, _ = nir_float_network(fpath, binning=binning)
         key = "snntorch_to_import" if neuron == "synaptic" else "snntorch_leaky_to_import"
         out[f"{key}_agree"] = agree(float_predictions(ispec, iparams, Xc), theirs)
+        out[f"{key}_rule_model_agree"] = agree(snntorch_rule_predictions(iparams, Xc), theirs)
         out[f"{key}_peer_accuracy"] = agree(theirs, yc)
     out["versions"] = {"snntorch": snntorch.__version__, "norse": _version("norse"), "nir": _version("nir"),
                        "torch": torch.__version__}
