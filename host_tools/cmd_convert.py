@@ -29,11 +29,8 @@ def register(sub) -> None:
     i.add_argument("model", help="NIR file (.nir)")
     i.add_argument("-o", "--out", type=opt.output_file, required=True, help="float checkpoint to write")
     _nir_dt_argument(i)
-    g = i.add_argument_group("binning, for a file that records none (N-MNIST defaults)")
-    g.add_argument("--sensor", default="34x34", help="sensor WxH")
-    g.add_argument("--dt-ms", type=opt.positive_float, default=10.0, help="time bin")
-    g.add_argument("--steps", type=opt.positive_int, default=30, help="time bins per sample (T)")
-    g.add_argument("--downsample", type=opt.positive_int, default=2, help="spatial pooling factor")
+    from host_tools.cmd_train import add_binning_options
+    add_binning_options(i.add_argument_group("binning, for a file that records none (N-MNIST defaults)"))
     i.set_defaults(func=cmd_import)
 
     q = sub.add_parser("quantize", help="float checkpoint -> int8 integer model (.npz), with a report",
@@ -220,15 +217,15 @@ def _load_model(args):
         model = load_nir_int_model(path, args.nir_dt)
         if model is None:             # a foreign file: quantise the float network it describes
             return _quantize_checkpoint(args, report=False)
-        if args.rule != "none" or args.set:
-            from converters.quantize import auto_rule_params
-            model.learn = _learn(args)
-            auto_rule_params(model, keep=_explicit(args))
-        return model
+        return _with_rule(model, args)
     if _is_float_checkpoint(path):
         return _quantize_checkpoint(args, report=False)
     from converters.intmodel import load_intmodel
-    model = load_intmodel(path)
+    return _with_rule(load_intmodel(path), args)
+
+
+def _with_rule(model, args):
+    """An integer model with the learning rule the command line asks for (none asked: the model's own)."""
     if args.rule != "none" or args.set:
         from converters.quantize import auto_rule_params
         model.learn = _learn(args)

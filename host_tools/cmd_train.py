@@ -118,12 +118,17 @@ def _transform_argument(p) -> None:
 def _data_arguments(p) -> None:
     _transform_argument(p)
     g = p.add_argument_group("binning (N-MNIST defaults)")
-    g.add_argument("--sensor", default="34x34", help="sensor WxH; also the size of recordings that do not "
-                   "declare theirs (.npy), whose size is otherwise their largest x, y + 1")
+    add_binning_options(g, "; also the size of recordings that do not declare theirs (.npy), whose size is "
+                        "otherwise their largest x, y + 1")
+    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
+
+
+def add_binning_options(g, sensor_help: str = "") -> None:
+    """--sensor, --dt-ms, --steps, --downsample: read by _bin_spec (train, and import of a NIR file)."""
+    g.add_argument("--sensor", default="34x34", help="sensor WxH" + sensor_help)
     g.add_argument("--dt-ms", type=opt.positive_float, default=10.0, help="time bin")
     g.add_argument("--steps", type=opt.positive_int, default=30, help="time bins per sample (T)")
     g.add_argument("--downsample", type=opt.positive_int, default=2, help="spatial pooling factor")
-    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
 
 
 def _bin_spec(args):
