@@ -33,6 +33,7 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -220,6 +221,14 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="epochs of our training")
     ap.add_argument("--peer-epochs", type=int, default=6, help="epochs of snnTorch's training")
     args = ap.parse_args(argv)
+    if not Path(args.data).is_dir():
+        print(json.dumps({"benchmark": "interop", "error": f"data not found: {args.data}"}))
+        return 1
+    missing = [m for m in ("torch", "snntorch", "norse") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(json.dumps({"benchmark": "interop", "error": f"not installed: {', '.join(missing)} "
+                          "(pip install -e '.[interop]')"}))
+        return 1
 
     import nir
     import norse.torch
@@ -236,7 +245,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     binning, Xtr, ytr, Xva, yva = load_split(args.data)
     Xc, yc = Xva[: args.n], yva[: args.n]
-    out = {"recordings": int(len(Xc)), "data": str(args.data)}
+    out = {"benchmark": "interop", "recordings": int(len(Xc)), "data": str(args.data)}
     tmp = tempfile.mkdtemp(prefix="interop-")
 
     # our export -> peers
