@@ -5,8 +5,9 @@ T = 30 steps of 10 ms, batch 32, Adam with the same cosine schedule, fast-sigmoi
 slope), cross-entropy on output spike counts (snnTorch's ce_count_loss), the same initial weights
 and the same batch order, on the stratified 80/20 split of the real recordings in
 ../shared/data/nmnist-small. snnTorch runs `Synaptic` neurons with reset_delay=False (reset in the
-same step, gradient through it), which is this engine's CubaLIF with reset_grad=True, on torch with
-2 threads, step by step as in its tutorials.
+same step, gradient through it), which is this engine's CubaLIF with reset_grad=True except after a
+membrane left above theta by its reset (snnTorch then needs 2 theta to fire: benchmarks/interop.py), step by
+step as in its tutorials. Each side gets --threads (default 2) threads.
 
 Each framework trains in its own fresh process (spawn), so its peak RSS is its own; the two train
 epoch by epoch in turn, so only one computes at a time and load from other programs on a shared
@@ -168,7 +169,18 @@ TRAINERS = {"ours": OursTrainer, "snntorch": SnnTorchTrainer}
 
 
 def worker(conn, kind: str, data_dir: str, downsample: int, epochs: int, threads: int) -> None:
-    """One framework in its own process; trains one epoch per request so the parent interleaves them."""
+    """One framework in its own process; trains one epoch per request so the parent interleaves them.
+
+    --threads caps both sides: torch's intra-op threads, and the BLAS/OpenMP pools numpy (ours) and torch
+    load (threadpoolctl), so neither side gets more cores than the other. Measured on the shared 2-core
+    machine at load 6-9: torch with 2 threads fell to 20 samples/s where 1 thread gave 200."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        _serve(conn, kind, data_dir, downsample, epochs, threads)
+
+
+def _serve(conn, kind: str, data_dir: str, downsample: int, epochs: int, threads: int) -> None:
     import numpy as np
 
     from edge.optim import scheduled_lr
@@ -263,7 +275,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--variants", default="578,2312", help="input sizes: 578 (2x downsampled), 2312 (full)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each side (torch; numpy's BLAS)")
     ap.add_argument("--no-snntorch", action="store_true")
     args = ap.parse_args(argv)
     if not Path(args.data).is_dir():

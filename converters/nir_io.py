@@ -1,8 +1,15 @@
 """NIR export/import: float interchange with snnTorch, Norse, Rockpool, Sinabs, Lava (lossy).
 
 NIR describes continuous-time neurons; a discrete decay `a` per step of length dt maps to
-`tau = dt / (1 - a)` (snnTorch's convention, `a = 1 - dt / tau` back), with `r = tau_mem / dt` and
-`w_in = tau_syn / dt` so that one step of the NIR model is `I = a_syn I + W s`, `V = a_mem V + I`.
+`tau = dt / (1 - a)` (`a = 1 - dt / tau` back), with `r = tau_mem / dt` and `w_in = tau_syn / dt` so
+that one step of the NIR model is `I = a_syn I + W s`, `V = a_mem V + I`.
+
+The dt the time constants are written for is NIR_DT = 1e-4 s, not the model's real bin length: snnTorch 1.0
+reads and writes every NIR file at a fixed dt of 1e-4 (its import_from_nir takes no dt and asserts
+`r == tau_mem / 1e-4`), while Norse's from_nir takes dt as an argument. One file then loads in both:
+`snntorch.import_nir.import_from_nir(g)` and `norse.torch.from_nir(g, dt=1e-4, reset_method=reset_subtract)`.
+The real bin length stays in the graph metadata (`binning`). A foreign file without our metadata is read at
+dt = 1e-4 too (snnTorch's files); Norse's own exports need the dt they were written with.
 What NIR cannot say, and why the trip is lossy: our reset is soft (subtract theta; NIR's CubaLIF resets
 to v_reset), our weights are int8 with a power-of-two scale, decays are Q12, and the state saturates.
 Those integer details ride along in node metadata (`snn_edge` JSON), so a file we wrote imports back to
@@ -24,7 +31,9 @@ from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
 from edge.errors import SnnEdgeError
 from firmware_py import fixedpoint as fp
 
-DEFAULT_DT = 1e-3   # seconds per step when neither the model's binning nor the file says
+# The time step NIR time constants are written for, and read with when the file does not say: snnTorch 1.0's
+# fixed dt (snntorch/export_nir.py and import_nir.py hard-code dt = 1e-4).
+NIR_DT = 1e-4
 
 
 def _tau(a: np.ndarray, dt: float) -> np.ndarray:
@@ -37,10 +46,19 @@ def _decay(tau: np.ndarray, dt: float) -> np.ndarray:
     return 1.0 - dt / np.asarray(tau, np.float64)
 
 
-def _dt_of(model: IntModel) -> float:
-    if model.binning is not None:
-        return float(model.binning[2]) * 1e-6
-    return DEFAULT_DT
+def _checked_decay(tau, dt: float, name: str, field: str, where: str) -> np.ndarray:
+    """The decay per step of a time constant read from a file; a time constant shorter than dt (or not positive)
+    means the file was written for another dt, which the error names."""
+    tau = np.asarray(tau, np.float64)
+    a = _decay(tau, dt)
+    if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a >= 1):
+        bad = tau.reshape(-1)[0] if tau.size else tau
+        raise SnnEdgeError(f"{where}: node {name!r} {field}={float(bad):.3g} s gives a decay per step of "
+                           f"{float(np.reshape(a, -1)[0]):.3g} at dt={dt:g} s (expected 0 <= decay < 1): the file's "
+                           f"time constants were written for another dt; pass it (snn-edge import --nir-dt SECONDS, "
+                           f"import_nir(path, dt=...)); snnTorch writes dt=1e-4, Norse's to_nir its dt argument "
+                           f"(default 1e-3)")
+    return a
 
 
 def to_nir_graph(model: IntModel):
@@ -49,7 +67,7 @@ def to_nir_graph(model: IntModel):
     if model.probabilistic:
         raise SnnEdgeError("NIR export: layer 0 kind 'prob': NIR has no probabilistic (GLM/sigmoid-sampling) "
                            "neuron; expected 'lif' or 'integrator' layers")
-    dt = _dt_of(model)
+    dt = NIR_DT
     nodes = {"input": nir.Input({"input": np.array([model.layers[0].n_in])})}
     edges = []
     prev = "input"
@@ -178,7 +196,7 @@ def import_nir(path, dt: float | None = None):
     gmeta = {}
     if graph.metadata and "snn_edge" in graph.metadata:
         gmeta = json.loads(graph.metadata["snn_edge"])
-    dt = float(dt if dt is not None else gmeta.get("dt", DEFAULT_DT))
+    dt = float(dt if dt is not None else gmeta.get("dt", NIR_DT))
     order = _chain(graph, where)[1:-1]
     layers, details, readout = [], [], "spikes"
     i = 0
@@ -188,7 +206,7 @@ def import_nir(path, dt: float | None = None):
         a_syn = None
         if type(node).__name__ == "LI":      # per-input synaptic filter before the weights
             _zero(node.v_leak, name, "v_leak", where)
-            a_syn = _decay(node.tau, dt)
+            a_syn = _checked_decay(node.tau, dt, name, "tau", where)
             i += 1
             if i >= len(order):
                 raise SnnEdgeError(f"{where}: node {name!r} (LI) is not followed by Linear/Affine")
@@ -211,14 +229,19 @@ def import_nir(path, dt: float | None = None):
         if nkind == "CubaLIF" and a_syn is None:
             _zero(neuron.v_leak, nname, "v_leak", where)
             _zero(neuron.v_reset, nname, "v_reset", where)
-            a_syn = np.array(_decay(_one(neuron.tau_syn, nname, "tau_syn", where), dt))
+            a_syn = np.array(_checked_decay(_one(neuron.tau_syn, nname, "tau_syn", where), dt, nname, "tau_syn",
+                                            where))
             tau_mem = _one(neuron.tau_mem, nname, "tau_mem", where)
             # fold NIR's input gains into W: one step adds (w_in dt / tau_syn) (r dt / tau_mem) W s
             dt_gain = (np.asarray(neuron.w_in, np.float64) * dt / np.asarray(neuron.tau_syn, np.float64)
                        * np.asarray(neuron.r, np.float64) * dt / tau_mem) * np.ones(W.shape[1])
             theta = _one(neuron.v_threshold, nname, "v_threshold", where)
             i += 1
-        elif nkind == "LIF" and a_syn is not None:
+        elif nkind == "LIF":
+            # after a per-input LI filter; or alone (snnTorch's Leaky): a CubaLIF whose synapse does not
+            # remember (a_syn = 0: I = W s, V = a_mem V + I)
+            if a_syn is None:
+                a_syn = np.array(0.0)
             _zero(neuron.v_leak, nname, "v_leak", where)
             _zero(neuron.v_reset, nname, "v_reset", where)
             tau_mem = _one(neuron.tau, nname, "tau", where)
@@ -230,7 +253,7 @@ def import_nir(path, dt: float | None = None):
             theta = 1.0
             if a_syn is None:     # LI (synapse) -> LI (membrane)
                 _zero(neuron.v_leak, nname, "v_leak", where)
-                a_syn = np.array(_decay(_one(neuron.tau, nname, "tau", where), dt))
+                a_syn = np.array(_checked_decay(_one(neuron.tau, nname, "tau", where), dt, nname, "tau", where))
                 gain_syn = np.asarray(neuron.r, np.float64) * dt / np.asarray(neuron.tau, np.float64)
                 i += 1
                 if i >= len(order) or type(graph.nodes[order[i]]).__name__ != "LI":
@@ -246,10 +269,10 @@ def import_nir(path, dt: float | None = None):
             if i != len(order):
                 raise SnnEdgeError(f"{where}: the leaky readout {nname!r} must be the last layer")
         else:
-            raise SnnEdgeError(f"{where}: node {nname!r} is {nkind} after {name!r}; expected CubaLIF (or LIF "
-                               f"after a per-input LI filter, or LI for a readout)")
+            raise SnnEdgeError(f"{where}: node {nname!r} is {nkind} after {name!r}; expected CubaLIF or LIF "
+                               f"(or LI for a readout)")
         W = W * dt_gain[None, :]
-        a_mem = float(_decay(tau_mem, dt))
+        a_mem = float(_checked_decay(tau_mem, dt, nname, "tau_mem" if nkind == "CubaLIF" else "tau", where))
         layers.append(LayerParams(W.astype(np.float32), np.asarray(a_syn, np.float32),
                                   np.array(a_mem, np.float32), np.array(theta, np.float32)))
         details.append(det)
@@ -280,3 +303,30 @@ def import_nir(path, dt: float | None = None):
 
 def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def is_nir_file(path) -> bool:
+    """A NIR file is HDF5: told by its signature, whatever its name."""
+    try:
+        with open(os.fspath(path), "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def nir_float_network(path, dt: float | None = None, binning: tuple | None = None):
+    """-> (NetworkSpec, [LayerParams], extra) as edge.model.load_checkpoint gives them, from a NIR file: the
+    float network it describes. `binning` (BinSpec.as_tuple()) is used when the file records none (a
+    foreign file); it must give as many inputs as the first layer has."""
+    import dataclasses
+
+    from firmware_py.binning import BinSpec
+    where = os.fspath(path)
+    spec, params, _ = import_nir(where, dt)
+    if spec.binning is None and binning is not None:
+        n_in = BinSpec(*binning).n_inputs
+        if n_in != spec.sizes[0]:
+            raise SnnEdgeError(f"{where}: the network has {spec.sizes[0]} inputs but the binning gives {n_in} "
+                               f"(--sensor/--downsample: inputs = (W/d) x (H/d) x 2 polarities)")
+        spec = dataclasses.replace(spec, binning=binning)
+    return spec, params, {"meta": {"source": os.path.basename(where)}}

@@ -1,4 +1,9 @@
-"""`snn-edge quantize`, `snn-edge export`, `snn-edge verify`: float checkpoint -> integer model -> ONNX/NIR.
+"""`snn-edge quantize`, `snn-edge export`, `snn-edge verify`: float checkpoint -> integer model -> ONNX/NIR;
+`snn-edge import`: a NIR graph (ours, snnTorch's, ...) -> float checkpoint.
+
+Every command that takes a float checkpoint also takes a NIR file (told by its HDF5 signature): the float
+network it describes, with the binning it records (ours) or the N-MNIST default binning of `train` (a
+foreign file; `snn-edge import` takes other binning options).
 
 quantize: calibrates scales and thresholds on the checkpoint's training split and prints float vs int8
 accuracy and spike agreement on its validation split. export: writes the ONNX file (and optionally NIR
@@ -19,16 +24,25 @@ RULE_CHOICES = ("none", "readout_delta", "solsa", "gem")
 
 
 def register(sub) -> None:
+    i = sub.add_parser("import", help="NIR graph (snnTorch, Norse, snn-edge) -> float checkpoint",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    i.add_argument("model", help="NIR file (.nir)")
+    i.add_argument("-o", "--out", type=opt.output_file, required=True, help="float checkpoint to write")
+    _nir_dt_argument(i)
+    from host_tools.cmd_train import add_binning_options
+    add_binning_options(i.add_argument_group("binning, for a file that records none (N-MNIST defaults)"))
+    i.set_defaults(func=cmd_import)
+
     q = sub.add_parser("quantize", help="float checkpoint -> int8 integer model (.npz), with a report",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    q.add_argument("checkpoint", help="float checkpoint written by `snn-edge train`")
+    q.add_argument("checkpoint", help="float checkpoint written by `snn-edge train`, or a NIR file")
     q.add_argument("-o", "--out", type=opt.output_file, required=True, help="integer model .npz")
     _common(q)
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("export", help="write the ONNX file (and NIR / device blob) of a model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("model", help="float checkpoint, integer model .npz, or .onnx")
+    e.add_argument("model", help="float checkpoint, integer model .npz, .onnx, or NIR file")
     e.add_argument("-o", "--out", type=opt.output_file, required=True, help="ONNX file to write")
     e.add_argument("--nir", type=opt.output_file, default=None, help="also write a NIR graph (float, lossy) here")
     e.add_argument("--blob", type=opt.output_file, default=None, help="also write the compact device blob here")
@@ -57,7 +71,14 @@ def register(sub) -> None:
     v.set_defaults(func=cmd_verify)
 
 
+def _nir_dt_argument(p) -> None:
+    p.add_argument("--nir-dt", type=opt.positive_float, default=None, metavar="SECONDS",
+                   help="for a NIR file: the time step its time constants were written for; unset: what the file "
+                   "records (ours), else snnTorch's 1e-4")
+
+
 def _common(p) -> None:
+    _nir_dt_argument(p)
     p.add_argument("--data", default=None, help="calibration data (default: none for an integer model; "
                    "required for a float checkpoint)")
     p.add_argument("--calib", type=opt.positive_int, default=200, help="calibration recordings from the training split")
@@ -118,12 +139,11 @@ def _quantize_checkpoint(args, report: bool):
     from converters.quantize import (auto_rule_params, compare, compare_gem, format_report, quantize,
                                      quantize_gem)
     from edge.data import load_frames, split_stratified
-    from edge.model import load_checkpoint
     if not args.data:
         raise SnnEdgeError(f"{args.checkpoint if hasattr(args, 'checkpoint') else args.model}: a float "
                            "checkpoint needs --data for calibration")
     path = getattr(args, "checkpoint", None) or args.model
-    spec, params, extra = load_checkpoint(path)
+    spec, params, extra = load_float_model(path, args.nir_dt)
     X, y, _ = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress,
                           limit=args.limit)
     train, val = split_stratified(y, 0.2, 0)
@@ -145,8 +165,46 @@ def _quantize_checkpoint(args, report: bool):
     return model
 
 
+def default_binning() -> tuple:
+    """The binning `snn-edge train` uses when given no binning options (N-MNIST)."""
+    from host_tools.cmd_train import _bin_spec, train_parser
+    return _bin_spec(train_parser().parse_args(["--data", "builtin"])).as_tuple()
+
+
+def load_float_model(path: str, nir_dt: float | None = None):
+    """(spec, params, extra) of a float checkpoint or of the float network a NIR file describes."""
+    from converters.nir_io import is_nir_file, nir_float_network
+    if is_nir_file(path):
+        return nir_float_network(path, nir_dt, default_binning())
+    from edge.model import load_checkpoint
+    return load_checkpoint(path)
+
+
+def load_nir_int_model(path: str, nir_dt: float | None = None):
+    """The exact integer model a NIR file we wrote carries, or None for a foreign file."""
+    from converters.nir_io import import_nir
+    return import_nir(path, nir_dt)[2]
+
+
+def cmd_import(args) -> int:
+    from converters.nir_io import is_nir_file, nir_float_network
+    from edge.model import save_checkpoint
+    from host_tools.cmd_train import _bin_spec
+    if not os.path.exists(args.model):
+        raise SnnEdgeError(f"{args.model}: no such file")
+    if not is_nir_file(args.model):
+        raise SnnEdgeError(f"{args.model}: not a NIR file (expected HDF5, as nir.write writes)")
+    spec, params, extra = nir_float_network(args.model, args.nir_dt, _bin_spec(args).as_tuple())
+    save_checkpoint(args.out, spec, params, extra)
+    print(f"wrote {args.out} ({spec.arch}, readout {spec.readout}, binning {spec.binning})")
+    return 0
+
+
 def _is_float_checkpoint(path: str) -> bool:
     import numpy as np
+    from converters.nir_io import is_nir_file
+    if is_nir_file(path):
+        return True
     try:
         with np.load(path, allow_pickle=False) as z:
             return "spec" in z.files and "header" not in z.files
@@ -169,10 +227,20 @@ def _load_model(args):
     if path.endswith(".onnx"):
         from converters.onnx_import import load_onnx
         return load_onnx(path)
+    from converters.nir_io import is_nir_file
+    if is_nir_file(path):
+        model = load_nir_int_model(path, args.nir_dt)
+        if model is None:             # a foreign file: quantise the float network it describes
+            return _quantize_checkpoint(args, report=False)
+        return _with_rule(model, args)
     if _is_float_checkpoint(path):
         return _quantize_checkpoint(args, report=False)
     from converters.intmodel import load_intmodel
-    model = load_intmodel(path)
+    return _with_rule(load_intmodel(path), args)
+
+
+def _with_rule(model, args):
+    """An integer model with the learning rule the command line asks for (none asked: the model's own)."""
     if args.rule != "none" or args.set:
         from converters.quantize import auto_rule_params
         model.learn = _learn(args)

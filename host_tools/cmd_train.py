@@ -87,7 +87,11 @@ def _register_eval(sub) -> None:
     e = sub.add_parser("eval", help="accuracy, NLL, ECE, confusion matrix and reliability diagram",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
-                   "(snn-edge quantize), an .onnx or a device blob (snn-edge export)")
+                   "(snn-edge quantize), an .onnx or a device blob (snn-edge export), or a NIR file (its float "
+                   "network; with --executor the integer model a file from snn-edge export carries)")
+    e.add_argument("--nir-dt", type=opt.positive_float, default=None, metavar="SECONDS",
+                   help="for a NIR file: the time step its time constants were written for; unset: what the file "
+                   "records (ours), else snnTorch's 1e-4")
     e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="all", choices=("all", "val", "train"),
                    help="val/train: the stratified split recorded in the checkpoint (integer models: the "
@@ -114,12 +118,17 @@ def _transform_argument(p) -> None:
 def _data_arguments(p) -> None:
     _transform_argument(p)
     g = p.add_argument_group("binning (N-MNIST defaults)")
-    g.add_argument("--sensor", default="34x34", help="sensor WxH; also the size of recordings that do not "
-                   "declare theirs (.npy), whose size is otherwise their largest x, y + 1")
+    add_binning_options(g, "; also the size of recordings that do not declare theirs (.npy), whose size is "
+                        "otherwise their largest x, y + 1")
+    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
+
+
+def add_binning_options(g, sensor_help: str = "") -> None:
+    """--sensor, --dt-ms, --steps, --downsample: read by _bin_spec (train, and import of a NIR file)."""
+    g.add_argument("--sensor", default="34x34", help="sensor WxH" + sensor_help)
     g.add_argument("--dt-ms", type=opt.positive_float, default=10.0, help="time bin")
     g.add_argument("--steps", type=opt.positive_int, default=30, help="time bins per sample (T)")
     g.add_argument("--downsample", type=opt.positive_int, default=2, help="spatial pooling factor")
-    g.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N recordings")
 
 
 def _bin_spec(args):
@@ -231,7 +240,10 @@ def cmd_eval(args) -> int:
         opt.check_output_dir(out_dir)
     except ValueError as exc:
         raise SnnEdgeError(f"eval: cannot write the plots: {exc}") from None
-    if _is_float_checkpoint(args.checkpoint):
+    from converters.nir_io import is_nir_file
+    if is_nir_file(args.checkpoint) and args.executor is not None:
+        logits, y, n_classes, executor = _int_logits(args)
+    elif _is_float_checkpoint(args.checkpoint):
         if args.executor is not None:
             raise SnnEdgeError(f"--executor {args.executor}: {args.checkpoint} is a float checkpoint (it runs on "
                                "the float engine); quantize it first: snn-edge quantize CKPT -o m.npz --data ...")
@@ -261,9 +273,9 @@ def _check_labels(y, n_classes: int) -> None:
 def _float_logits(args):
     import numpy as np
 
-    from edge.model import load_checkpoint
     from edge.rules import make_rule
     from edge.train import predict_logits
+    from host_tools.cmd_convert import load_float_model
     from firmware_py.binning import BinSpec
 
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).resolve().parent
@@ -271,7 +283,7 @@ def _float_logits(args):
         opt.check_output_dir(out_dir)
     except ValueError as exc:
         raise SnnEdgeError(f"eval: cannot write the plots: {exc}") from None
-    spec, params, extra = load_checkpoint(args.checkpoint)
+    spec, params, extra = load_float_model(args.checkpoint, args.nir_dt)
     if spec.binning is None:
         raise SnnEdgeError(f"{args.checkpoint}: spec has no binning; cannot turn --data into inputs")
     rule_cfg = extra.get("rule", {"name": "bptt", "options": {}})
@@ -289,7 +301,16 @@ def _int_logits(args):
     from converters.executors import int_scores, scores_to_logits
     from firmware_py.binning import BinSpec
 
-    model = load_any_model(args.checkpoint)
+    from converters.nir_io import is_nir_file
+    if is_nir_file(args.checkpoint):
+        from host_tools.cmd_convert import load_nir_int_model
+        model = load_nir_int_model(args.checkpoint, args.nir_dt)
+        if model is None:
+            raise SnnEdgeError(f"--executor {args.executor}: {args.checkpoint} is a NIR file without snn-edge's "
+                               "integer details (a foreign file): evaluate its float network without --executor, "
+                               "or quantize it first: snn-edge quantize X.nir -o m.npz --data ...")
+    else:
+        model = load_any_model(args.checkpoint)
     if model.binning is None:
         raise SnnEdgeError(f"{args.checkpoint}: the model records no binning; cannot turn --data into inputs")
     executor = args.executor or "intsim"

@@ -89,3 +89,51 @@ def test_probabilistic_model_is_refused_by_nir_export(tmp_path):
     with pytest.raises(SnnEdgeError, match="NIR has no probabilistic"):
         export_nir(gem_model(np.random.default_rng(23)), tmp_path / "g.nir")
     assert not (tmp_path / "g.nir").exists()
+
+
+def _foreign_graph(neuron_node, n_in=3, n_out=2):
+    import nir
+    W = np.arange(n_in * n_out, dtype=np.float64).reshape(n_out, n_in) / 10
+    return nir.NIRGraph(nodes={"input": nir.Input({"input": np.array([n_in])}), "fc": nir.Linear(W),
+                               "lif": neuron_node, "output": nir.Output({"output": np.array([n_out])})},
+                        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+
+
+def test_linear_then_lif_imports_as_a_synapse_that_does_not_remember(tmp_path):
+    """snnTorch's Leaky exports as Linear -> LIF at dt 1e-4: our CubaLIF with a_syn = 0, read at that dt."""
+    import nir
+    tau = 1e-4 / (1 - 0.75)
+    g = _foreign_graph(nir.LIF(tau=np.full(2, tau), r=np.full(2, tau / 1e-4), v_leak=np.zeros(2),
+                               v_threshold=np.full(2, 2.0), v_reset=np.zeros(2)))
+    nir.write(tmp_path / "leaky.nir", g)
+    spec, params, int_model = import_nir(tmp_path / "leaky.nir")
+    assert int_model is None and spec.sizes == (3, 2)
+    np.testing.assert_allclose([params[0].a_syn, params[0].a_mem, params[0].theta], [0.0, 0.75, 2.0], atol=1e-6)
+    np.testing.assert_allclose(params[0].W, np.arange(6).reshape(2, 3).T / 10, rtol=1e-6)
+
+
+def test_time_constants_for_another_dt_are_refused_naming_dt(tmp_path):
+    import nir
+    dt = 1e-3   # a file written at Norse's default dt; read at 10 ms, tau_syn = 2 ms would decay below 0
+    g = _foreign_graph(nir.CubaLIF(tau_syn=np.full(2, 2 * dt), tau_mem=np.full(2, 5 * dt), r=np.full(2, 5.0),
+                                   v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2),
+                                   w_in=np.full(2, 2.0)))
+    nir.write(tmp_path / "f.nir", g)
+    with pytest.raises(SnnEdgeError, match=r"node 'lif' tau_syn=0.002 s gives a decay per step of -4 at dt=0.01 s"
+                                           r".*written for another dt; pass it \(snn-edge import --nir-dt"):
+        import_nir(tmp_path / "f.nir", dt=1e-2)
+    spec, params, _ = import_nir(tmp_path / "f.nir", dt=dt)
+    np.testing.assert_allclose([params[0].a_syn, params[0].a_mem], [0.5, 0.8], rtol=1e-6)
+
+
+def test_our_file_is_written_at_snntorchs_dt(tmp_path):
+    """snnTorch 1.0 reads every file at dt = 1e-4 and asserts r == tau_mem / 1e-4."""
+    import nir
+    from converters.nir_io import NIR_DT
+    model = small_model(np.random.default_rng(24))
+    export_nir(model, tmp_path / "m.nir")
+    lif = nir.read(tmp_path / "m.nir").nodes["L0_lif"]
+    assert NIR_DT == 1e-4
+    np.testing.assert_allclose(lif.r, lif.tau_mem / 1e-4)
+    np.testing.assert_allclose(1 - 1e-4 / lif.tau_mem, model.layers[0].a_mem / 4096)
+    np.testing.assert_allclose(lif.w_in * 1e-4 / lif.tau_syn, 1.0)
