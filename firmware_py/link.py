@@ -156,7 +156,9 @@ class FrameWriter:
         self.body = bytearray(HEADER_LEN + small + CRC_LEN)
         self.out = bytearray(2 * len(self.body) + 2)
         self.view = memoryview(self.out)
-        self.views = [None] * (len(self.out) + 1)    # view[:k] per length k, made once (a slice is an object)
+        # view[:k] per length k, made once (a slice is an object); a dict holds only the few lengths that
+        # occur (a list for every possible length was 1.2 KB on a 64-bit port, one block the heap may lack)
+        self.views = {}
 
     def frame(self, mtype, seq, payload=b""):
         """The frame's bytes: a view into the buffer, valid until the next call (or encode_frame's bytes)."""
@@ -199,7 +201,7 @@ class FrameWriter:
                 out[k] = v
                 k += 1
         out[k] = END
-        v = self.views[k + 1]
+        v = self.views.get(k + 1)
         if v is None:
             v = self.views[k + 1] = self.view[:k + 1]
         return v

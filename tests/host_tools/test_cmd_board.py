@@ -85,10 +85,13 @@ def test_flashed_model_is_loaded_by_the_runtime_handler_at_boot(tmp_path):
     from host_tools.cmd_board import flash
     from host_tools.link import connect, open_serial
     from host_tools.virtual_board import VirtualBoard
-    blob = _nmnist_sized_blob(tmp_path, n_hidden=32)
+    # 578-16-10: well inside the plan for this heap (the 64-bit port's 192K build has a 194,304-byte GC heap,
+    # and its firmware costs 127 KB from .mpy files, so 578-32-10 is at the plan's edge there)
+    blob = _nmnist_sized_blob(tmp_path, n_hidden=16)
     with VirtualBoard(tmp_path / "board", runtime="micropython", heap="192K") as vb:
-        # auto: precompiled (compiling all of the runtime's sources on a 192K heap fragments it)
-        report = flash(vb.path, str(blob), heap=192 * 1024, log=lambda *a: None)
+        # auto: precompiled (compiling all of the runtime's sources on a 192K heap fragments it); the plan
+        # checks against the heap the board reports
+        report = flash(vb.path, str(blob), log=lambda *a: None)
         assert report["mpy"] is True
         assert "model.blob" in report["written"]
         assert (vb.folder / "model.blob").read_bytes() == blob.read_bytes()
