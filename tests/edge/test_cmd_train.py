@@ -122,15 +122,19 @@ def test_rule_na_trains_the_authors_neuron_and_eval_and_resume_use_it(small_fold
 def test_rule_defaults_apply_unless_the_command_line_sets_them(small_folder, tmp_path, monkeypatch):
     from host_tools import cmd_train
 
-    monkeypatch.setitem(cmd_train.RULE_DEFAULTS, "bptt", {"readout": "membrane", "epochs": 2, "a_mem": 0.7})
+    monkeypatch.setitem(cmd_train.RULE_DEFAULTS, "bptt", {"readout": "membrane", "epochs": 2, "a_mem": 0.7,
+                                                          "options": {"grad_clip": 2.0}})
     base = ["train", "--data", str(small_folder), "--arch", "578-16-10", "--no-progress"]
     assert cli_main([*base, "--out", str(tmp_path / "a.ckpt")]) == 0
     spec, _, extra = load_checkpoint(tmp_path / "a.ckpt")
     assert spec.readout == "membrane" and spec.a_mem == (0.7, 0.7) and len(extra["train_state"]["history"]) == 2
     assert spec.a_syn == (cmd_train.DEFAULTS["a_syn"],) * 2   # not in the rule's entry: the shared default
-    assert cli_main([*base, "--out", str(tmp_path / "b.ckpt"), "--readout", "spikes", "--epochs", "1"]) == 0
+    assert extra["rule"]["options"]["grad_clip"] == 2.0
+    assert cli_main([*base, "--out", str(tmp_path / "b.ckpt"), "--readout", "spikes", "--epochs", "1",
+                     "--set", "grad_clip=5"]) == 0
     spec, _, extra = load_checkpoint(tmp_path / "b.ckpt")
     assert spec.readout == "spikes" and len(extra["train_state"]["history"]) == 1
+    assert extra["rule"]["options"]["grad_clip"] == 5.0
 
 
 def test_protocol_split_trains_on_train_and_eval_scores_the_unseen_test_part(small_folder, tmp_path, capsys):
