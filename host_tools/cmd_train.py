@@ -262,7 +262,8 @@ def train_from_args(args, curve_png: str | None):
                                f"not {rule.name!r}")
         resume = (old_params, extra)
     params = init_params(spec, np.random.default_rng(args.seed))
-    config = FitConfig(epochs=resolved(args, "epochs"), batch_size=resolved(args, "batch_size"), lr_schedule=args.lr_schedule,
+    config = FitConfig(epochs=resolved(args, "epochs"), batch_size=resolved(args, "batch_size"),
+                       lr_schedule=args.lr_schedule,
                        warmup_epochs=args.warmup_epochs, patience=args.patience, seed=args.seed,
                        jitter=resolved(args, "jitter"),
                        checkpoint=args.out, curve_png=curve_png, progress=not args.no_progress)

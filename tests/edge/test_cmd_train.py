@@ -105,7 +105,7 @@ def test_reaches_85_percent_on_real_nmnist(nmnist_small, tmp_path, capsys):
 def test_rule_na_trains_the_authors_neuron_and_eval_and_resume_use_it(small_folder, tmp_path, capsys):
     out = tmp_path / "na" / "m.ckpt"
     argv = ["train", "--data", str(small_folder), "--arch", "578-32-10", "--epochs", "1", "--out", str(out),
-            "--no-progress", "--rule", "na", "--set", "loss=kernel", "--set", "beta1=0"]
+            "--no-progress", "--rule", "na", "--set", "loss=kernel", "--set", "beta1=0", "--readout", "spikes"]
     assert cli_main(argv) == 0
     spec, _, extra = load_checkpoint(out)
     assert spec.neuron == "hard_reset_psc" and extra["rule"]["name"] == "na"
