@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import metrics
+from edge.augment import spatial_jitter
 from edge.errors import SnnEdgeError
 from edge.model import LayerParams, NetworkSpec, check_params, save_checkpoint
 from edge.optim import scheduled_lr
@@ -36,6 +37,7 @@ class FitConfig:
     curve_png: str | None = None
     progress: bool = True         # one line per epoch; a batch bar as well when stderr is a terminal
     eval_batch_size: int = 256
+    jitter: int = 0               # spatial jitter of training samples, in binned pixels (edge.augment; 0: off)
 
 
 @dataclass
@@ -54,6 +56,16 @@ def predict_logits(rule: LearningRule, params: list[LayerParams], X: np.ndarray,
     out = [rule.predict(params, np.ascontiguousarray(X[i:i + batch_size].transpose(1, 0, 2)))
            for i in range(0, len(X), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, rule.spec.n_classes), np.float32)
+
+
+def _binned_grid(spec: NetworkSpec) -> tuple[int, int]:
+    """(out_h, out_w) of the binning the network's inputs come from (needed to move frames spatially)."""
+    from firmware_py.binning import BinSpec
+
+    if spec.binning is None:
+        raise SnnEdgeError("spatial jitter: the network records no binning, so its inputs have no pixel grid")
+    b = BinSpec(*spec.binning)
+    return b.out_h, b.out_w
 
 
 def _better(acc: float, nll: float, best_acc: float, best_nll: float) -> bool:
@@ -98,6 +110,9 @@ def fit(rule: LearningRule, spec: NetworkSpec, params: list[LayerParams], train:
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             xb = np.ascontiguousarray(X[idx].transpose(1, 0, 2))
+            if config.jitter:   # seeded per (seed, epoch, batch): a resumed run sees the same shifts
+                xb = spatial_jitter(xb, *_binned_grid(spec), config.jitter,
+                                    np.random.default_rng([config.seed, epoch, b, 2]))
             try:
                 m = rule.train_batch(params, xb, y[idx])
             except SnnEdgeError as exc:

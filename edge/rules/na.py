@@ -175,7 +175,8 @@ def output_loss(spec: NetworkSpec, fwd: bptt.ForwardResult, params: list[LayerPa
     T = fwd.records[0].current.shape[0]
     if loss == "kernel":
         if spec.readout != "spikes" or not fwd.layer_psc:
-            raise SnnEdgeError("rule na: loss kernel needs readout 'spikes' (the output layer's PSCs)")
+            raise SnnEdgeError("rule na: loss kernel needs readout 'spikes' (the output layer's PSCs; "
+                               "--readout spikes)")
         a = fwd.layer_psc[-1]
         diff = a - kernel_targets(y, spec.n_classes, T, params[-1].a_syn, a.dtype)
         B = len(y)

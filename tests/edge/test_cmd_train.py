@@ -105,7 +105,7 @@ def test_reaches_85_percent_on_real_nmnist(nmnist_small, tmp_path, capsys):
 def test_rule_na_trains_the_authors_neuron_and_eval_and_resume_use_it(small_folder, tmp_path, capsys):
     out = tmp_path / "na" / "m.ckpt"
     argv = ["train", "--data", str(small_folder), "--arch", "578-32-10", "--epochs", "1", "--out", str(out),
-            "--no-progress", "--rule", "na", "--set", "loss=kernel", "--set", "beta1=0"]
+            "--no-progress", "--rule", "na", "--set", "loss=kernel", "--set", "beta1=0", "--readout", "spikes"]
     assert cli_main(argv) == 0
     spec, _, extra = load_checkpoint(out)
     assert spec.neuron == "hard_reset_psc" and extra["rule"]["name"] == "na"
@@ -117,3 +117,43 @@ def test_rule_na_trains_the_authors_neuron_and_eval_and_resume_use_it(small_fold
     assert summary["accuracy"] == pytest.approx(best["val_acc"])  # eval runs the hard-reset network too
     assert cli_main(argv[:6] + ["2"] + argv[7:] + ["--resume"]) == 0
     assert len(load_checkpoint(out)[2]["train_state"]["history"]) == 2
+
+
+def test_rule_defaults_apply_unless_the_command_line_sets_them(small_folder, tmp_path, monkeypatch):
+    from host_tools import cmd_train
+
+    monkeypatch.setitem(cmd_train.RULE_DEFAULTS, "bptt", {"readout": "membrane", "epochs": 2, "a_mem": 0.7,
+                                                          "options": {"grad_clip": 2.0}})
+    base = ["train", "--data", str(small_folder), "--arch", "578-16-10", "--no-progress"]
+    assert cli_main([*base, "--out", str(tmp_path / "a.ckpt")]) == 0
+    spec, _, extra = load_checkpoint(tmp_path / "a.ckpt")
+    assert spec.readout == "membrane" and spec.a_mem == (0.7, 0.7) and len(extra["train_state"]["history"]) == 2
+    assert spec.a_syn == (cmd_train.DEFAULTS["a_syn"],) * 2   # not in the rule's entry: the shared default
+    assert extra["rule"]["options"]["grad_clip"] == 2.0
+    assert cli_main([*base, "--out", str(tmp_path / "b.ckpt"), "--readout", "spikes", "--epochs", "1",
+                     "--set", "grad_clip=5"]) == 0
+    spec, _, extra = load_checkpoint(tmp_path / "b.ckpt")
+    assert spec.readout == "spikes" and len(extra["train_state"]["history"]) == 1
+    assert extra["rule"]["options"]["grad_clip"] == 5.0
+
+
+def test_protocol_split_trains_on_train_and_eval_scores_the_unseen_test_part(small_folder, tmp_path, capsys):
+    out = tmp_path / "p.ckpt"
+    assert cli_main(["train", "--data", str(small_folder), "--arch", "578-16-10", "--epochs", "1", "--out", str(out),
+                     "--no-progress", "--protocol-split"]) == 0
+    extra = load_checkpoint(out)[2]
+    capsys.readouterr()
+    counts = {}
+    for part in ("train", "val", "test"):
+        assert cli_main(["eval", str(out), "--data", str(small_folder), "--split", part, "--json",
+                         "--no-progress"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        counts[part] = summary["n"]
+        if part == "val":
+            assert summary["accuracy"] == pytest.approx(extra["train_state"]["best_acc"])
+    assert counts == {"train": 30, "val": 10, "test": 10}   # 60/20/20 of 5 recordings per digit
+    plain = tmp_path / "plain.ckpt"
+    assert cli_main(["train", "--data", str(small_folder), "--arch", "578-16-10", "--epochs", "1",
+                     "--out", str(plain), "--no-progress"]) == 0
+    assert cli_main(["eval", str(plain), "--data", str(small_folder), "--split", "test", "--no-progress"]) == 2
+    assert "not trained with --protocol-split" in capsys.readouterr().err
