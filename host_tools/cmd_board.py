@@ -105,6 +105,9 @@ def cmd_board_sim(args) -> int:
         raise KeyboardInterrupt
     import signal
     signal.signal(signal.SIGTERM, stop_on_sigterm)   # a terminated board-sim cleans up like Ctrl-C
+    # Ctrl-C stops it even when it was started with SIGINT ignored (Python then installs no handler): a
+    # background job of a non-interactive shell, or a test process whose parent ignores SIGINT, inherits that
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             time.sleep(1)
