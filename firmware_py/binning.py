@@ -82,6 +82,17 @@ DEFAULT_SLOTS = 3072     # active (step, input) pairs a sample may hold: the 1,0
                          # 34x34 / 2, 10 ms x 30, need at most 2,120 (median 1,444)
 
 
+def binner_arrays(n_inputs, n_steps, slots=DEFAULT_SLOTS):
+    """(attribute, typecode, length) of every array a Binner holds: its constructor allocates exactly
+    these, and main.py reserves the ones above prealloc.GROW at power-on (memory.reserved_arrays), so the
+    two cannot drift apart (an unreserved 3 KB `count` once failed to find a free run on the 140K board
+    after the imports had scattered the heap)."""
+    slots = min(slots, n_steps * n_inputs, NONE)
+    return (("neuron", "H", slots), ("nxt", "H", slots), ("step", "H", slots), ("count", "B", slots),
+            ("head", "H", n_steps), ("latest", "H", n_inputs), ("idx", "H", n_inputs),
+            ("vals", "B", n_inputs), ("frame", "B", n_inputs))
+
+
 class Binner:
     """Accumulates events into per-step active-input lists; event-driven (memory ~ active inputs) and
     allocation-free: every buffer is preallocated for `slots` distinct (step, input) pairs, so a sample
@@ -101,18 +112,10 @@ class Binner:
         from firmware_py.prealloc import zeros      # reserved at power-on when main.py asked for them
         if spec.n_inputs > NONE or spec.n_steps > NONE:
             raise ValueError("Binner: at most %d inputs and steps" % NONE)
-        slots = min(slots, spec.n_steps * spec.n_inputs, NONE)    # never more than the pairs there are
         self.spec = spec
-        self.slots = slots
-        self.neuron = zeros("H", slots)
-        self.nxt = zeros("H", slots)
-        self.step = zeros("H", slots)
-        self.count = bytearray(slots)
-        self.head = zeros("H", spec.n_steps)
-        self.latest = zeros("H", spec.n_inputs)
-        self.idx = zeros("H", spec.n_inputs)
-        self.vals = bytearray(spec.n_inputs)
-        self.frame = bytearray(spec.n_inputs)
+        self.slots = min(slots, spec.n_steps * spec.n_inputs, NONE)    # never more than the pairs there are
+        for name, typecode, n in binner_arrays(spec.n_inputs, spec.n_steps, slots):
+            setattr(self, name, zeros(typecode, n))
         self.framed = 0              # entries of idx written into frame by the last step_inputs
         self.kernel = None           # fast.bin_viper (use_kernel): the common case of add_many in viper
         self.reset()
