@@ -250,15 +250,16 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW,
     session = link.DeviceSession(handler, max_payload, window, _boot_id())
     write = port.write
     encode = link.FrameWriter().frame        # answers built in one preallocated buffer
+    encode(link.ERROR, 0, link.OUT_OF_HEAP)  # its view for that length made now: it must go out on a full heap
     waiting = getattr(port, "waiting", None)
     held = [-1]                  # the seq of an ACK held back, or -1
 
     clock = DeviceClock(meter)
 
     def on_frame(mtype, seq, payload):
-        # The loop must outlive a full heap: a request that runs out of memory is answered with an
-        # ERROR by the session; one whose answer cannot be built goes unanswered here, and the
-        # host's retransmission gets the cached answer once the heap has been collected.
+        # The loop must outlive a full heap: a request that runs out of memory is answered with the
+        # preallocated ERROR link.OUT_OF_HEAP, by the session or, when the heap ran out outside it, here
+        # (else the host would only see its retransmissions go unanswered).
         try:
             slot = 0 if mtype == link.EVENTS else (1 if mtype == link.END_SAMPLE else 2)
             a0 = clock.heap_used()
@@ -276,6 +277,10 @@ def serve(handler, port, max_payload=DEFAULT_MAX_PAYLOAD, window=DEFAULT_WINDOW,
             write(encode(rtype, session.rseq, session.rpayload))
         except MemoryError:
             gc.collect()
+            try:
+                write(encode(link.ERROR, seq, link.OUT_OF_HEAP))
+            except MemoryError:
+                pass
         finally:
             clock.end_frame()
 

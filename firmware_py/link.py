@@ -60,6 +60,7 @@ E_NO_SESSION = 200      # a request before HELLO (the board was reset): the host
 E_BAD_PAYLOAD = 201     # a request whose payload does not have the documented layout
 E_UNKNOWN_TYPE = 202
 E_HANDLER = 203         # the handler raised something that carries no code of its own
+E_OUT_OF_HEAP = 4       # = errors.E_NO_MEMORY (this module imports nothing of the runtime's)
 
 # EVENTS payload (protocol 2): every byte is a 7-bit digit plus DIGIT_OFFSET, i.e. in 4..131, so it is
 # never END, ESC or INTR and a whole EVENTS frame crosses the link without one escape (the board's
@@ -593,6 +594,14 @@ def pack_error(code, message):
     return bytes((code & 0xFF,)) + msg
 
 
+# The answer to a request that ran out of heap, built once at import: under a full heap the message of
+# the exception could not be formatted, the answer was lost, and the host only saw "no answer after N
+# retransmissions" (578-100-10 on the 140K board booted with 2 KB free and then never answered EVENTS).
+OUT_OF_HEAP = pack_error(E_OUT_OF_HEAP, "out of heap handling this request: the model leaves too little of "
+                                        "the board's heap for the link and a sample (a smaller model: "
+                                        "`snn-edge plan`)")
+
+
 def pack_info(boot_id, max_payload, window, description):
     """INFO payload: version u8, boot id u32, max payload u16, receive window u16, description."""
     return struct.pack("<BIHH", PROTOCOL_VERSION, boot_id & 0xFFFFFFFF, max_payload, window) + description
@@ -732,6 +741,9 @@ class DeviceSession:
             else:
                 self.rtype = ERROR
                 self.rpayload = pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)
+        except MemoryError:
+            self.rtype = ERROR
+            self.rpayload = OUT_OF_HEAP
         except Exception as exc:   # noqa: BLE001 - the main loop must survive bad input
             code = getattr(exc, "code", None)
             if not isinstance(code, int):

@@ -218,3 +218,46 @@ def test_serve_holds_one_ack_while_input_waits_and_never_loses_it():
 def test_frame_writer_writes_encode_frames_bytes(mtype, seq, payload):
     """The board's preallocated writer gives encode_frame's bytes (reserved bytes escaped, both CRCs)."""
     assert bytes(L.FrameWriter().frame(mtype, seq, payload)) == L.encode_frame(mtype, seq, payload)
+
+
+def test_a_request_that_runs_out_of_heap_is_answered_with_the_preallocated_error():
+    """On a full heap the board cannot format an exception's message: the session answers with
+    link.OUT_OF_HEAP, and serve does too when the heap ran out outside the session (here: the first
+    answer's write), so the host reports the board's words instead of unanswered retransmissions."""
+    from firmware_py.board_main import serve
+    from firmware_py.counting_handler import make_tally_handler
+
+    class FullHeap:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def events(self, batch):
+            raise MemoryError("memory allocation failed, allocating 640 bytes")
+
+    s = L.DeviceSession(FullHeap(make_tally_handler()), 256, 1024, boot_id=7)
+    assert s.on_frame(L.HELLO, 0, b"abcd")[0] == L.INFO
+    rtype, seq, payload = s.on_frame(L.EVENTS, 1, L.pack_events(0, [1], [2], [3], [0]))
+    assert (rtype, seq, payload) == (L.ERROR, 1, L.OUT_OF_HEAP)
+    assert payload[0] == 4 and b"out of heap" in payload                 # errors.E_NO_MEMORY, and why
+
+    class WriteRunsOutOnce(ScriptedPort):
+        failed = False
+
+        def write(self, data):
+            if not self.failed and len(self.out) == 1:        # the answer after INFO
+                self.failed = True
+                raise MemoryError("memory allocation failed, allocating 64 bytes")
+            super().write(data)
+
+    port = WriteRunsOutOnce([L.encode_frame(L.HELLO, 0, b"abcd"),
+                             L.encode_frame(L.GET_STATS, 1, b"")], waiting=[False])
+    serve(make_tally_handler(), port, 256, 1024)
+    got = []
+    d = L.Deframer(256, lambda t, q, p: got.append((t, q, bytes(p))))
+    for w in port.out:
+        d.feed(w)
+    assert got[0][0] == L.INFO
+    assert got[1] == (L.ERROR, 1, L.OUT_OF_HEAP)
