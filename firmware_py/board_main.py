@@ -73,14 +73,16 @@ class StdioPort:
 
 
 class OsPort:
-    """File descriptors 0/1 through os (CPython): a read returns whatever has arrived."""
+    """File descriptors 0/1 through os (CPython): a read returns what has arrived, up to `want` bytes
+    (the deframer's: between frames one byte, so that a REPL tool's `\r\x03` breaks the loop before
+    the bytes it sends next, its Ctrl-A, are read, which the REPL must get)."""
 
     def __init__(self):
         import os
         self.os = os
 
     def readinto(self, view, want):
-        return self.os.readv(0, [view])
+        return self.os.readv(0, [view[:want]])
 
     def waiting(self):
         import select

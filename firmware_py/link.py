@@ -6,10 +6,12 @@ f-strings, no bytes.hex, only small ints on the hot paths (no heap-allocated int
 
 Frame on the wire: END, stuffed(type, seq, len_lo, len_hi, hcrc, payload..., crc32 LE), END.
 Byte stuffing is SLIP's plus one rule: 0xC0 -> DB DC, 0xDB -> DB DD, 0x03 -> DB DE. No frame ever
-contains a raw 0x03 (Ctrl-C), so the board's main loop treats two raw 0x03 in a row as the host's
-break (back to the REPL, as `\r\x03\x03` does for mpremote/pyboard.py), while a single 0x03 made
-by line noise only spoils one frame, which is retransmitted (the loop runs with kbd_intr disabled, so
-noise never raises KeyboardInterrupt in the middle of applying a request).
+contains a raw 0x03 (Ctrl-C), so the board's main loop takes a raw 0x03 that follows a CR where a frame
+would start (`\r\x03`, what mpremote sends) or another raw 0x03 (`\r\x03\x03`, pyboard.py's) as the
+host's break, back to the REPL, while a single 0x03 made by line noise only spoils one frame, which is
+retransmitted (the loop runs with kbd_intr disabled, so noise never raises KeyboardInterrupt in the
+middle of applying a request; a false break needs a CR and a 0x03 made by noise, in that order, just
+after a frame's END).
 """
 import struct
 
@@ -21,6 +23,7 @@ ESC_END = 0xDC
 ESC_ESC = 0xDD
 ESC_INTR = 0xDE
 INTR = 0x03
+CR = 0x0D                # before a Ctrl-C where a frame would start: a REPL tool's break (see above)
 _END_B = b"\xc0"
 _ESC_B = b"\xdb"
 _INTR_B = b"\x03"
@@ -239,6 +242,7 @@ class Deframer:
         self.body_left = 0      # > 0: collecting a frame body unstuffed-as-is (see feed)
         self.body_tried = False  # this frame's body already failed the fast path: exact decoding
         self.dropping = True    # until the first END, bytes may be the tail of an old frame
+        self.cr_dropped = False  # the last byte dropped was a CR (see _after_cr)
         self.frames = 0
         self.crc_errors = 0
         self.framing_errors = 0   # bad escape, length mismatch, too long, too short
@@ -274,9 +278,9 @@ class Deframer:
         """How many bytes certainly belong to the current frame (>= 1): a board that can only do
         blocking reads asks for this many, so it never waits for bytes the sender has not sent."""
         n = self.n
-        if self.dropping or n == 0:
-            # between frames: one byte, for the next may be the host's break (two Ctrl-C, then the REPL's
-            # own bytes), which a bare-metal port's blocking read of a whole header would sit on
+        if self.dropping or n == 0 or (n == 1 and self.buf[0] == CR):
+            # between frames, or after a CR there: one byte, for the next may be the host's break
+            # (`\r\x03`, then the REPL's own bytes), which a blocking read of a whole header would sit on
             return 1
         if n < HEADER_LEN:
             return HEADER_LEN - n + 1
@@ -390,7 +394,7 @@ class Deframer:
     def _byte(self, b):
         if b == INTR:               # never part of a frame: noise, or the host's break
             self.intr_run += 1
-            if self.break_on_intr and self.intr_run >= 2:
+            if self.break_on_intr and (self.intr_run >= 2 or self._after_cr()):
                 self.intr_run = 0
                 raise KeyboardInterrupt
             if not self.dropping:
@@ -410,6 +414,7 @@ class Deframer:
             return
         if self.dropping:
             self.garbage_bytes += 1
+            self.cr_dropped = b == CR
             return
         if self.escaped:
             self.escaped = False
@@ -430,6 +435,13 @@ class Deframer:
             return
         self.buf[self.n] = b
         self.n += 1
+
+    def _after_cr(self):
+        """The byte before this 0x03 was a CR where a frame would start: mpremote's `\\r\\x03` (a CR
+        between frames is the first byte of a would-be frame, or garbage while dropping)."""
+        if self.dropping:
+            return self.cr_dropped
+        return self.n == 1 and self.buf[0] == CR and not self.escaped
 
     def _drop(self):
         self.framing_errors += 1

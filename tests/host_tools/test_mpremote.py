@@ -1,6 +1,6 @@
 """The real `mpremote` (MicroPython's own tool) against `board-sim`'s virtual board, without `resume`: it
 soft-resets first and waits for "soft reboot" and the raw REPL's banner, as a MicroPython board gives them
-(issue 13, point 1: the raw REPL and its soft reset; the filesystem commands are not covered here)."""
+(issue 13, point 1: the raw REPL and its soft reset, and breaking into a flashed board's link loop)."""
 from __future__ import annotations
 
 import shutil
@@ -59,3 +59,26 @@ def test_after_a_raw_repl_soft_reset_main_py_does_not_run_as_on_micropython(boar
         while not (board.folder / "main_ran").exists() and time.monotonic() < deadline:
             ser.read(4096)
     assert (board.folder / "main_ran").exists()
+
+
+def test_mpremote_breaks_into_a_flashed_board_and_the_link_comes_back(board, tmp_path):
+    """After `snn-edge flash` the board runs the link loop (main.py); mpremote breaks in with a single
+    Ctrl-C (`\\r\\x03`, then Ctrl-A) and runs its command, and afterwards the host's tools find the board
+    at its REPL and restart the loop with the model still there."""
+    from host_tools.cmd_board import flash
+    from host_tools.link import connect, open_serial
+    from tests.host_tools.test_cmd_board import _nmnist_sized_blob
+    model = _nmnist_sized_blob(tmp_path, n_hidden=8)
+    report = flash(board.path, str(model), log=lambda *a: None)
+    assert report["boot"]["model"] == "578-8-10"                        # the link loop runs the model
+    r = mpremote(board.path, "exec", "print(6 * 7)")
+    assert r.returncode == 0 and r.stdout.strip() == "42", (r.stdout, r.stderr)
+    r = mpremote(board.path, "exec", "import os; print(sorted(os.listdir()))")
+    assert r.returncode == 0 and "model.blob" in r.stdout, (r.stdout, r.stderr)
+    ser = open_serial(board.path)
+    try:
+        link = connect(ser)
+        assert link.get_stats()["samples"] == 0
+        assert "578-8-10" in link.info.description
+    finally:
+        ser.close()
