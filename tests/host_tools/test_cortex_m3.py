@@ -54,11 +54,35 @@ def _blob(tmp_path, n_hidden, rule="readout_delta"):
     return _nmnist_sized_blob(tmp_path, n_hidden)
 
 
+def mpremote(port: str, *args: str) -> tuple[int, str]:
+    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
 def test_flash_writes_only_the_model_when_the_romfs_holds_the_firmware_and_confirms_the_boot(tmp_path):
+    """... and then mpremote, MicroPython's own tool, works on the flashed board as on any other: it breaks
+    into the link loop, runs code, copies, lists (with littlefs sizes) and reads files; the host's link then
+    restarts the loop, the model still there."""
     from host_tools.cmd_board import flash
+    from host_tools.link import connect, open_serial
     blob = _blob(tmp_path, 64)
+    note = tmp_path / "note.txt"
+    note.write_text("written by mpremote\n" * 20)
     with CortexM3Board(192 * 1024) as board:
         report = flash(board.path, str(blob), log=lambda *a: None)
+        assert mpremote(board.path, "exec", "print(6 * 7)") == (0, "42\n")
+        assert mpremote(board.path, "fs", "cp", str(note), ":note.txt")[0] == 0
+        code, listing = mpremote(board.path, "fs", "ls")
+        assert code == 0 and f"{note.stat().st_size} note.txt" in listing and f"{blob.stat().st_size} model.blob" \
+            in listing, listing
+        assert mpremote(board.path, "fs", "cat", "note.txt") == (0, note.read_text())
+        ser = open_serial(board.path)
+        try:
+            link = connect(ser)
+            assert "model=578-64-10" in link.info.description and link.get_stats()["samples"] == 0
+        finally:
+            ser.close()
     assert report["target"] == "cortex-m3" and report["placement"] == "rom"
     assert sorted(report["written"]) == ["main.py", "model.blob"]
     boot = report["boot"]
