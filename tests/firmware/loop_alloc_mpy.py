@@ -2,12 +2,13 @@
 the session, the handler, the answers) on an in-memory port, with the GC off for the whole run.
 
 Usage (from the repo root): micropython -X heapsize=4M tests/firmware/loop_alloc_mpy.py FW_PATH MODEL.blob
-    LIST.txt [learn|infer]
+    LIST.txt [learn|infer] [fast|plain]
 The host's frames for HELLO and every recording of LIST.txt ("path label" per line: EVENTS batches of at
 most 169 events, the 1 KB payloads the runtime's handler takes, then END_SAMPLE) are encoded first. The
 port hands serve() those bytes as its blocking reads would and reads gc.mem_alloc() when a sample's first
-byte is asked for, so each figure is everything serve() allocated for one sample (its copies go through
-fast.copy_viper: the port allocates nothing itself). The first sample warms up. Prints one JSON line:
+byte is asked for, so each figure is everything serve() allocated for one sample (the port allocates
+nothing itself: it copies with fast.copy_viper, or byte by byte with the plain kernels, where the
+firmware's fast module is never imported). The first sample warms up. Prints one JSON line:
 {"alloc": [bytes per measured sample], "results": number of RESULT frames answered, "errors": ERROR frames}.
 """
 import json
@@ -20,7 +21,14 @@ if sys.argv[1] != ".":
 import gc  # noqa: E402
 from array import array  # noqa: E402
 
-from firmware_py import fast  # noqa: E402  (before the model: the kernels compile on a fresh heap)
+KERNELS = sys.argv[5] if len(sys.argv) > 5 else "fast"
+if KERNELS == "fast":
+    from firmware_py import fast  # noqa: E402  (before the model: the kernels compile on a fresh heap)
+    copy = fast.copy_viper
+else:
+    def copy(dst, d0, src, s0, k):
+        for j in range(k):
+            dst[d0 + j] = src[s0 + j]
 from firmware_py import board_main, link  # noqa: E402
 from firmware_py.handler import make_handler  # noqa: E402
 from firmware_py.recordings import decode_nmnist  # noqa: E402
@@ -29,7 +37,7 @@ model_path, list_path = sys.argv[2], sys.argv[3]
 learn = len(sys.argv) > 4 and sys.argv[4] == "learn"
 BATCH = 169
 
-handler = make_handler("", None, "fast")
+handler = make_handler("", None, KERNELS)
 handler.dev.store = None                         # no filesystem writes: the model stays in RAM
 with open(model_path, "rb") as f:
     handler.dev.load_model(f.read(), False)
@@ -90,7 +98,7 @@ class MemoryPort:
         k = len(s) - self.i
         if k > want:
             k = want
-        fast.copy_viper(view, 0, s, self.i, k)
+        copy(view, 0, s, self.i, k)
         self.i += k
         if self.i == len(s):
             self.k += 1

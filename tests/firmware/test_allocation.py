@@ -64,19 +64,22 @@ def test_a_sample_allocates_at_most_1_kb(case, kernel, interp, recordings, tmp_p
 
 
 @pytest.mark.parametrize("interp", MICROPYTHONS)
+@pytest.mark.parametrize("kernels", ["fast", "plain"])
 @pytest.mark.parametrize("case", ["inference", "solsa_factorised"])
-def test_the_board_loop_allocates_at_most_1_kb_per_sample(case, interp, recordings, tmp_path):
+def test_the_board_loop_allocates_at_most_1_kb_per_sample(case, kernels, interp, recordings, tmp_path):
     """The whole loop a board runs (board_main.serve: reads, deframing, CRC checks, the session, the handler,
     the answers) on the host's real frames for each recording, with the GC off for the whole run
-    (tests/firmware/loop_alloc_mpy.py): every sample after the first within the same 1 KB."""
+    (tests/firmware/loop_alloc_mpy.py), with the viper kernels and with the plain Python ones: every
+    sample after the first within the same 1 KB."""
     make, mode, _ = CASES[case]
     blob = tmp_path / "m.blob"
     blob.write_bytes(intmodel_to_blob(make()))
     lst = tmp_path / "list.txt"
     lst.write_text("".join(f"{f} {d}\n" for f, d in recordings))
-    out = json.loads(run_script(interp, "loop_alloc_mpy.py", str(blob), str(lst), mode,
+    out = json.loads(run_script(interp, "loop_alloc_mpy.py", str(blob), str(lst), mode, kernels,
                                 heap="8M").strip().splitlines()[-1])
     assert out["results"] == N_RECORDINGS and out["errors"] == 0, out
     assert len(out["alloc"]) == N_RECORDINGS - 1
-    print(f"loop {case} {interp}: bytes allocated per sample {out['alloc']}")
-    assert max(out["alloc"]) <= BUDGET[interp], f"loop {case}, {interp}: bytes allocated per sample {out['alloc']}"
+    print(f"loop {case} {kernels} {interp}: bytes allocated per sample {out['alloc']}")
+    assert max(out["alloc"]) <= BUDGET[interp], \
+        f"loop {case}, {kernels}, {interp}: bytes allocated per sample {out['alloc']}"
