@@ -13,6 +13,7 @@ At start it runs main.py from the board folder (its cwd) when present, as a boar
 with --raw (the virtual board restarts it so after a soft reset in the raw REPL) it starts in the raw REPL
 and runs no main.py, as MicroPython does.
 """
+import errno
 import os
 import struct
 import sys
@@ -50,6 +51,28 @@ class Input:
         return b
 
 
+def ilistdir(path="."):
+    """MicroPython's os.ilistdir, which CPython lacks and mpremote's `fs ls` calls: (name, type, inode,
+    size) per entry, type 0x4000 for a directory and 0x8000 for a file."""
+    for entry in os.scandir(path):
+        st = entry.stat()
+        yield entry.name, 0x4000 if entry.is_dir() else 0x8000, 0, 0 if entry.is_dir() else st.st_size
+
+
+os.ilistdir = ilistdir      # this process is the simulated board: its `import os` is MicroPython's
+
+
+def micropython_error(exc, text):
+    """The traceback as MicroPython prints it where CPython differs in a way tools parse: every OSError
+    is `OSError: [Errno N] ENAME` (CPython: FileNotFoundError: [Errno 2] No such file or directory),
+    which is what mpremote's filesystem commands look for (to tell a missing file from a failure)."""
+    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+        lines = text.rstrip("\n").split("\n")
+        lines[-1] = "OSError: [Errno %d] %s" % (exc.errno, errno.errorcode[exc.errno])
+        return "\n".join(lines) + "\n"
+    return text
+
+
 def run_code(code, namespace):
     """Execute code; stdout goes straight to the port; returns the traceback text or ''."""
     try:
@@ -58,9 +81,9 @@ def run_code(code, namespace):
         return ""
     except SystemExit:
         raise
-    except BaseException:  # noqa: BLE001 - a REPL reports every exception, KeyboardInterrupt too
+    except BaseException as exc:  # noqa: BLE001 - a REPL reports every exception, KeyboardInterrupt too
         sys.stdout.flush()
-        return traceback.format_exc()
+        return micropython_error(exc, traceback.format_exc())
 
 
 def soft_reboot():

@@ -1,6 +1,7 @@
 """The real `mpremote` (MicroPython's own tool) against `board-sim`'s virtual board, without `resume`: it
 soft-resets first and waits for "soft reboot" and the raw REPL's banner, as a MicroPython board gives them
-(issue 13, point 1: the raw REPL and its soft reset, and breaking into a flashed board's link loop)."""
+(issue 13, point 1: the raw REPL and its soft reset, the filesystem commands, and breaking into a flashed
+board's link loop; tests/host_tools/test_cortex_m3.py does the same on the emulated Cortex-M3)."""
 from __future__ import annotations
 
 import shutil
@@ -82,3 +83,27 @@ def test_mpremote_breaks_into_a_flashed_board_and_the_link_comes_back(board, tmp
         assert "578-8-10" in link.info.description
     finally:
         ser.close()
+
+
+def test_mpremote_filesystem_commands_without_resume(board, tmp_path):
+    """fs mkdir/cp/ls/cat/rm/rmdir as on a MicroPython board (the CPython board has MicroPython's
+    os.ilistdir and names OSErrors as MicroPython does, which mpremote parses); a missing file is
+    mpremote's own one-line error. The unix port's ilistdir gives no sizes: ls shows 0 there, as it
+    does on that port itself."""
+    note = tmp_path / "note.txt"
+    note.write_text("hello board\n" * 5)
+    assert mpremote(board.path, "fs", "mkdir", "d").returncode == 0
+    r = mpremote(board.path, "fs", "cp", str(note), ":d/note.txt")
+    assert r.returncode == 0, r.stderr
+    assert (board.folder / "d" / "note.txt").read_text() == note.read_text()
+    r = mpremote(board.path, "fs", "ls", "d")
+    size = str(note.stat().st_size) if board.runtime == "cpython" else "0"
+    assert r.returncode == 0 and f"{size} note.txt" in r.stdout, (r.stdout, r.stderr)
+    r = mpremote(board.path, "fs", "cat", "d/note.txt")
+    assert r.returncode == 0 and r.stdout == note.read_text(), (r.stdout, r.stderr)
+    r = mpremote(board.path, "fs", "cat", "d/missing.txt")
+    assert r.returncode == 1 and "No such file or directory" in r.stdout + r.stderr, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr
+    assert mpremote(board.path, "fs", "rm", "d/note.txt").returncode == 0
+    assert mpremote(board.path, "fs", "rmdir", "d").returncode == 0
+    assert not (board.folder / "d").exists()
