@@ -1,9 +1,12 @@
 """The MicroPython raw REPL over pyserial: enter, exec, and copy files with verification.
 
 The protocol is mpremote's (micropython/tools/mpremote/mpremote/transport_serial.py), written here
-rather than imported because (1) mpremote is not a dependency of this project, (2) its writes are
-not paced, and the micro:bit's 63-byte UART buffer needs 32-byte writes every 5 ms, and (3) we need a
-fallback for boards without hashlib (the micro:bit) and without os.rename. The sequence:
+rather than used from mpremote (a dependency for its ROMFS writer) because (1) its writes are not
+paced, and the micro:bit's 63-byte UART buffer needs 32-byte writes every 5 ms, (2) we need a
+fallback for boards without hashlib (the micro:bit) and without os.rename, (3) a file is written to
+a temporary name, checked by sha256 and renamed, so an interrupted flash never leaves half a file,
+which mpremote's fs_writefile does not do, and (4) its SerialTransport opens the port itself, where
+flash, the link and the boot check share one open port. The sequence:
 - Ctrl-C twice stops a running program; Ctrl-A enters the raw REPL, the board answers
   "raw REPL; CTRL-B to exit\\r\\n>";
 - raw-paste (Ctrl-E 'A' Ctrl-A): the board answers "R\\x01" + window (u16 LE) and grants another
