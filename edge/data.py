@@ -44,7 +44,8 @@ class BuiltinSource:
     shift: str = ""  # SensorShift.parse syntax
 
     def recordings(self) -> list[Recording]:
-        from edge.generator import SensorShift, generate_dataset
+        from edge.generator import generate_dataset
+        from edge.shifts import SensorShift
 
         return generate_dataset(self.n_per_class, self.seed, SensorShift.parse(self.shift))
 

@@ -6,23 +6,17 @@ apply): five shapes, each moving along one of two directions. A moving edge make
 arrives and OFF events where it leaves, as a DVS does, so both polarity and timing carry the class.
 Each sample jitters position, size and speed; the sensor adds background noise and a few hot pixels.
 
-`SensorShift` is the knob used to show on-device adaptation: it changes the sensor after training, as a
-remounted or different camera would:
-- `rotation_deg`: the sensor is rotated about its centre (events move to rotated pixel coordinates);
-- `polarity_gain`: ON events are kept with probability min(1, gain) and OFF events with min(1, 1/gain),
-  modelling a changed contrast threshold balance;
-- `noise_rate_hz`: background activity per pixel (added to the base rate);
-- `hot_pixels`: number of extra hot pixels firing at `hot_rate_hz`.
+`SensorShift` (edge.shifts) changes the sensor after training, as a remounted or different camera would:
+its polarity balance, rotation and offsets are applied to the generated events, its noise and hot pixels
+add to the sensor's own.
 Everything is drawn from `numpy.random.default_rng(seed)`: the same seed gives the same events.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from edge.events import Recording, make_events
+from edge.shifts import SensorShift, background_events
 
 SENSOR = (34, 34, 2)
 N_CLASSES = 10
@@ -30,36 +24,6 @@ DURATION_US = 300_000
 FRAME_US = 2_000  # the pattern moves in steps of 2 ms; events get sub-frame jitter
 SHAPES = ("hbar", "vbar", "cross", "ring", "diag")
 DIRECTIONS = ((1.0, 0.35), (-0.35, 1.0))  # class = 2 * shape + direction
-
-
-@dataclass(frozen=True)
-class SensorShift:
-    rotation_deg: float = 0.0
-    polarity_gain: float = 1.0
-    noise_rate_hz: float = 0.0
-    hot_pixels: int = 0
-    hot_rate_hz: float = 200.0
-
-    @classmethod
-    def parse(cls, text: str) -> "SensorShift":
-        """'rotation=20,gain=0.5,noise=5,hot=3' -> SensorShift (names as in the CLI's --shift)."""
-        names = {"rotation": "rotation_deg", "gain": "polarity_gain", "noise": "noise_rate_hz",
-                 "hot": "hot_pixels", "hot_rate": "hot_rate_hz"}
-        kwargs = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, _, value = part.partition("=")
-            if key not in names or not value:
-                raise ValueError(f"--shift: cannot parse {part!r}; expected name=value with name in {sorted(names)}")
-            try:
-                v = int(value) if key == "hot" else float(value)
-            except ValueError:
-                kind = "whole number" if key == "hot" else "number"
-                raise ValueError(f"--shift: {key}={value!r} is not a {kind}") from None
-            if not math.isfinite(v) or (key != "rotation" and v < 0):
-                raise ValueError(f"--shift: {key}={value!r}: expected a finite number"
-                                 + ("" if key == "rotation" else " >= 0"))
-            kwargs[names[key]] = v
-        return cls(**kwargs)
 
 
 def _shape_mask(shape: str, size: int) -> np.ndarray:
@@ -95,19 +59,6 @@ def _render(mask: np.ndarray, x0: int, y0: int) -> np.ndarray:
     return frame
 
 
-def _background(rng, rate_hz: float, hot: np.ndarray, hot_rate_hz: float):
-    """Uniform background activity plus hot pixels, as (x, y, t, p) arrays."""
-    w, h = SENSOR[0], SENSOR[1]
-    n = rng.poisson(rate_hz * w * h * DURATION_US * 1e-6)
-    xs, ys = rng.integers(0, w, n), rng.integers(0, h, n)
-    ts, ps = rng.integers(0, DURATION_US, n), rng.integers(0, 2, n)
-    parts = [(xs, ys, ts, ps)]
-    for hx, hy in hot:
-        m = rng.poisson(hot_rate_hz * DURATION_US * 1e-6)
-        parts.append((np.full(m, hx), np.full(m, hy), rng.integers(0, DURATION_US, m), rng.integers(0, 2, m)))
-    return [np.concatenate(c) for c in zip(*parts)]
-
-
 def generate_sample(label: int, rng: np.random.Generator, shift: SensorShift = SensorShift(),
                     base_noise_hz: float = 0.5, fire_prob: float = 0.8) -> Recording:
     """One synthetic recording of class `label` (0..9)."""
@@ -136,30 +87,16 @@ def generate_sample(label: int, rng: np.random.Generator, shift: SensorShift = S
                 ts.append(t_frame + rng.integers(0, FRAME_US, fire.sum()))
         prev = frame
     hot = rng.integers(0, SENSOR[0], size=(2 + shift.hot_pixels, 2))
-    bg = _background(rng, base_noise_hz + shift.noise_rate_hz, hot, shift.hot_rate_hz)
+    bg = background_events(rng, base_noise_hz + shift.noise_rate_hz, hot, shift.hot_rate_hz, SENSOR[0], SENSOR[1],
+                           0, DURATION_US)
     x = np.concatenate(xs + [bg[0]]).astype(np.float64)
     y = np.concatenate(ys + [bg[1]]).astype(np.float64)
     t = np.concatenate(ts + [bg[2]]).astype(np.int64)
     p = np.concatenate(ps + [bg[3]]).astype(np.int64)
-    x, y, t, p = _apply_shift(rng, shift, x, y, t, p)
+    x, y, t, p = shift.move(rng, x, y, t, p, SENSOR[0], SENSOR[1])
     order = np.argsort(t, kind="stable")
     ev = make_events(x[order], y[order], t[order], p[order])
     return Recording(ev, SENSOR, f"builtin:{label}", label)
-
-
-def _apply_shift(rng, shift: SensorShift, x, y, t, p):
-    if shift.rotation_deg:
-        a = np.deg2rad(shift.rotation_deg)
-        c = (SENSOR[0] - 1) / 2
-        xr = c + np.cos(a) * (x - c) - np.sin(a) * (y - c)
-        yr = c + np.sin(a) * (x - c) + np.cos(a) * (y - c)
-        x, y = np.round(xr), np.round(yr)
-    keep = (x >= 0) & (x < SENSOR[0]) & (y >= 0) & (y < SENSOR[1])
-    if shift.polarity_gain != 1.0:
-        g = shift.polarity_gain
-        keep_prob = np.where(p == 1, min(1.0, g), min(1.0, 1.0 / g))
-        keep &= rng.random(len(p)) < keep_prob
-    return x[keep].astype(np.int64), y[keep].astype(np.int64), t[keep], p[keep]
 
 
 def generate_dataset(n_per_class: int, seed: int = 0, shift: SensorShift = SensorShift()) -> list[Recording]:

@@ -25,7 +25,9 @@ def register(sub) -> None:
     pace.add_argument("--realtime", action="store_true", help="send events at their recorded pace")
     pace.add_argument("--fast", action="store_true", help="as fast as the link goes (the default)")
     s.add_argument("--shift", type=opt.sensor_shift, default="",
-                   help="built-in sensor shift, e.g. rotation=20,gain=0.5,noise=5")
+                   help="a changed sensor, on real recordings and built-in data alike (edge/shifts.py): "
+                        "dx=3,dy=-2 (pixels), rotation=10 (degrees), gain=0.5 (ON/OFF balance), time=1.5 "
+                        "(slower motion), noise=5 (Hz per pixel), hot=3 (hot pixels), hot_rate=200")
     s.add_argument("--limit", type=opt.positive_int, default=None, help="at most this many recordings")
     s.add_argument("--per-class", type=opt.positive_int, default=20, help="builtin: recordings per class")
     s.add_argument("--seed", type=opt.nonneg_int, default=1, help="builtin generator seed / folder sample order")

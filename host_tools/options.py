@@ -167,9 +167,9 @@ def output_dir(text: str) -> str:
 
 
 def sensor_shift(text: str) -> str:
-    """A --shift spec (edge.generator.SensorShift.parse syntax), parsed now so a bad one fails before any
+    """A --shift spec (edge.shifts.SensorShift.parse syntax), parsed now so a bad one fails before any
     work; returned as text, which is what the data sources take."""
-    from edge.generator import SensorShift
+    from edge.shifts import SensorShift
     try:
         SensorShift.parse(text)
     except (ValueError, TypeError) as exc:

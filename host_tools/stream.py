@@ -46,11 +46,15 @@ class Outcome:
 
 def samples_from(source: str, shift: str = "", limit: int | None = None, seed: int = 1,
                  n_per_class: int = 20) -> list[Sample]:
-    """Recordings as event samples: a folder/file (through edge.events) or 'builtin' (synthetic, shifted)."""
+    """Recordings as event samples: a folder/file (through edge.events) or 'builtin' (synthetic), as the
+    sensor changed by `shift` (edge.shifts) records them; recording k of a real source is shifted with the
+    generator seeded (seed, k), so a stream is the same every time."""
+    from edge.shifts import SensorShift, shift_recording
+    change = SensorShift.parse(shift)
     if source == "builtin":
-        from edge.generator import SensorShift, generate_dataset
+        from edge.generator import generate_dataset
 
-        recs = generate_dataset(n_per_class, seed=seed, shift=SensorShift.parse(shift))
+        recs = generate_dataset(n_per_class, seed=seed, shift=change)
     else:
         from pathlib import Path
 
@@ -61,7 +65,8 @@ def samples_from(source: str, shift: str = "", limit: int | None = None, seed: i
         if limit is not None:
             order = np.random.default_rng(seed).permutation(len(items))[:limit]
             items = [items[i] for i in sorted(order)]
-        recs = [read_events(f, label) for f, label in items]
+        recs = [shift_recording(read_events(f, label), change, np.random.default_rng([seed, k]))
+                for k, (f, label) in enumerate(items)]
     if limit is not None:
         recs = recs[:limit]
     return [Sample(r.events["x"], r.events["y"], r.events["t"], r.events["p"],

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from edge.events import validate_events
-from edge.generator import N_CLASSES, SENSOR, SensorShift, generate_dataset, generate_sample
+from edge.generator import N_CLASSES, SENSOR, generate_dataset, generate_sample
+from edge.shifts import SensorShift
 from edge.transforms import to_frames
 from firmware_py.binning import BinSpec
 
