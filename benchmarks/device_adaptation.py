@@ -1,0 +1,132 @@
+"""On-device adaptation to a changed sensor, on real N-MNIST: ONE JSON line (and a markdown table on stderr).
+
+Protocol (edge.data.split_three_way of the 1,000 recordings: 602 train / 199 validation / 199 test): a
+578-64-10 network is trained on the train split on the host (numpy BPTT) and quantised. For each sensor change
+(edge.shifts, the same knobs as `snn-edge stream --shift`) the shifted validation recordings are the adaptation
+stream (at most 200 labelled samples, one pass, the board's per-sample semantics of NUMERICS.md §5) and the
+shifted test recordings, never used for adaptation, are evaluated. Per shift and rule: accuracy on the unshifted
+test recordings, shifted before adaptation, shifted after, and the recovered fraction
+(after - before) / (unshifted - before).
+
+The integer learning runs in converters/intsim, which is bit-exact with the board's firmware (tests/firmware;
+the Cortex-M3 end-to-end test streams real recordings with SOLSA and compares the pulled weights), so these are
+the board's numbers computed on the host; `snn-edge stream --shift ... --labels` runs the same adaptation on a
+board. The rules are the ones the board has today, which learn the last layer only (readout delta, SOLSA with
+full or factorised traces); GEM needs a probabilistic network and is not run here.
+`learning_state_fraction_of_bptt`: the rule's learning-state bytes on the board (firmware_py.memory) over what
+BPTT keeps to learn the same layer over one recording (edge.memory_meter.bptt_bytes: T steps of activations).
+
+    python benchmarks/device_adaptation.py [--shift dx=4 --shift rotation=10 ...] [--epochs 8] [--adapt 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converters import intsim  # noqa: E402
+from converters.intmodel import default_learn  # noqa: E402
+from converters.quantize import auto_rule_params, quantize  # noqa: E402
+from firmware_py import memory  # noqa: E402
+
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "nmnist-small" / "Train"
+SHIFTS = ["dx=2", "dx=4", "rotation=10", "gain=0.5", "noise=5,hot=3", "time=1.5",
+          "dx=2,rotation=5,gain=0.7,noise=2"]
+RULES = (("readout_delta", "readout_delta", None), ("solsa_last_full", "solsa", 0),
+         ("solsa_last_factorised", "solsa", 1))
+
+
+def adapt(model, X, y):
+    """One labelled pass of the model's rule over X [S, T, N] (device semantics); returns the model."""
+    m = model.copy()
+    ls = intsim.initial_learn_state(m)
+    for s in range(X.shape[0]):
+        fresh = intsim.initial_learn_state(m)
+        fresh.lanes, fresh.nsat = ls.lanes, ls.nsat
+        ls = fresh
+        states = intsim.initial_state(m, 1)
+        for t in range(X.shape[1]):
+            _, states, ls, _ = intsim.learn_step(m, X[s, t], states, ls, int(y[s]))
+    return m
+
+
+def accuracy(model, X, y) -> float:
+    res = intsim.run(model, np.ascontiguousarray(X.transpose(1, 0, 2)))
+    return float((res.predictions == y).mean())
+
+
+def shifted_frames(items, idx, text: str, spec, seed: int) -> np.ndarray:
+    """Frames of recordings items[idx] as the changed sensor records them (recording k seeded (seed, k))."""
+    from edge.data import frames_of
+    from edge.events import read_events
+    from edge.shifts import SensorShift, shift_recording
+    change = SensorShift.parse(text)
+    return np.stack([frames_of(shift_recording(read_events(*items[k]), change, np.random.default_rng([seed, k])),
+                               spec) for k in idx])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--shift", action="append", help=f"a sensor change (repeatable; default: {SHIFTS})")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--adapt", type=int, default=200, help="labelled adaptation samples at most")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from edge.data import NMNIST_SPEC, load_frames, split_three_way
+    from edge.events import list_folder_dataset
+    from edge.memory_meter import bptt_bytes
+    from edge.model import load_checkpoint
+    from host_tools.cli import main as cli
+
+    X, y, names = load_frames(args.data, NMNIST_SPEC, progress=False)
+    items = list_folder_dataset(Path(args.data))
+    assert [f"{p.parent.name}/{p.name}" for p, _ in items] == names, "recording order differs from the frames'"
+    split = split_three_way(y, names)
+    val = split.val[:args.adapt]
+    tmp = Path(tempfile.mkdtemp(prefix="snn-adapt-"))
+    ckpt = tmp / "m.ckpt"
+    cli(["train", "--data", args.data, "--arch", "578-64-10", "--epochs", str(args.epochs), "--protocol-split",
+         "--no-progress", "--out", str(ckpt)])
+    spec, params, _ = load_checkpoint(ckpt)
+    base = quantize(spec, params, np.ascontiguousarray(X[split.train[:200]].transpose(1, 0, 2)))
+    unshifted = accuracy(base, X[split.test], y[split.test])
+    n_in, n_out = base.layers[-1].n_in, base.layers[-1].n_out
+    bptt = bptt_bytes(n_in, n_out, NMNIST_SPEC.n_steps).total
+    rows, state = [], {}
+    for text in args.shift or SHIFTS:
+        Xa = shifted_frames(items, val, text, NMNIST_SPEC, args.seed)
+        Xt = shifted_frames(items, split.test, text, NMNIST_SPEC, args.seed + 1)
+        before = accuracy(base, Xt, y[split.test])
+        for name, rule, fact in RULES:
+            m = base.copy()
+            m.learn = default_learn(rule)
+            if fact is not None:
+                m.learn.params["factorised"] = fact
+            if rule == "readout_delta":
+                m.learn.params["k_update"] = NMNIST_SPEC.n_steps
+            auto_rule_params(m)
+            after = accuracy(adapt(m, Xa, y[val]), Xt, y[split.test])
+            lost = unshifted - before
+            rows.append({"shift": text, "rule": name, "acc_unshifted": round(unshifted, 4),
+                         "acc_shifted_before": round(before, 4), "acc_shifted_after": round(after, 4),
+                         "recovered_fraction": round((after - before) / lost, 3) if lost > 0 else None,
+                         "adaptation_samples": int(len(val)), "test_samples": int(len(split.test))})
+            dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
+            state[name] = memory.breakdown(dims, rule, m.learn.params, fact)["traces"]
+            print(f"| {text} | {name} | {unshifted:.3f} | {before:.3f} | {after:.3f} | "
+                  f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
+    print(json.dumps({"arch": "578-64-10", "split": split.sizes(), "learned_layers": "last",
+                      "shifts": rows, "learning_state_bytes": state, "bptt_bytes_same_layer": bptt,
+                      "learning_state_fraction_of_bptt": {k: round(v / bptt, 4) for k, v in state.items()}}))
+
+
+if __name__ == "__main__":
+    main()

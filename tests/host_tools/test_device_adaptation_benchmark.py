@@ -1,0 +1,31 @@
+"""benchmarks/device_adaptation.py on a small configuration: one JSON line whose rows are consistent."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small):
+    r = subprocess.run([sys.executable, "benchmarks/device_adaptation.py", "--data", str(nmnist_small / "Train"),
+                        "--shift", "dx=2", "--shift", "gain=0.5,noise=5", "--epochs", "1", "--adapt", "10"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["split"] == {"train": 602, "val": 199, "test": 199}
+    rows = out["shifts"]
+    assert [(row["shift"], row["rule"]) for row in rows] == [
+        (s, rule) for s in ("dx=2", "gain=0.5,noise=5")
+        for rule in ("readout_delta", "solsa_last_full", "solsa_last_factorised")]
+    for row in rows:
+        assert row["adaptation_samples"] == 10 and row["test_samples"] == 199
+        lost = row["acc_unshifted"] - row["acc_shifted_before"]
+        if row["recovered_fraction"] is not None:
+            got = (row["acc_shifted_after"] - row["acc_shifted_before"]) / lost
+            assert abs(got - row["recovered_fraction"]) < 2e-3
+    assert out["bptt_bytes_same_layer"] > 0
+    for name, frac in out["learning_state_fraction_of_bptt"].items():
+        assert frac == round(out["learning_state_bytes"][name] / out["bptt_bytes_same_layer"], 4)
