@@ -16,7 +16,10 @@ full or factorised traces); GEM needs a probabilistic network and is not run her
 `learning_state_fraction_of_bptt`: the rule's learning-state bytes on the board (firmware_py.memory) over what
 BPTT keeps to learn the same layer over one recording (edge.memory_meter.bptt_bytes: T steps of activations).
 
-    python benchmarks/device_adaptation.py [--shift dx=4 --shift rotation=10 ...] [--epochs 8] [--adapt 200]
+    python benchmarks/device_adaptation.py [--shift dx=4 --shift rotation=10 ...] [--epochs 8] [--adapt 200] [--tune]
+
+Without --tune every rule runs at the board's default learning rate; with it, each rule's rate is picked per
+sensor change on the train split (never on the validation stream or the test recordings).
 """
 from __future__ import annotations
 
@@ -41,6 +44,23 @@ SHIFTS = ["dx=2", "dx=4", "rotation=10", "gain=0.5", "noise=5,hot=3", "time=1.5"
           "dx=2,rotation=5,gain=0.7,noise=2"]
 RULES = (("readout_delta", "readout_delta", None), ("solsa_last_full", "solsa", 0),
          ("solsa_last_factorised", "solsa", 1))
+# --tune: the learning-rate shifts tried (lr = 2**-lr_s), per rule
+LR_GRID = {"readout_delta": (6, 8, 10, 12), "solsa": (12, 14, 16, 18)}
+
+
+def rule_model(base, rule: str, fact, lr_s: int | None = None, n_steps: int = 30):
+    """The quantised network with the board's `rule` (its defaults, or the learning-rate shift lr_s); the
+    readout delta updates once per sample (k_update = the binning's n_steps)."""
+    m = base.copy()
+    m.learn = default_learn(rule)
+    if fact is not None:
+        m.learn.params["factorised"] = fact
+    if rule == "readout_delta":
+        m.learn.params["k_update"] = n_steps
+    if lr_s is not None:
+        m.learn.params["lr_s"] = lr_s
+    auto_rule_params(m)
+    return m
 
 
 def adapt(model, X, y):
@@ -79,6 +99,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--adapt", type=int, default=200, help="labelled adaptation samples at most")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tune", action="store_true",
+                    help="pick each rule's learning-rate shift per sensor change on the train split (adapt on 200 "
+                         "shifted train recordings, score on 200 others), never on validation or test")
+    ap.add_argument("--tune-samples", type=int, default=200, help="train recordings to adapt on, and to score on")
     args = ap.parse_args()
     from edge.data import NMNIST_SPEC, load_frames, split_three_way
     from edge.events import list_folder_dataset
@@ -105,20 +129,28 @@ def main() -> None:
         Xa = shifted_frames(items, val, text, NMNIST_SPEC, args.seed)
         Xt = shifted_frames(items, split.test, text, NMNIST_SPEC, args.seed + 1)
         before = accuracy(base, Xt, y[split.test])
+        if args.tune:
+            # tuned on the train split only: adapt on k shifted train recordings, score on k others
+            k = args.tune_samples
+            tune_a, tune_e = split.train[:k], split.train[k:2 * k]
+            Ta = shifted_frames(items, tune_a, text, NMNIST_SPEC, args.seed + 2)
+            Te = shifted_frames(items, tune_e, text, NMNIST_SPEC, args.seed + 3)
         for name, rule, fact in RULES:
-            m = base.copy()
-            m.learn = default_learn(rule)
-            if fact is not None:
-                m.learn.params["factorised"] = fact
-            if rule == "readout_delta":
-                m.learn.params["k_update"] = NMNIST_SPEC.n_steps
-            auto_rule_params(m)
+            lr_s = None
+            if args.tune:
+                scores = {}
+                for v in LR_GRID[rule]:
+                    tuned = adapt(rule_model(base, rule, fact, v, NMNIST_SPEC.n_steps), Ta, y[tune_a])
+                    scores[v] = accuracy(tuned, Te, y[tune_e])
+                lr_s = max(scores, key=lambda v: (scores[v], v))     # ties: the smaller rate
+            m = rule_model(base, rule, fact, lr_s, NMNIST_SPEC.n_steps)
             after = accuracy(adapt(m, Xa, y[val]), Xt, y[split.test])
             lost = unshifted - before
             rows.append({"shift": text, "rule": name, "acc_unshifted": round(unshifted, 4),
                          "acc_shifted_before": round(before, 4), "acc_shifted_after": round(after, 4),
                          "recovered_fraction": round((after - before) / lost, 3) if lost > 0 else None,
-                         "adaptation_samples": int(len(val)), "test_samples": int(len(split.test))})
+                         "adaptation_samples": int(len(val)), "test_samples": int(len(split.test)),
+                         "lr_s": int(m.learn.params["lr_s"]), "lr_s_tuned_on_train": bool(args.tune)})
             dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
             state[name] = memory.breakdown(dims, rule, m.learn.params, fact)["traces"]
             print(f"| {text} | {name} | {unshifted:.3f} | {before:.3f} | {after:.3f} | "

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small):
     r = subprocess.run([sys.executable, "benchmarks/device_adaptation.py", "--data", str(nmnist_small / "Train"),
-                        "--shift", "dx=2", "--shift", "gain=0.5,noise=5", "--epochs", "1", "--adapt", "10"],
+                        "--shift", "dx=2", "--shift", "gain=0.5,noise=5", "--epochs", "1", "--adapt", "10", "--tune", "--tune-samples", "10"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -21,7 +21,8 @@ def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small):
         (s, rule) for s in ("dx=2", "gain=0.5,noise=5")
         for rule in ("readout_delta", "solsa_last_full", "solsa_last_factorised")]
     for row in rows:
-        assert row["adaptation_samples"] == 10 and row["test_samples"] == 199
+        assert row["adaptation_samples"] == 10 and row["test_samples"] == 199 and row["lr_s_tuned_on_train"]
+        assert row["lr_s"] in ((6, 8, 10, 12) if row["rule"] == "readout_delta" else (12, 14, 16, 18))
         lost = row["acc_unshifted"] - row["acc_shifted_before"]
         if row["recovered_fraction"] is not None:
             got = (row["acc_shifted_after"] - row["acc_shifted_before"]) / lost
