@@ -82,14 +82,13 @@ def accuracy(model, X, y) -> float:
     return float((res.predictions == y).mean())
 
 
-def shifted_frames(items, idx, text: str, spec, seed: int) -> np.ndarray:
-    """Frames of recordings items[idx] as the changed sensor records them (recording k seeded (seed, k))."""
+def shifted_frames(recordings: dict, idx, text: str, spec, seed: int) -> np.ndarray:
+    """Frames of recordings[k] for k in idx as the changed sensor records them (recording k seeded (seed, k))."""
     from edge.data import frames_of
-    from edge.events import read_events
     from edge.shifts import SensorShift, shift_recording
     change = SensorShift.parse(text)
-    return np.stack([frames_of(shift_recording(read_events(*items[k]), change, np.random.default_rng([seed, k])),
-                               spec) for k in idx])
+    return np.stack([frames_of(shift_recording(recordings[k], change, np.random.default_rng([seed, k])), spec)
+                     for k in idx])
 
 
 def main() -> None:
@@ -105,7 +104,7 @@ def main() -> None:
     ap.add_argument("--tune-samples", type=int, default=200, help="train recordings to adapt on, and to score on")
     args = ap.parse_args()
     from edge.data import NMNIST_SPEC, load_frames, split_three_way
-    from edge.events import list_folder_dataset
+    from edge.events import list_folder_dataset, read_events
     from edge.memory_meter import bptt_bytes
     from edge.model import load_checkpoint
     from host_tools.cli import main as cli
@@ -115,6 +114,11 @@ def main() -> None:
     assert [f"{p.parent.name}/{p.name}" for p, _ in items] == names, "recording order differs from the frames'"
     split = split_three_way(y, names)
     val = split.val[:args.adapt]
+    k = args.tune_samples
+    tune_a, tune_e = split.train[:k], split.train[k:2 * k]
+    # read once, shifted anew for every sensor change
+    used = np.concatenate([val, split.test] + ([tune_a, tune_e] if args.tune else []))
+    recordings = {int(j): read_events(*items[j]) for j in used}
     tmp = Path(tempfile.mkdtemp(prefix="snn-adapt-"))
     ckpt = tmp / "m.ckpt"
     cli(["train", "--data", args.data, "--arch", "578-64-10", "--epochs", str(args.epochs), "--protocol-split",
@@ -126,15 +130,13 @@ def main() -> None:
     bptt = bptt_bytes(n_in, n_out, NMNIST_SPEC.n_steps).total
     rows, state = [], {}
     for text in args.shift or SHIFTS:
-        Xa = shifted_frames(items, val, text, NMNIST_SPEC, args.seed)
-        Xt = shifted_frames(items, split.test, text, NMNIST_SPEC, args.seed + 1)
+        Xa = shifted_frames(recordings, val, text, NMNIST_SPEC, args.seed)
+        Xt = shifted_frames(recordings, split.test, text, NMNIST_SPEC, args.seed + 1)
         before = accuracy(base, Xt, y[split.test])
         if args.tune:
             # tuned on the train split only: adapt on k shifted train recordings, score on k others
-            k = args.tune_samples
-            tune_a, tune_e = split.train[:k], split.train[k:2 * k]
-            Ta = shifted_frames(items, tune_a, text, NMNIST_SPEC, args.seed + 2)
-            Te = shifted_frames(items, tune_e, text, NMNIST_SPEC, args.seed + 3)
+            Ta = shifted_frames(recordings, tune_a, text, NMNIST_SPEC, args.seed + 2)
+            Te = shifted_frames(recordings, tune_e, text, NMNIST_SPEC, args.seed + 3)
         for name, rule, fact in RULES:
             lr_s = None
             if args.tune:

@@ -7,8 +7,8 @@ arrives and OFF events where it leaves, as a DVS does, so both polarity and timi
 Each sample jitters position, size and speed; the sensor adds background noise and a few hot pixels.
 
 `SensorShift` (edge.shifts) changes the sensor after training, as a remounted or different camera would:
-its polarity balance, rotation and offsets are applied to the generated events, its noise and hot pixels
-add to the sensor's own.
+its rotation, offsets, polarity balance and time scale are applied to the generated events, its noise and
+hot pixels add to the sensor's own.
 Everything is drawn from `numpy.random.default_rng(seed)`: the same seed gives the same events.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ caller passes: the same seed gives the same events.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,9 +65,6 @@ class SensorShift:
     @property
     def is_identity(self) -> bool:
         return self == SensorShift(hot_rate_hz=self.hot_rate_hz)
-
-    def without_background(self) -> "SensorShift":
-        return replace(self, noise_rate_hz=0.0, hot_pixels=0)
 
     def move(self, rng: np.random.Generator, x, y, t, p, width: int, height: int):
         """The geometric, polarity and time knobs on event arrays -> (x, y, t, p) as int64, events that

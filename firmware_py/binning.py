@@ -113,9 +113,9 @@ class Binner:
         if spec.n_inputs > NONE or spec.n_steps > NONE:
             raise ValueError("Binner: at most %d inputs and steps" % NONE)
         self.spec = spec
-        self.slots = min(slots, spec.n_steps * spec.n_inputs, NONE)    # never more than the pairs there are
         for name, typecode, n in binner_arrays(spec.n_inputs, spec.n_steps, slots):
             setattr(self, name, zeros(typecode, n))
+        self.slots = len(self.neuron)    # never more than the (step, input) pairs there are (binner_arrays)
         self.framed = 0              # entries of idx written into frame by the last step_inputs
         self.kernel = None           # fast.bin_viper (use_kernel): the common case of add_many in viper
         self.reset()

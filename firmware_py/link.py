@@ -242,7 +242,7 @@ class Deframer:
         self.body_left = 0      # > 0: collecting a frame body unstuffed-as-is (see feed)
         self.body_tried = False  # this frame's body already failed the fast path: exact decoding
         self.dropping = True    # until the first END, bytes may be the tail of an old frame
-        self.cr_dropped = False  # the last byte dropped was a CR (see _after_cr)
+        self.cr_dropped = False  # the last byte dropped was a CR (see _cr_at_frame_start)
         self.frames = 0
         self.crc_errors = 0
         self.framing_errors = 0   # bad escape, length mismatch, too long, too short
@@ -284,7 +284,7 @@ class Deframer:
         """How many bytes certainly belong to the current frame (>= 1): a board that can only do
         blocking reads asks for this many, so it never waits for bytes the sender has not sent."""
         n = self.n
-        if self.dropping or n == 0 or (n == 1 and self.buf[0] == CR):
+        if self.dropping or n == 0 or self._cr_at_frame_start():
             # between frames, or after a CR there: one byte, for the next may be the host's break
             # (`\r\x03`, then the REPL's own bytes), which a blocking read of a whole header would sit on
             return 1
@@ -400,7 +400,7 @@ class Deframer:
     def _byte(self, b):
         if b == INTR:               # never part of a frame: noise, or the host's break
             self.intr_run += 1
-            if self.break_on_intr and (self.intr_run >= 2 or self._after_cr()):
+            if self.break_on_intr and (self.intr_run >= 2 or self._cr_at_frame_start()):
                 self.intr_run = 0
                 raise KeyboardInterrupt
             if not self.dropping:
@@ -442,9 +442,9 @@ class Deframer:
         self.buf[self.n] = b
         self.n += 1
 
-    def _after_cr(self):
-        """The byte before this 0x03 was a CR where a frame would start: mpremote's `\\r\\x03` (a CR
-        between frames is the first byte of a would-be frame, or garbage while dropping)."""
+    def _cr_at_frame_start(self):
+        """The last byte was a CR where a frame would start (the first byte of a would-be frame, or garbage
+        while dropping): a 0x03 now is mpremote's `\\r\\x03`."""
         if self.dropping:
             return self.cr_dropped
         return self.n == 1 and self.buf[0] == CR and not self.escaped

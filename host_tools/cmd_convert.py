@@ -28,7 +28,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     i.add_argument("model", help="NIR file (.nir)")
     i.add_argument("-o", "--out", type=opt.output_file, required=True, help="float checkpoint to write")
-    _nir_dt_argument(i)
+    add_nir_dt_option(i)
     from host_tools.cmd_train import add_binning_options
     add_binning_options(i.add_argument_group("binning, for a file that records none (N-MNIST defaults)"))
     i.set_defaults(func=cmd_import)
@@ -71,14 +71,14 @@ def register(sub) -> None:
     v.set_defaults(func=cmd_verify)
 
 
-def _nir_dt_argument(p) -> None:
+def add_nir_dt_option(p) -> None:
     p.add_argument("--nir-dt", type=opt.positive_float, default=None, metavar="SECONDS",
                    help="for a NIR file: the time step its time constants were written for; unset: what the file "
                    "records (ours), else snnTorch's 1e-4")
 
 
 def _common(p) -> None:
-    _nir_dt_argument(p)
+    add_nir_dt_option(p)
     p.add_argument("--data", default=None, help="calibration data (default: none for an integer model; "
                    "required for a float checkpoint)")
     p.add_argument("--calib", type=opt.positive_int, default=200, help="calibration recordings from the training split")

@@ -132,9 +132,8 @@ def _register_eval(sub) -> None:
     e.add_argument("checkpoint", help="a float checkpoint (snn-edge train), an integer model .npz "
                    "(snn-edge quantize), an .onnx or a device blob (snn-edge export), or a NIR file (its float "
                    "network; with --executor the integer model a file from snn-edge export carries)")
-    e.add_argument("--nir-dt", type=opt.positive_float, default=None, metavar="SECONDS",
-                   help="for a NIR file: the time step its time constants were written for; unset: what the file "
-                   "records (ours), else snnTorch's 1e-4")
+    from host_tools.cmd_convert import add_nir_dt_option
+    add_nir_dt_option(e)
     e.add_argument("--data", required=True, help=DATA_HELP)
     e.add_argument("--split", default="all", choices=("all", "val", "train", "test"),
                    help="val/train: the split recorded in the checkpoint (integer models: the 80/20 split with "
