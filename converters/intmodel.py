@@ -16,7 +16,7 @@ from edge.errors import SnnEdgeError
 from edge.npz_files import load_npz, save_npz
 from firmware_py import fixedpoint as fp
 from firmware_py.binning import BinSpec
-from firmware_py.blob import MAX_STEPS, rule_params
+from firmware_py.blob import MAX_STEPS, rule_conflict, rule_params
 
 KINDS = ("lif", "integrator", "prob")
 RULES = ("none", "readout_delta", "solsa", "gem")
@@ -179,6 +179,9 @@ def validate(model: IntModel, where: str = "model") -> None:
             raise SnnEdgeError(f"{where}: {rule} parameters: missing {sorted(missing)}, unknown {sorted(extra)}")
         for name, (lo, hi) in want.items():
             _check_int(f"{where}: {rule}.{name}", model.learn.params[name], lo, hi)
+        conflict = rule_conflict(rule, model.learn.params)
+        if conflict:
+            raise SnnEdgeError(f"{where}: {conflict}")
         if rule == "solsa" and model.layers[-1].kind != "lif":
             raise SnnEdgeError(f"{where}: solsa needs a spiking (lif) last layer, got {model.layers[-1].kind}")
         if (rule == "gem") != model.probabilistic:
@@ -257,5 +260,6 @@ def default_learn(rule: str, seed: int = 1) -> LearnSpec:
                                       "ll_decay": 4096})
     if rule == "solsa":
         return LearnSpec(rule, seed, {"k_update": 10, "lr_m": 1, "lr_s": 12, "lra_m": 1, "lra_s": 16,
-                                      "sg_shift": 4, "factorised": 0, "reset_path": 1})
+                                      "sg_shift": 4, "factorised": 0, "reset_path": 1, "learn_all": 0,
+                                      "lrh_m": 1, "lrh_s": 14})
     raise SnnEdgeError(f"--rule: expected one of {RULES}, got {rule!r}")

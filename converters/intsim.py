@@ -198,6 +198,17 @@ class LearnState:
     t: int = 0                             # step index since the sample start
     nsat: int = 0                          # saturations of the rule (clamps of W / a_syn / traces)
     arrays: dict = field(default_factory=dict)
+    hidden_lanes: dict = field(default_factory=dict)   # SOLSA learn_all: layer -> its bank (like lanes)
+
+
+def hidden_layers(model: IntModel) -> range:
+    """The hidden layers that learn: all of them with SOLSA's learn_all (NUMERICS.md §10.8), else none."""
+    if model.learn.rule == "solsa" and model.learn.get("learn_all"):
+        return range(len(model.layers) - 1)
+    return range(0)
+
+
+HIDDEN_ARRAYS = ("x", "p", "G", "q", "r", "Ga")    # §10.8 state of hidden layer l: arrays["h{l}_" + name]
 
 
 def initial_learn_state(model: IntModel) -> LearnState:
@@ -214,7 +225,22 @@ def initial_learn_state(model: IntModel) -> LearnState:
                   "q": z(L.n_in), "r": z(L.n_in), "Ga": z(L.n_in)}
     else:
         raise SnnEdgeError(f"learning rule {rule!r}: the model has no on-device rule to run")
-    return LearnState(lanes, 0, 0, arrays)
+    hidden = {}
+    for l in hidden_layers(model):
+        H = model.layers[l]
+        for name in HIDDEN_ARRAYS:
+            arrays[f"h{l}_{name}"] = z(H.n_in, H.n_out) if name == "G" else z(H.n_in)
+        hidden[l] = np.array(fp.lane_seeds(model.learn.seed + l, H.n_out + 1), np.uint64)
+    return LearnState(lanes, 0, 0, arrays, hidden)
+
+
+def sample_start(model: IntModel, ls: LearnState | None) -> LearnState:
+    """The rule's state at a sample start (NUMERICS.md §5): traces and accumulators zero, the learning
+    banks and the saturation count carried over from `ls` (None: the first sample)."""
+    fresh = initial_learn_state(model)
+    if ls is not None:
+        fresh.lanes, fresh.nsat, fresh.hidden_lanes = ls.lanes, ls.nsat, ls.hidden_lanes
+    return fresh
 
 
 def apply_update(L: IntLayer, G: np.ndarray, lr_m: int, lr_s: int, lanes: np.ndarray,
@@ -243,14 +269,57 @@ def reset_factor(h: np.ndarray, theta: int, sg_shift: int) -> np.ndarray:
     return np.maximum(0, fp.Q_ONE - ((h.astype(np.int64) * int(theta)) >> (fp.Q + sg_shift)))
 
 
+def back_signal(W: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """§10.6 psi[i] = floor_shift(sum_j W[i, j] * phi[j], 7): a layer's post factor seen by its inputs."""
+    return exact_matmul(W, phi) >> 7
+
+
+def syn_decay_traces(A: dict, prefix: str, L: IntLayer, x_prev: np.ndarray, phi: np.ndarray) -> int:
+    """§10.6 for one layer with per-input a_syn: q, r and Ga in A[prefix + name]; returns saturations."""
+    q, n1 = sat1(mul_q12(A[prefix + "q"], L.a_syn.astype(np.int64)) + x_prev, fp.TRACE_MAX)
+    r, n2 = sat1(mul_q12(A[prefix + "r"], L.a_mem) + q, fp.TRACE_MAX)
+    Ga, n3 = sat1(A[prefix + "Ga"] + mul_q12(r, back_signal(L.W, phi)), fp.GRAD_MAX)
+    A[prefix + "q"], A[prefix + "r"], A[prefix + "Ga"] = q, r, Ga
+    return n1 + n2 + n3
+
+
+def rule_input_trace(A: dict, key: str, L: IntLayer, s_in: np.ndarray, x_fwd: np.ndarray) -> tuple[np.ndarray, int]:
+    """§10: a layer's input trace x: its own forward x with per-input a_syn (mirrored in A so every executor
+    reports the same rule state), else the rule's trace of its input with the scalar a_syn."""
+    if L.per_input:
+        A[key] = x_fwd.copy()
+        return A[key], 0
+    x, n = sat1(mul_q12(A[key], int(L.a_syn)) + (s_in.astype(np.int64) << fp.TRACE_FRAC), fp.STATE_MAX)
+    A[key] = x
+    return x, n
+
+
+def solsa_hidden_step(model: IntModel, l: int, s_in: np.ndarray, vpre: np.ndarray, x_fwd: np.ndarray,
+                      x_prev: np.ndarray, phi_above: np.ndarray, ls: LearnState) -> tuple[np.ndarray, int]:
+    """§10.8.1-5 for hidden layer l at one step: -> (phi_l, saturations). W of the layer above is pre-update."""
+    L, A, pre = model.layers[l], ls.arrays, f"h{l}_"
+    ell, n = sat1(back_signal(model.layers[l + 1].W, phi_above), fp.Q_ONE)
+    h = np.maximum(0, fp.Q_ONE - (np.abs(vpre - L.theta) >> fp.surrogate_shift(int(L.theta))))
+    phi = mul_q12(h, ell)
+    x, n1 = rule_input_trace(A, pre + "x", L, s_in, x_fwd)
+    p, n2 = sat1(mul_q12(A[pre + "p"], L.a_mem) + x, fp.TRACE_MAX)
+    A[pre + "p"] = p
+    A[pre + "G"] = A[pre + "G"] + mul_q12(p[:, None], phi[None, :])    # no saturation: |G| < 2**23 (§10.8.4)
+    n += n1 + n2
+    if L.per_input:
+        n += syn_decay_traces(A, pre, L, x_prev, phi)
+    return phi, n
+
+
 def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: LearnState, label: int):
     """One step of forward + the model's rule for one stream (s_in [N_in]); label < 0 means unknown.
 
-    Mutates the last layer of `model` (W, a_syn) at scheduled updates, returns (spikes, states, ls).
+    Mutates the learned layers of `model` (W, a_syn) at scheduled updates, returns (spikes, states, ls).
     """
     L = model.layers[-1]
     prm = model.learn.params
-    x_prev_fwd = states[-1].x[0].copy()
+    x_prev_all = [st.x[0].copy() for st in states]
+    x_prev_fwd = x_prev_all[-1]
     spikes, vpres, states, nsat_fwd = network_step(model, s_in[None, :], states)
     s_last_in = (s_in if len(model.layers) == 1 else spikes[-2][0]).astype(np.int64)
     s_out = spikes[-1][0].astype(np.int64)
@@ -276,14 +345,8 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
             A["pre"] = np.zeros_like(A["pre"])
             A["post"] = np.zeros_like(A["post"])
     else:  # solsa
-        if L.per_input:
-            x, x_prev, a_vec = states[-1].x[0], x_prev_fwd, L.a_syn.astype(np.int64)
-            A["x"] = x.copy()   # mirrors the forward trace so every executor reports the same rule state
-        else:
-            x_prev = A["x"]
-            x, n = sat1(mul_q12(x_prev, int(L.a_syn)) + (s_last_in << fp.TRACE_FRAC), fp.STATE_MAX)
-            nsat += n
-            A["x"] = x
+        x, n = rule_input_trace(A, "x", L, s_last_in, states[-1].x[0])
+        nsat += n
         h = np.maximum(0, fp.Q_ONE - (np.abs(vpre - L.theta) >> int(prm["sg_shift"])))
         ell = (onehot - s_out) if label >= 0 else np.zeros(L.n_out, np.int64)
         phi = h * ell
@@ -303,18 +366,25 @@ def learn_step(model: IntModel, s_in: np.ndarray, states: list[LayerState], ls: 
             # §10.5b: dV/dVpre = 1 - theta sg' through the soft reset, every step, after G used Vpre's e
             A["e"] = mul_q12(A["e"], reset_factor(h, L.theta, int(prm["sg_shift"]))[None, :])
         if L.per_input:
-            q, n1 = sat1(mul_q12(A["q"], a_vec) + x_prev, fp.TRACE_MAX)
-            r, n2 = sat1(mul_q12(A["r"], L.a_mem) + q, fp.TRACE_MAX)
-            psi = exact_matmul(L.W, phi) >> 7
-            Ga, n3 = sat1(A["Ga"] + mul_q12(r, psi), fp.GRAD_MAX)
-            nsat += n1 + n2 + n3
-            A["q"], A["r"], A["Ga"] = q, r, Ga
+            nsat += syn_decay_traces(A, "", L, x_prev_fwd, phi)
+        for l in reversed(hidden_layers(model)):
+            s_l = s_in if l == 0 else spikes[l - 1][0]
+            phi, n = solsa_hidden_step(model, l, s_l, vpres[l][0], states[l].x[0], x_prev_all[l], phi, ls)
+            nsat += n
         if update:
             L.W, L.a_syn, ls.lanes, n = apply_update(L, A["G"], int(prm["lr_m"]), int(prm["lr_s"]), ls.lanes,
                                                      A["Ga"], int(prm["lra_m"]), int(prm["lra_s"]))
             nsat += n
             A["G"] = np.zeros_like(A["G"])
             A["Ga"] = np.zeros_like(A["Ga"])
+            for l in hidden_layers(model):
+                H, pre = model.layers[l], f"h{l}_"
+                H.W, H.a_syn, ls.hidden_lanes[l], n = apply_update(
+                    H, A[pre + "G"], int(prm["lrh_m"]), int(prm["lrh_s"]), ls.hidden_lanes[l], A[pre + "Ga"],
+                    int(prm["lra_m"]), int(prm["lra_s"]))
+                nsat += n
+                A[pre + "G"] = np.zeros_like(A[pre + "G"])
+                A[pre + "Ga"] = np.zeros_like(A[pre + "Ga"])
     ls.t += 1
     ls.nsat += nsat
     return spikes, states, ls, int(nsat_fwd[0])
@@ -336,7 +406,11 @@ def learn_sequence(model: IntModel, X: np.ndarray, labels: np.ndarray, states=No
         trace["W"].append(model.layers[-1].W.copy())
         trace["a_syn"].append(model.layers[-1].a_syn.copy())
         trace["lanes"].append(ls.lanes.copy())
-        trace["rule"].append({k: v.copy() for k, v in ls.arrays.items()})
+        rule = {k: v.copy() for k, v in ls.arrays.items()}
+        for l, lanes in ls.hidden_lanes.items():     # the hidden layers' learned values, as ONNX names them
+            H = model.layers[l]
+            rule.update({f"h{l}_W": H.W.copy(), f"h{l}_a_syn": H.a_syn.copy(), f"h{l}_lanes": lanes.copy()})
+        trace["rule"].append(rule)
     return trace, states, ls
 
 
@@ -544,12 +618,10 @@ def learn_samples(model: IntModel, X: np.ndarray, y: np.ndarray):
     (learned model copy, predictions [S], per-class scores [S, C], saturation count, final learn state).
     """
     m = model.copy()
-    ls = initial_learn_state(m)
+    ls = sample_start(m, None)
     preds, scores, nsat = [], [], 0
     for s in range(X.shape[0]):
-        fresh = initial_learn_state(m)
-        fresh.lanes, fresh.nsat = ls.lanes, ls.nsat
-        ls = fresh
+        ls = sample_start(m, ls)
         states = initial_state(m, 1)
         score = np.zeros(m.layers[-1].n_out, np.int64)
         for t in range(X.shape[1]):

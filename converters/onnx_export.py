@@ -33,6 +33,7 @@ import onnx
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
+from converters import intsim
 from converters.intmodel import IntModel, validate
 from edge.atomic import write_atomic
 from edge.errors import SnnEdgeError
@@ -236,12 +237,20 @@ def network_step_function(model: IntModel) -> onnx.FunctionProto:
 
 # ---- learning (§7, §9, §10) ------------------------------------------------------------------
 
-def apply_update_function(model: IntModel) -> onnx.FunctionProto:
+def apply_update_name(model: IntModel, l: int) -> str:
+    """ApplyUpdate for the last layer, ApplyUpdateL{l} for a hidden one (SOLSA learn_all: its own shapes)."""
+    return "ApplyUpdate" if l == len(model.layers) - 1 else f"ApplyUpdateL{l}"
+
+
+def apply_update_function(model: IntModel, l: int | None = None) -> onnx.FunctionProto:
     """(W int8, a_syn int32, G int64 [N_in, N_out], Ga int64 [N_in], lanes uint32 [N_out+1], lr_m, lr_s,
-    lra_m, lra_s int64 []) -> (W', a_syn', lanes', nsat int64 []). The bank ticks once per row."""
-    L = model.layers[-1]
-    b = Body("ApplyUpdate")
-    sb = Body("ApplyUpdate/tick", tag="tick_")   # Scan body: one xorshift32 step of every lane
+    lra_m, lra_s int64 []) -> (W', a_syn', lanes', nsat int64 []) for layer l (default: the last). The bank
+    ticks once per row."""
+    l = len(model.layers) - 1 if l is None else l
+    L = model.layers[l]
+    name = apply_update_name(model, l)
+    b = Body(name)
+    sb = Body(f"{name}/tick", tag="tick_")       # Scan body: one xorshift32 step of every lane
     s1 = sb.op("BitwiseXor", ["s", sb.op("BitShift", ["s", sb.const(13, np.uint32)], direction="LEFT")])
     s2 = sb.op("BitwiseXor", [s1, sb.op("BitShift", [s1, sb.const(17, np.uint32)], direction="RIGHT")])
     sb.named("BitwiseXor", [s2, sb.op("BitShift", [s2, sb.const(5, np.uint32)], direction="LEFT")], ["s_next"])
@@ -273,15 +282,52 @@ def apply_update_function(model: IntModel) -> onnx.FunctionProto:
     else:
         b.named("Identity", ["a_syn"], ["a_syn_out"])
         b.named("Identity", [n_w], ["nsat"])
-    return _function("ApplyUpdate", ["W", "a_syn", "G", "Ga", "lanes", "lr_m", "lr_s", "lra_m", "lra_s"],
+    return _function(name, ["W", "a_syn", "G", "Ga", "lanes", "lr_m", "lr_s", "lra_m", "lra_s"],
                      ["W_out", "a_syn_out", "lanes_out", "nsat"], b)
 
 
 def rule_state_names(model: IntModel) -> list[str]:
-    """The rule's state (B = 1, int64) in the learning step's signature, after W, a_syn, lanes, t, nsat."""
+    """The rule's state (B = 1, int64) in the learning step's signature, after W, a_syn, lanes, t, nsat
+    (SOLSA learn_all: then each hidden layer's, h{l}_x ... h{l}_Ga, NUMERICS.md §10.8)."""
     if model.learn.rule == "readout_delta":
         return ["pre", "post"]
-    return ["x", "e", "G", "q", "r", "Ga"]
+    return ["x", "e", "G", "q", "r", "Ga"] + [f"h{l}_{k}" for l in intsim.hidden_layers(model)
+                                              for k in intsim.HIDDEN_ARRAYS]
+
+
+def hidden_learned(model: IntModel) -> list[tuple[str, int]]:
+    """(name, ONNX type) of what each learning hidden layer carries besides its traces: W, a_syn, its bank."""
+    return [(f"h{l}_{k}", ty) for l in intsim.hidden_layers(model)
+            for k, ty in (("W", TP.INT8), ("a_syn", TP.INT32), ("lanes", TP.UINT32))]
+
+
+def rule_state_shapes(model: IntModel) -> dict[str, list[int]]:
+    L = model.layers[-1]
+    if model.learn.rule == "readout_delta":
+        return {"pre": [L.n_in], "post": [L.n_out]}
+    full = model.learn.get("factorised") == 0
+    out = {"x": [L.n_in], "e": [L.n_in, L.n_out] if full else [L.n_in], "G": [L.n_in, L.n_out], "q": [L.n_in],
+           "r": [L.n_in], "Ga": [L.n_in]}
+    for l in intsim.hidden_layers(model):
+        H = model.layers[l]
+        out.update({f"h{l}_{k}": ([H.n_in, H.n_out] if k == "G" else [H.n_in]) for k in intsim.HIDDEN_ARRAYS})
+        out.update({f"h{l}_W": [H.n_in, H.n_out], f"h{l}_a_syn": list(H.a_syn.shape), f"h{l}_lanes": [H.n_out + 1]})
+    return out
+
+
+def _syn_decay(b: Body, L_a_syn: str, a_mem: str, q: str, r: str, Ga: str, x_prev: str, W: str, phi: str):
+    """§10.6 in the graph: (q', r', Ga', [saturation counts])."""
+    a_vec = b.op("Cast", [L_a_syn], to=TP.INT64)
+    q2, n_q = b.clip(b.op("Add", [b.mul_q12(q, a_vec, np.int64), x_prev]), -fp.TRACE_MAX, fp.TRACE_MAX, np.int64)
+    r2, n_r = b.clip(b.op("Add", [b.mul_q12(r, a_mem, np.int64), q2]), -fp.TRACE_MAX, fp.TRACE_MAX, np.int64)
+    psi = _back_signal(b, W, phi)
+    Ga2, n_ga = b.clip(b.op("Add", [Ga, b.mul_q12(r2, psi, np.int64)]), -fp.GRAD_MAX, fp.GRAD_MAX, np.int64)
+    return q2, r2, Ga2, [n_q, n_r, n_ga]
+
+
+def _back_signal(b: Body, W: str, phi: str) -> str:
+    """§10.6 psi = floor_shift(W @ phi, 7)."""
+    return b.floor_shift(b.op("MatMul", [b.op("Cast", [W], to=TP.INT64), phi]), b.const(7, np.int64))
 
 
 RULE_FUNCTION = {"readout_delta": "ReadoutDeltaLearnStep", "solsa": "SolsaLearnStep"}
@@ -392,36 +438,86 @@ def learn_step_function(model: IntModel) -> onnx.FunctionProto:
                                             b.floor_shift(b.op("Mul", [h, theta]), sh)]), zero_i64])
             e = b.mul_q12(e, b.op("Unsqueeze", [rho, b.const([0], np.int64)]), np.int64)
         if L.per_input:
-            a_vec = b.op("Cast", [a_syn], to=TP.INT64)
-            q, n_q = b.clip(b.op("Add", [b.mul_q12("q", a_vec, np.int64), x_prev]), -fp.TRACE_MAX, fp.TRACE_MAX,
-                            np.int64)
-            r, n_r = b.clip(b.op("Add", [b.mul_q12("r", a_mem, np.int64), q]), -fp.TRACE_MAX, fp.TRACE_MAX,
-                            np.int64)
-            psi = b.floor_shift(b.op("MatMul", [b.op("Cast", [W], to=TP.INT64), phi]), b.const(7, np.int64))
-            Ga, n_ga = b.clip(b.op("Add", ["Ga", b.mul_q12(r, psi, np.int64)]), -fp.GRAD_MAX, fp.GRAD_MAX,
-                              np.int64)
-            n_rule += [n_q, n_r, n_ga]
+            q, r, Ga, ns = _syn_decay(b, a_syn, a_mem, "q", "r", "Ga", x_prev, W, phi)
+            n_rule += ns
         else:
             q, r, Ga = "q", "r", "Ga"
+        # §10.8: the hidden layers, top down, from the post factor of the layer above (its W before the update)
+        hidden = {}
+        phi_above, W_above = phi, W
+        for l in reversed(intsim.hidden_layers(model)):
+            H, pre = model.layers[l], f"h{l}_"
+            ell, n_ell = b.clip(_back_signal(b, W_above, phi_above), -fp.Q_ONE, fp.Q_ONE, np.int64)
+            theta_l = b.op("Cast", [f"L{l}_theta"], to=TP.INT64)
+            a_mem_l = b.op("Cast", [f"L{l}_a_mem"], to=TP.INT64)
+            dist_l = b.op("Abs", [b.op("Sub", [vec(vpres[l]), theta_l])])
+            h_l = b.op("Max", [b.op("Sub", [b.const(fp.Q_ONE, np.int64),
+                                            b.floor_shift(dist_l, b.const(fp.surrogate_shift(int(H.theta)),
+                                                                          np.int64))]), zero_i64])
+            phi_l = b.mul_q12(h_l, ell, np.int64)
+            n_rule.append(n_ell)
+            if H.per_input:
+                x_l = vec(new_states[state_names(model).index(f"L{l}_x")])
+            else:
+                s_in_l = vec("s_in" if l == 0 else spikes[l - 1])
+                x_raw = b.op("Add", [b.mul_q12(pre + "x", b.op("Cast", [f"L{l}_a_syn"], to=TP.INT64), np.int64),
+                                     b.op("Mul", [s_in_l, b.const(1 << fp.TRACE_FRAC, np.int64)])])
+                x_l, n_xl = b.clip(x_raw, -fp.STATE_MAX, fp.STATE_MAX, np.int64)
+                n_rule.append(n_xl)
+            p_l, n_p = b.clip(b.op("Add", [b.mul_q12(pre + "p", a_mem_l, np.int64), x_l]), -fp.TRACE_MAX,
+                              fp.TRACE_MAX, np.int64)
+            n_rule.append(n_p)
+            G_l = b.op("Add", [pre + "G", b.mul_q12(b.op("Unsqueeze", [p_l, b.const([1], np.int64)]),
+                                                    b.op("Unsqueeze", [phi_l, b.const([0], np.int64)]), np.int64)])
+            if H.per_input:
+                q_l, r_l, Ga_l, ns = _syn_decay(b, f"L{l}_a_syn", a_mem_l, pre + "q", pre + "r", pre + "Ga",
+                                                vec(f"L{l}_x"), f"L{l}_W", phi_l)
+                n_rule += ns
+            else:
+                q_l, r_l, Ga_l = pre + "q", pre + "r", pre + "Ga"
+            hidden[l] = {"x": x_l, "p": p_l, "G": G_l, "q": q_l, "r": r_l, "Ga": Ga_l}
+            phi_above, W_above = phi_l, f"L{l}_W"
         tb = Body(f"{b.prefix}/upd", tag="then_")
         W2, a2, lanes2, n_upd = tb.op("ApplyUpdate", [W, a_syn, G, Ga, "lanes", prm("lr_m"), prm("lr_s"),
                                                       prm("lra_m"), prm("lra_s")], n_out=4, domain=DOMAIN,
                                       hint="apply")
-        G0 = tb.op("Mul", [G, tb.const(0, np.int64)])
-        Ga0 = tb.op("Mul", [Ga, tb.const(0, np.int64)])
-        W3, a3, lanes3, G3, Ga3, n3 = if_update(
-            tb, [W2, a2, lanes2, G0, Ga0, n_upd], [W, a_syn, "lanes", G, Ga, zero_i64],
-            [TP.INT8, TP.INT32, TP.UINT32, TP.INT64, TP.INT64, TP.INT64], "update")
+        then_outs = [W2, a2, lanes2, tb.op("Mul", [G, tb.const(0, np.int64)]),
+                     tb.op("Mul", [Ga, tb.const(0, np.int64)]), n_upd]
+        else_srcs = [W, a_syn, "lanes", G, Ga, zero_i64]
+        for l, hs in hidden.items():
+            Wh, ah, lh, nh = tb.op(apply_update_name(model, l),
+                                   [f"L{l}_W", f"L{l}_a_syn", hs["G"], hs["Ga"], f"h{l}_lanes", prm("lrh_m"),
+                                    prm("lrh_s"), prm("lra_m"), prm("lra_s")], n_out=4, domain=DOMAIN,
+                                   hint=f"apply{l}")
+            then_outs += [Wh, ah, lh, tb.op("Mul", [hs["G"], tb.const(0, np.int64)]),
+                          tb.op("Mul", [hs["Ga"], tb.const(0, np.int64)]), nh]
+            else_srcs += [f"L{l}_W", f"L{l}_a_syn", f"h{l}_lanes", hs["G"], hs["Ga"], zero_i64]
+        upd = if_update(tb, then_outs, else_srcs,
+                        [TP.INT8, TP.INT32, TP.UINT32, TP.INT64, TP.INT64, TP.INT64] * (1 + len(hidden)), "update")
+        W3, a3, lanes3, G3, Ga3, n3 = upd[:6]
         rule_out = [x, e, G3, q, r, Ga3]
-        nsat_rule = b.add_all(n_rule + [n3])
+        hidden_out = []
+        n_upds = [n3]
+        for k, (l, hs) in enumerate(hidden.items()):
+            Wh, ah, lh, Gh, Gah, nh = upd[6 * (k + 1):6 * (k + 2)]
+            hidden_out.append((l, [Wh, ah, lh]))
+            n_upds.append(nh)
+            hs["G"], hs["Ga"] = Gh, Gah
+        for l in intsim.hidden_layers(model):
+            rule_out += [hidden[l][k] for k in intsim.HIDDEN_ARRAYS]
+        learned_out = [v for _, vs in sorted(hidden_out) for v in vs]
+        nsat_rule = b.add_all(n_rule + n_upds)
+    if rule == "readout_delta":
+        learned_out = []
     outs = ([f"L{l}_s" for l in range(n)] + [f"{s}_out" for s in states]
-            + ["W_out", "a_syn_out", "lanes_out", "t_out"] + [f"{s}_out" for s in rule_state_names(model)]
-            + ["nsat_fwd", "nsat_rule"])
-    srcs = spikes + new_states + [W3, a3, lanes3, t1] + rule_out + [nsat_fwd, nsat_rule]
+            + ["W_out", "a_syn_out", "lanes_out", "t_out"] + [f"{h}_out" for h, _ in hidden_learned(model)]
+            + [f"{s}_out" for s in rule_state_names(model)] + ["nsat_fwd", "nsat_rule"])
+    srcs = spikes + new_states + [W3, a3, lanes3, t1] + learned_out + rule_out + [nsat_fwd, nsat_rule]
     for src, dst in zip(srcs, outs):
         b.named("Identity", [src], [dst])
     rule_params = [prm(k) for k in sorted(model.learn.params)]
-    inputs = (["s_in", "label"] + params + rule_params + states + ["lanes", "t"] + rule_state_names(model))
+    inputs = (["s_in", "label"] + params + rule_params + states + ["lanes", "t"]
+              + [f"h{l}_lanes" for l in intsim.hidden_layers(model)] + rule_state_names(model))
     return _function(RULE_FUNCTION[rule], inputs, outs, b)
 
 
@@ -479,7 +575,8 @@ def functions(model: IntModel) -> list[onnx.FunctionProto]:
         fs.append(lif_step_filtered_function())
     fs.append(network_step_function(model))
     if model.learn.rule != "none":
-        fs += [apply_update_function(model), learn_step_function(model)]
+        fs += ([apply_update_function(model, l) for l in intsim.hidden_layers(model)]
+               + [apply_update_function(model), learn_step_function(model)])
     return fs
 
 
@@ -655,20 +752,23 @@ def learn_model(proto: onnx.ModelProto, model: IntModel) -> onnx.ModelProto:
             init.append(_state_zeros(b, one, Ll.n_in, np.int32))
     z = lambda *shape: b.op("ConstantOfShape", [b.const(list(shape), np.int64)],  # noqa: E731
                             value=numpy_helper.from_array(np.zeros(1, np.int64)))
-    full = model.learn.rule == "solsa" and model.learn.get("factorised") == 0
-    rule_init = ({"pre": z(L.n_in), "post": z(L.n_out)} if model.learn.rule == "readout_delta" else
-                 {"x": z(L.n_in), "e": z(L.n_in, L.n_out) if full else z(L.n_in), "G": z(L.n_in, L.n_out),
-                  "q": z(L.n_in), "r": z(L.n_in), "Ga": z(L.n_in)})
+    shapes_of = rule_state_shapes(model)
+    rule_init = {r: z(*shapes_of[r]) for r in rnames}
     t0 = b.const(0, np.int64)
-    carried = ([f"{s}_c" for s in snames] + ["W_c", "a_syn_c", "lanes_c", "t_c"] + [f"{r}_c" for r in rnames])
+    hidden = hidden_learned(model)
+    carried = ([f"{s}_c" for s in snames] + ["W_c", "a_syn_c", "lanes_c", "t_c"] + [f"{h}_c" for h, _ in hidden]
+               + [f"{r}_c" for r in rnames])
     sb = Body("learn/step", tag="step_")
     params = param_names(model)
-    fn_params = [("W_c" if p == f"L{last}_W" else "a_syn_c" if p == f"L{last}_a_syn" else p) for p in params]
+    learned = {f"L{last}_W": "W_c", f"L{last}_a_syn": "a_syn_c"}
+    for l in intsim.hidden_layers(model):      # SOLSA learn_all: the hidden layers' W, a_syn are carried too
+        learned.update({f"L{l}_W": f"h{l}_W_c", f"L{l}_a_syn": f"h{l}_a_syn_c"})
+    fn_params = [learned.get(p, p) for p in params]
     rule_params = [f"learn_{k}" for k in sorted(model.learn.params)]
     outs = sb.op(RULE_FUNCTION[model.learn.rule],
                  ["s_t", "label_t"] + fn_params + rule_params + [f"{s}_c" for s in snames] + ["lanes_c", "t_c"]
-                 + [f"{r}_c" for r in rnames], n_out=n + len(snames) + 4 + len(rnames) + 2, domain=DOMAIN,
-                 hint="learn")
+                 + [f"h{l}_lanes_c" for l in intsim.hidden_layers(model)] + [f"{r}_c" for r in rnames],
+                 n_out=n + len(snames) + 4 + len(hidden) + len(rnames) + 2, domain=DOMAIN, hint="learn")
     spikes = outs[:n]
     rest = outs[n:]
     nexts = [f"{c}_next" for c in carried]
@@ -678,7 +778,8 @@ def learn_model(proto: onnx.ModelProto, model: IntModel) -> onnx.ModelProto:
     scan_out_names = [f"L{l}_s_t" for l in range(n)] + [f"{c}_t" for c in carried] + ["nsat_fwd_t", "nsat_rule_t"]
     for src, dst in zip(spikes + nexts + [nsat_fwd, nsat_rule], scan_out_names):
         sb.named("Identity", [src], [dst])
-    types = [TP.INT32] * len(snames) + [TP.INT8, TP.INT32, TP.UINT32, TP.INT64] + [TP.INT64] * len(rnames)
+    types = ([TP.INT32] * len(snames) + [TP.INT8, TP.INT32, TP.UINT32, TP.INT64] + [ty for _, ty in hidden]
+             + [TP.INT64] * len(rnames))
     body = helper.make_graph(
         sb.nodes, "learn_step",
         [vi(c, t, None) for c, t in zip(carried, types)] + [vi("s_t", TP.UINT8, None), vi("label_t", TP.INT64, None)],
@@ -688,21 +789,28 @@ def learn_model(proto: onnx.ModelProto, model: IntModel) -> onnx.ModelProto:
         + [vi("nsat_fwd_t", TP.INT64, None), vi("nsat_rule_t", TP.INT64, None)])
     final = [f"{c}_final" for c in carried]
     seq_outs = [f"L{l}_spikes" for l in range(n)] + [f"seq_{c[:-2]}" for c in carried] + ["nsat_fwd", "nsat_rule"]
-    b.named("Scan", init + [f"L{last}_W", f"L{last}_a_syn", "lanes0", t0] + [rule_init[r] for r in rnames]
-            + ["spikes_in", "labels"], final + seq_outs, body=body, num_scan_inputs=2)
+    hidden_init = []
+    lanes_inputs = [vi("lanes0", TP.UINT32, [L.n_out + 1])]
+    lanes_defaults = []
+    for l in intsim.hidden_layers(model):
+        # each hidden bank starts from its seeds unless the caller continues a stream (an overridable input)
+        H = model.layers[l]
+        hidden_init += [f"L{l}_W", f"L{l}_a_syn", f"h{l}_lanes0"]
+        lanes_inputs.append(vi(f"h{l}_lanes0", TP.UINT32, [H.n_out + 1]))
+        lanes_defaults.append(numpy_helper.from_array(
+            np.array(fp.lane_seeds(model.learn.seed + l, H.n_out + 1), np.uint32), f"h{l}_lanes0"))
+    b.named("Scan", init + [f"L{last}_W", f"L{last}_a_syn", "lanes0", t0] + hidden_init
+            + [rule_init[r] for r in rnames] + ["spikes_in", "labels"], final + seq_outs, body=body,
+            num_scan_inputs=2)
     out_types = [TP.UINT8] * n + types + [TP.INT64, TP.INT64]
-    full_e = [L.n_in, L.n_out] if full else [L.n_in]
-    rule_shapes = ({"pre": [L.n_in], "post": [L.n_out]} if model.learn.rule == "readout_delta" else
-                   {"x": [L.n_in], "e": full_e, "G": [L.n_in, L.n_out], "q": [L.n_in], "r": [L.n_in],
-                    "Ga": [L.n_in]})
     shapes = ([[1, Ll.n_out] for Ll in model.layers]
               + [[1, model.layers[int(s[1:].split("_")[0])].n_in if s.endswith("_x")
                   else model.layers[int(s[1:].split("_")[0])].n_out] for s in snames]
-              + [[L.n_in, L.n_out], list(L.a_syn.shape), [L.n_out + 1], []] + [rule_shapes[r] for r in rnames]
-              + [[1], []])
+              + [[L.n_in, L.n_out], list(L.a_syn.shape), [L.n_out + 1], []] + [shapes_of[h] for h, _ in hidden]
+              + [shapes_of[r] for r in rnames] + [[1], []])
     g = helper.make_graph(b.nodes, "snn_edge_learn",
-                          [vi("spikes_in", TP.UINT8, ["T", 1, model.layers[0].n_in]), vi("labels", TP.INT64, ["T"]),
-                           vi("lanes0", TP.UINT32, [L.n_out + 1])],
+                          [vi("spikes_in", TP.UINT8, ["T", 1, model.layers[0].n_in]), vi("labels", TP.INT64, ["T"])]
+                          + lanes_inputs,
                           [vi(o, t, ["T"] + sh) for o, t, sh in zip(seq_outs, out_types, shapes)],
-                          initializer=list(proto.graph.initializer))
+                          initializer=list(proto.graph.initializer) + lanes_defaults)
     return _wrapper(proto, g)

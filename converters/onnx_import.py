@@ -16,9 +16,11 @@ import onnx
 from onnx import numpy_helper
 
 from converters.intmodel import IntLayer, IntModel, LearnSpec, validate
-from converters.onnx_export import DOMAIN, FORMAT_VERSION, RULE_FUNCTION, RULE_VERSION, widths
+from converters.onnx_export import DOMAIN, FORMAT_VERSION, RULE_VERSION, widths
 from edge.errors import SnnEdgeError
 from firmware_py import fixedpoint as fp
+from firmware_py.onnx_reader import HIDDEN_UPDATE, known_function
+from firmware_py.onnx_reader import KNOWN_FUNCTIONS as KNOWN_DEVICE_FUNCTIONS
 
 ALLOWED_OPS = frozenset({
     "Abs", "Add", "And", "ArgMax", "BitShift", "BitwiseXor", "Cast", "Clip", "Concat", "Constant",
@@ -28,8 +30,7 @@ ALLOWED_OPS = frozenset({
     # probabilistic (GEM) graphs
     "Expand", "Gather", "Less", "Min", "Range", "ReduceMax", "Reshape",
 })
-KNOWN_FUNCTIONS = frozenset({"CubaLifStep", "CubaLifStepFiltered", "NetworkStep", "ApplyUpdate", "GlmStep",
-                             "GlmNetworkStep", "GlmApplyUpdate", "GemLearnStep"} | set(RULE_FUNCTION.values()))
+KNOWN_FUNCTIONS = frozenset(KNOWN_DEVICE_FUNCTIONS) | {HIDDEN_UPDATE + "<layer>"}
 REQUIRED_META = ("snn_edge.format", "snn_edge.numerics_version", "snn_edge.layers", "snn_edge.in_max",
                  "snn_edge.binning", "snn_edge.rule", "snn_edge.rule_version", "snn_edge.learn_seed",
                  "snn_edge.meta", "snn_edge.compartments", "snn_edge.fire_seed", "snn_edge.widths")
@@ -71,7 +72,7 @@ def _walk(nodes, where: str, scope: str):
 def check_subset(proto: onnx.ModelProto, where: str) -> None:
     """Every node, in the graph, its sub-graphs and the functions, is an allowed op or a known function."""
     for f in proto.functions:
-        if f.domain != DOMAIN or f.name not in KNOWN_FUNCTIONS:
+        if not known_function(f.domain, f.name):
             raise SnnEdgeError(f"{where}: function {f.domain}.{f.name}: expected one of "
                                f"{sorted(DOMAIN + '.' + n for n in KNOWN_FUNCTIONS)}")
     sources = [(proto.graph.node, "graph")] + [(f.node, f"function {f.name}") for f in proto.functions]
@@ -83,7 +84,7 @@ def check_subset(proto: onnx.ModelProto, where: str) -> None:
                         f"{where}: node {node.name or '?'} in {scope}: op {node.op_type} is outside the "
                         f"snn-edge integer subset (expected one of {', '.join(sorted(ALLOWED_OPS))})")
             elif node.domain == DOMAIN:
-                if node.op_type not in KNOWN_FUNCTIONS:
+                if not known_function(node.domain, node.op_type):
                     raise SnnEdgeError(f"{where}: node {node.name or '?'} in {scope}: unknown function "
                                        f"{DOMAIN}.{node.op_type}")
             else:

@@ -120,7 +120,7 @@ def auto_rule_params(model: IntModel, keep: set[str] | frozenset = frozenset()) 
     rule's v_shift counts the integrator's membrane in units of about 1.0 (its theta)."""
     L = model.layers[-1]
     if model.learn.rule == "solsa" and "sg_shift" not in keep:
-        model.learn.params["sg_shift"] = max(0, (2 * L.theta).bit_length() - fp.Q)
+        model.learn.params["sg_shift"] = fp.surrogate_shift(int(L.theta))
     if model.learn.rule == "readout_delta" and "v_shift" not in keep:
         model.learn.params["v_shift"] = max(0, L.theta.bit_length() - 1)
 

@@ -138,7 +138,7 @@ def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray
     """firmware_py.learning (the device's rule kernels) vs intsim.learn_sequence on one stream X [T, N_in]:
     every step's spikes, the last layer's V and W, a_syn, and the learning bank."""
     from firmware_py import learning
-    trace, _, _ = intsim.learn_sequence(model.copy(), X, labels)
+    trace, _, ls = intsim.learn_sequence(model.copy(), X, labels)
     net = firmware_network(model)
     net.model.rule, net.model.seed, net.model.params = model.learn.rule, model.learn.seed, dict(model.learn.params)
     rule = learning.make_rule(net)
@@ -159,12 +159,21 @@ def compare_firmware_learning(model: IntModel, X: np.ndarray, labels: np.ndarray
         L = net.model.layers[-1]
         got = {"W": np.array(L.W).reshape(trace["W"][t].shape), "lanes": np.array(rule.lanes, np.uint64),
                "a_syn": np.array(L.a_syn) if L.per_input else np.array(L.a_syn, np.int32)}
+        for l, hl in enumerate(getattr(rule, "hidden", None) or []):     # SOLSA learn_all (§10.8)
+            H = hl.L
+            got[f"h{l}_W"] = np.array(H.W).reshape(model.layers[l].W.shape)
+            got[f"h{l}_a_syn"] = np.array(H.a_syn) if H.per_input else np.array(H.a_syn, np.int32)
+            got[f"h{l}_lanes"] = np.array(hl.lanes, np.uint64)
         for name, arr in got.items():
+            ref = trace[name][t] if name in trace else trace["rule"][t][name]
             values_cmp += arr.size
-            values_bad += int((arr != trace[name][t]).sum())
+            values_bad += int((arr != ref).sum())
     return {"rule": model.learn.rule, "steps": int(X.shape[0]), "spikes_compared": spikes_cmp,
             "spike_mismatches": spikes_bad, "values_compared": values_cmp, "value_mismatches": values_bad,
-            "weights_changed": int((trace["W"][-1] != model.layers[-1].W).sum())}
+            "rule_saturation_mismatch": abs(rule.nsat - ls.nsat),
+            "weights_changed": int(sum((np.asarray(trace["rule"][-1][f"h{l}_W"]) != model.layers[l].W).sum()
+                                       for l in intsim.hidden_layers(model))
+                                   + (trace["W"][-1] != model.layers[-1].W).sum())}
 
 
 def compare_learning_gem(model: IntModel, proto: onnx.ModelProto, X: np.ndarray, labels: np.ndarray,

@@ -41,9 +41,22 @@ def rule_params(rule):
             "readout_delta": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "tgt_hi": q, "tgt_lo": q,
                               "v_shift": s},
             "solsa": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "lra_m": m, "lra_s": s, "sg_shift": s,
-                      "factorised": (0, 1), "reset_path": (0, 1)},
+                      "factorised": (0, 1), "reset_path": (0, 1), "learn_all": (0, 1), "lrh_m": m, "lrh_s": s},
             "gem": {"k_update": (1, 1 << 16), "lr_m": m, "lr_s": s, "lrb_m": m, "lrb_s": s,
                     "ll_decay": (0, fp.A_MAX)}}.get(rule)
+
+
+# SOLSA learning every layer (NUMERICS.md §10.8) sums at most this many steps into a hidden layer's G, so
+# G needs no saturation and a board can keep the window's traces instead of G.
+HIDDEN_K_MAX = 16
+
+
+def rule_conflict(rule, params):
+    """What is wrong with a rule's parameters taken together (None: nothing); the ranges are rule_params'."""
+    if rule == "solsa" and params.get("learn_all") and params.get("k_update", 0) > HIDDEN_K_MAX:
+        return "solsa.k_update %d with learn_all, expected 1..%d (NUMERICS.md §10.8)" % (params["k_update"],
+                                                                                       HIDDEN_K_MAX)
+    return None
 
 
 def _range(what, v, lo, hi):
@@ -65,6 +78,9 @@ def check_model(m):
                                                                                     sorted(want)))
     for k in want:
         _range(m.rule + "." + k, m.params[k], want[k][0], want[k][1])
+    conflict = rule_conflict(m.rule, m.params)
+    if conflict:
+        raise DeviceError(E_MODEL_FORMAT, conflict)
     _range("compartments", m.compartments, 1, 1024)
     _range("binning n_steps", m.binning[3] if m.binning else 1, 1, MAX_STEPS)
     for l in range(n):

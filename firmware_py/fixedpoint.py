@@ -109,6 +109,18 @@ def solsa_reset_factor(h, theta, sg_shift):
     return r if r > 0 else 0
 
 
+def surrogate_shift(theta):
+    """The sg_shift that makes SOLSA's h fall from 4096 at theta to 0 at |Vpre - theta| = 2 theta:
+    max(0, bit_length(2 theta) - 12) (§10.8.2; the last layer's default sg_shift). A loop, not
+    int.bit_length, which MicroPython lacks."""
+    n = 0
+    v = 2 * theta
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n - Q if n > Q else 0
+
+
 def q12_from_float(alpha):
     """Host helper: a float decay/fraction in [0, 1] as Q12, round half up."""
     v = int(alpha * Q_ONE + 0.5)

@@ -17,6 +17,18 @@ from firmware_py.runtime import KIND_NAMES, Layer, Model, zeros
 DOMAIN = "snn_edge"
 KNOWN_FUNCTIONS = ("CubaLifStep", "CubaLifStepFiltered", "NetworkStep", "ApplyUpdate", "ReadoutDeltaLearnStep",
                    "SolsaLearnStep", "GlmStep", "GlmNetworkStep", "GlmApplyUpdate", "GemLearnStep")
+HIDDEN_UPDATE = "ApplyUpdateL"      # + a layer index: a hidden layer's update (SOLSA learn_all, §10.8)
+
+
+def known_function(domain, name):
+    """Is domain.name a function of the snn-edge file format (this module and converters/onnx_import.py)?"""
+    if domain != DOMAIN:
+        return False
+    if name[:len(HIDDEN_UPDATE)] == HIDDEN_UPDATE:
+        return name[len(HIDDEN_UPDATE):].isdigit()
+    return name in KNOWN_FUNCTIONS
+
+
 # TensorProto.DataType -> (array typecode, item size)
 DTYPES = {3: ("b", 1), 6: ("i", 4), 7: (None, 8), 9: ("B", 1)}
 
@@ -185,7 +197,7 @@ def read_model(buf):
     if graph is None or "snn_edge.format" not in meta:
         raise DeviceError(E_MODEL_FORMAT, "onnx: no graph or no snn_edge metadata: not an snn-edge model")
     for domain, name in funcs:
-        if domain != DOMAIN or name not in KNOWN_FUNCTIONS:
+        if not known_function(domain, name):
             raise DeviceError(E_UNSUPPORTED, "onnx: function %s.%s is not one this board runs (known: %s)"
                               % (domain, name, ", ".join(KNOWN_FUNCTIONS)))
     if meta.get("snn_edge.numerics_version") != str(fp.NUMERICS_VERSION):

@@ -246,6 +246,7 @@ class Network:
         # the last layer's active inputs at this step (for learning): idx[:n], vals[:n], dense
         self.last_idx = self.last_vals = self.last_dense = None
         self.last_n = 0
+        self.first_dense = None         # layer 0's dense input at this step (SOLSA learning every layer)
         self.ones = bytearray(b"\x01" * max(L.n_out for L in model.layers))   # the values of 0/1 spikes
 
     def reset(self):
@@ -265,6 +266,7 @@ class Network:
         layers = self.model.layers
         last = len(layers) - 1
         ones = self.ones
+        self.first_dense = dense
         for l in range(last + 1):
             st = self.states[l]
             if l == last:

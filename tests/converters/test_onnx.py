@@ -20,7 +20,11 @@ FORWARD_CASES = [dict(), dict(per_input_last=True), dict(per_input_last=True, ki
 LEARN_CASES = [dict(rule="readout_delta"), dict(rule="readout_delta", kind="integrator", per_input_last=True),
                dict(rule="solsa", factorised=0), dict(rule="solsa", factorised=1),
                dict(rule="solsa", factorised=0, per_input_last=True),
-               dict(rule="solsa", factorised=1, per_input_last=True)]
+               dict(rule="solsa", factorised=1, per_input_last=True),
+               # §10.8: every layer learns (hidden scalar or per-input decays, one or two hidden layers)
+               dict(rule="solsa", factorised=0, learn_all=1),
+               dict(rule="solsa", factorised=1, per_input_last=True, per_input_hidden=True, learn_all=1),
+               dict(rule="solsa", factorised=0, per_input_hidden=True, learn_all=1, depth=3, in_max=255)]
 
 
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
