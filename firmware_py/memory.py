@@ -82,6 +82,10 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
         traces = gem_state_bytes(dims, compartments)
     else:
         traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
+        if rule == "solsa" and params.get("learn_all"):       # NUMERICS.md §10.8: every hidden layer too
+            from firmware_py.learning import hidden_state_bytes
+            for a, b, pi in dims[:-1]:
+                traces += hidden_state_bytes(a, b, pi, params.get("k_update", 1))
     buffers = buffer_bytes(dims[0][0], slots, n_steps)
     model = w + s + traces + buffers
     return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "model": model,
@@ -154,6 +158,10 @@ def reserved_arrays(dims, rule="none", params=None, n_steps=STEPS_BOUND, slots=D
     if rule == "solsa":
         out.append(("i", n_in * n_out))                                     # G
         out.append(("i", n_in if params.get("factorised", 0) else n_in * n_out))   # p or e
+        if params.get("learn_all"):                                         # each hidden layer's window
+            k = params.get("k_update", 1)
+            for a, b, _ in dims[:-1]:
+                out += [("i", k * a), ("i", k * b)]
     elif rule == "gem":
         for a, b, _ in dims:
             out += [("i", compartments * a * b), ("i", a * b)]                 # eW, GW

@@ -5,7 +5,8 @@ Usage (from the repo root): micropython -X heapsize=192K tests/firmware/run_devi
 LIST.txt: one "path label" per line. Each recording is decoded here (N-MNIST .bin: 5 bytes per event),
 sent to the device in batches of 256 events (as the serial link does) and ended with its label
 (learn) or without (infer). OUT.json: one line per sample [class, counts, confidence], then a line
-with the saturation count, update count, lanes and a_syn, then the last layer's weights in pieces.
+with the saturation count, update count, lanes, every learning bank and a_syn, then every layer's
+weights in pieces (layer 0 first).
 """
 import json
 import sys
@@ -68,14 +69,21 @@ for path, label in items:
     gc.collect()
     if "MEMDEBUG" in sys.argv: print(nres, gc.mem_alloc(), gc.mem_free())
 
-L = dev.net.model.layers[-1]
+from firmware_py.store import persistent_banks  # noqa: E402
+
+layers = dev.net.model.layers
+L = layers[-1]
 st = dev.stats()
 dev.binner.reset()                 # free the last sample's events before building the report
 gc.collect()
 outf.write(json.dumps({"nsat": st["nsat"], "updates": st["updates"], "memory": st["memory"],
                        "lanes": list(dev.rule.lanes) if dev.rule is not None else [],
-                       "a_syn": list(L.a_syn) if L.per_input else L.a_syn}) + "\n")
-for k in range(0, len(L.W), 64):    # the weights in small pieces (one JSON list per line)
-    outf.write(json.dumps(list(L.W[k:k + 64])) + "\n")
+                       "banks": [list(b) for b in persistent_banks(dev.rule)],
+                       "a_syn": list(L.a_syn) if L.per_input else L.a_syn,
+                       "a_syn_layers": [list(H.a_syn) if H.per_input else H.a_syn for H in layers],
+                       "sizes": [len(H.W) for H in layers]}) + "\n")
+for H in layers:
+    for k in range(0, len(H.W), 64):    # every layer's weights in small pieces (one JSON list per line)
+        outf.write(json.dumps(list(H.W[k:k + 64])) + "\n")
 outf.close()
 print("OK", nres)

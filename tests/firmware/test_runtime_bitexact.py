@@ -64,7 +64,9 @@ def make_model(kind: str, rule: str, seed: int = 0) -> IntModel:
     rng = np.random.default_rng(seed)
     W0 = rng.integers(-60, 61, (578, 32)).astype(np.int8)
     W1 = rng.integers(-60, 61, (32, 10)).astype(np.int8)
-    learn = default_learn(rule) if rule != "none" else LearnSpec()
+    learn = default_learn("solsa" if rule == "solsa_all" else rule) if rule != "none" else LearnSpec()
+    if rule == "solsa_all":       # NUMERICS.md §10.8: every layer learns
+        learn.params.update(learn_all=1, lrh_s=10)
     if kind == "scalar":
         layers = [IntLayer(W0, np.array(3000, np.int32), 3500, 1500, 4, 5),
                   IntLayer(W1, np.array(3000, np.int32), 3500, 1500, 4, 5)]
@@ -110,7 +112,12 @@ def _device(tmp_path, model, items, mode, interp, heap="192K", path=None, kernel
     n = len(items)
     final = lines[n]
     final["results"] = lines[:n]
-    final["W"] = [w for piece in lines[n + 1:] for w in piece]
+    flat = [w for piece in lines[n + 1:] for w in piece]
+    final["W_layers"] = []
+    for size in final["sizes"]:
+        final["W_layers"].append(flat[:size])
+        flat = flat[size:]
+    final["W"] = final["W_layers"][-1]
     return final
 
 
@@ -136,25 +143,38 @@ def test_inference_bit_exact_with_intsim_micropython_and_cpython(tmp_path, data,
                                                  ("scalar", "solsa", 0, "192K"), ("per_input", "solsa", 1, "256K"),
                                                  # count-mode events + per-input decays: the 64-bit unix
                                                  # port (8-byte pointers) needs more than 192K
-                                                 ("per_input", "solsa", 0, "256K")])
+                                                 ("per_input", "solsa", 0, "256K"),
+                                                 # every layer learns (§10.8): 578-32 hidden and 32-10;
+                                                 # (64-bit heap, 32-bit heap): a 32-bit board's 192K
+                                                 ("scalar", "solsa_all", 0, ("256K", "192K")),
+                                                 ("per_input", "solsa_all", 1, ("320K", "256K"))])
 def test_learning_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree, kind, rule, fact, heap):
     model = make_model(kind, rule)
     if fact >= 0:
         model.learn.params["factorised"] = fact
     X, y = _frames(data, model.binning)
-    for interp, n in (("micropython", N_SAMPLES), ("micropython32", N_SAMPLES), ("cpython", N_CPYTHON)):
+    learned = list(intsim.hidden_layers(model)) + [len(model.layers) - 1]
+    n_mpy = N_SAMPLES if len(learned) == 1 else 40      # every layer learning: 40 samples keep CI short
+    for interp, n in (("micropython", n_mpy), ("micropython32", n_mpy), ("cpython", N_CPYTHON)):
         m2, preds, scores, nsat, ls = host_learn(model, X[:n], y[:n])
-        changed = int((m2.layers[-1].W != model.layers[-1].W).sum())
-        assert changed > 0, "learning must move the weights for this test to mean anything"
-        got = _device(tmp_path, model, data[:n], "learn", interp, heap=heap,
+        for l in learned:
+            changed = int((m2.layers[l].W != model.layers[l].W).sum())
+            assert changed > 0, f"learning must move layer {l}'s weights for this test to mean anything"
+        h = heap if isinstance(heap, str) else heap[interp == "micropython32"]
+        got = _device(tmp_path, model, data[:n], "learn", interp, heap=h,
                       path=mpy_tree if interp in MICROPYTHONS else None)
-        W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
-        assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
-        if m2.layers[-1].per_input:
-            assert got["a_syn"] == m2.layers[-1].a_syn.tolist(), interp
+        for l in range(len(model.layers)):
+            W = np.array(got["W_layers"][l], np.int8).reshape(m2.layers[l].W.shape)
+            assert np.array_equal(W, m2.layers[l].W), \
+                f"{interp}: layer {l}: {int((W != m2.layers[l].W).sum())} weights differ"
+            if m2.layers[l].per_input:
+                assert got["a_syn_layers"][l] == m2.layers[l].a_syn.tolist(), (interp, l)
         assert [r[0] for r in got["results"]] == preds.tolist(), interp
         assert np.array_equal(np.array([r[1] for r in got["results"]]), scores), interp
         assert got["lanes"] == ls.lanes.tolist(), interp
+        if ls.hidden_lanes:
+            assert got["banks"] == [ls.hidden_lanes[l].tolist() for l in sorted(ls.hidden_lanes)] \
+                + [ls.lanes.tolist()], interp
         assert got["nsat"] == nsat, interp
 
 
