@@ -83,7 +83,7 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
     else:
         traces = state_bytes_for(rule, n_in, n_out, per_input, params, factorised)
         if rule == "solsa" and params.get("learn_all"):       # NUMERICS.md §10.8: every hidden layer too
-            from firmware_py.learning import hidden_state_bytes
+            from firmware_py.solsa_hidden import hidden_state_bytes
             for a, b, pi in dims[:-1]:
                 traces += hidden_state_bytes(a, b, pi, params.get("k_update", 1))
     buffers = buffer_bytes(dims[0][0], slots, n_steps)

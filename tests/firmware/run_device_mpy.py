@@ -5,8 +5,8 @@ Usage (from the repo root): micropython -X heapsize=192K tests/firmware/run_devi
 LIST.txt: one "path label" per line. Each recording is decoded here (N-MNIST .bin: 5 bytes per event),
 sent to the device in batches of 256 events (as the serial link does) and ended with its label
 (learn) or without (infer). OUT.json: one line per sample [class, counts, confidence], then a line
-with the saturation count, update count, lanes, every learning bank and a_syn, then every layer's
-weights in pieces (layer 0 first).
+with the saturation count, update count, lanes and a_syn, then a line per learning bank, a line per layer
+with its a_syn, then every layer's weights in pieces (layer 0 first).
 """
 import json
 import sys
@@ -76,12 +76,15 @@ L = layers[-1]
 st = dev.stats()
 dev.binner.reset()                 # free the last sample's events before building the report
 gc.collect()
+banks = persistent_banks(dev.rule)
 outf.write(json.dumps({"nsat": st["nsat"], "updates": st["updates"], "memory": st["memory"],
                        "lanes": list(dev.rule.lanes) if dev.rule is not None else [],
-                       "banks": [list(b) for b in persistent_banks(dev.rule)],
                        "a_syn": list(L.a_syn) if L.per_input else L.a_syn,
-                       "a_syn_layers": [list(H.a_syn) if H.per_input else H.a_syn for H in layers],
-                       "sizes": [len(H.W) for H in layers]}) + "\n")
+                       "sizes": [len(H.W) for H in layers], "n_banks": len(banks)}) + "\n")
+for b in banks:                     # one line each: a board's heap has room for small lines only
+    outf.write(json.dumps(list(b)) + "\n")
+for H in layers:
+    outf.write(json.dumps(list(H.a_syn) if H.per_input else H.a_syn) + "\n")
 for H in layers:
     for k in range(0, len(H.W), 64):    # every layer's weights in small pieces (one JSON list per line)
         outf.write(json.dumps(list(H.W[k:k + 64])) + "\n")

@@ -108,11 +108,18 @@ def _device(tmp_path, model, items, mode, interp, heap="192K", path=None, kernel
     out = tmp_path / f"out-{interp}-{mode}-{kernel}.json"
     run_script(interp, "run_device_mpy.py", str(blob), str(lst), str(out), mode, kernel, str(fact),
                heap=heap if interp in MICROPYTHONS else None, path=path)
+    return _report(out, len(items))
+
+
+def _report(out, n):
+    """run_device_mpy.py's output file: per-sample results, the final state, banks, a_syn and weights."""
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    n = len(items)
     final = lines[n]
     final["results"] = lines[:n]
-    flat = [w for piece in lines[n + 1:] for w in piece]
+    k = n + 1 + final["n_banks"]
+    final["banks"] = lines[n + 1:k]
+    final["a_syn_layers"] = lines[k:k + len(final["sizes"])]
+    flat = [w for piece in lines[k + len(final["sizes"]):] for w in piece]
     final["W_layers"] = []
     for size in final["sizes"]:
         final["W_layers"].append(flat[:size])
@@ -269,7 +276,7 @@ def test_onnx_file_read_on_micropython_equals_the_blob(tmp_path, data, mpy_tree)
     run_script("micropython", "run_device_mpy.py", str(onnx_path), str(lst), str(out_onnx), "learn",
                heap="256K", path=mpy_tree)
     from_blob = _device(tmp_path, model, items, "learn", "micropython", heap="256K", path=mpy_tree)
-    lines = [json.loads(x) for x in out_onnx.read_text().splitlines()]
-    assert [r[1] for r in lines[:20]] == [r[1] for r in from_blob["results"]]
-    assert [w for piece in lines[21:] for w in piece] == from_blob["W"]
-    assert lines[20]["a_syn"] == from_blob["a_syn"]
+    from_onnx = _report(out_onnx, len(items))
+    assert [r[1] for r in from_onnx["results"]] == [r[1] for r in from_blob["results"]]
+    assert from_onnx["W_layers"] == from_blob["W_layers"]
+    assert from_onnx["a_syn"] == from_blob["a_syn"]

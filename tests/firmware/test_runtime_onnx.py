@@ -14,6 +14,7 @@ from converters.blob import intmodel_to_blob
 from converters.onnx_export import learn_model, to_onnx
 from converters.verify import initial_lanes, run_sequence, session
 from firmware_py.device import Device
+from firmware_py.store import persistent_banks
 
 from .test_runtime_bitexact import _frames, _recordings, make_model
 
@@ -50,28 +51,40 @@ def test_inference_equals_onnxruntime(nmnist_small, kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,rule,fact", [("scalar", "readout_delta", 0), ("scalar", "solsa", 0),
-                                            ("per_input", "solsa", 1)])
+                                            ("per_input", "solsa", 1), ("per_input", "solsa_all", 1)])
 def test_learning_equals_onnxruntime(nmnist_small, kind, rule, fact):
+    """solsa_all: every layer learns (NUMERICS.md §10.8); the hidden layers' W, a_syn and banks carry over
+    from sample to sample through the graph's h{l}_lanes0 inputs and the re-exported weights."""
+    from converters.intsim import hidden_layers
     items = _recordings(nmnist_small, 10)
     model = make_model(kind, rule)
-    if rule == "solsa":
+    if rule.startswith("solsa"):
         model.learn.params["factorised"] = fact
     X, y = _frames(items, model.binning)
     m = model.copy()
-    lanes = initial_lanes(m)
+    hidden = list(hidden_layers(m))
+    lanes = {"lanes0": initial_lanes(m)}
     for s in range(len(items)):
         sess = session(learn_model(to_onnx(m), m))
         names = [o.name for o in sess.get_outputs()]
         out = dict(zip(names, sess.run(None, {"spikes_in": np.ascontiguousarray(X[s][:, None, :]),
-                                              "labels": np.full(X.shape[1], y[s], np.int64), "lanes0": lanes})))
+                                              "labels": np.full(X.shape[1], y[s], np.int64), **lanes})))
         m.layers[-1].W = out["seq_W"][-1].astype(np.int8)
         m.layers[-1].a_syn = out["seq_a_syn"][-1].astype(np.int32)
-        lanes = out["seq_lanes"][-1].astype(np.uint32)
+        lanes["lanes0"] = out["seq_lanes"][-1].astype(np.uint32)
+        for l in hidden:
+            m.layers[l].W = out[f"seq_h{l}_W"][-1].astype(np.int8)
+            m.layers[l].a_syn = out[f"seq_h{l}_a_syn"][-1].astype(np.int32)
+            lanes[f"h{l}_lanes0"] = out[f"seq_h{l}_lanes"][-1].astype(np.uint32)
     dev, _ = _device_run(model, items, True)
-    L = dev.net.model.layers[-1]
-    W = np.array(list(L.W), np.int8).reshape(m.layers[-1].W.shape)
-    assert (m.layers[-1].W != model.layers[-1].W).any(), "learning must move the weights"
-    assert np.array_equal(W, m.layers[-1].W)
-    if L.per_input:
-        assert list(L.a_syn) == m.layers[-1].a_syn.tolist()
-    assert list(dev.rule.lanes) == lanes.tolist()
+    for l in hidden + [len(model.layers) - 1]:
+        L = dev.net.model.layers[l]
+        W = np.array(list(L.W), np.int8).reshape(m.layers[l].W.shape)
+        assert (m.layers[l].W != model.layers[l].W).any(), f"learning must move layer {l}'s weights"
+        assert np.array_equal(W, m.layers[l].W), l
+        if L.per_input:
+            assert list(L.a_syn) == m.layers[l].a_syn.tolist(), l
+    assert list(dev.rule.lanes) == lanes["lanes0"].tolist()
+    if hidden:      # every learning bank, layer order, as a checkpoint stores them
+        assert [list(b) for b in persistent_banks(dev.rule)] == \
+            [lanes[f"h{l}_lanes0"].tolist() for l in hidden] + [lanes["lanes0"].tolist()]
