@@ -8,7 +8,7 @@ rule), together with the heap bytes each kind of request allocated (STATS alloc_
 
 1. The README's N-MNIST model: a float network (default 578-128-10) trained with BPTT on the training split of
    ../shared/data/nmnist-small (8 epochs), quantised once per rule (inference only, readout delta, SOLSA with
-   full and with factorised traces; GEM needs a probabilistic network whose plan is reported).
+   full and with factorised traces, SOLSA on every layer; GEM needs a probabilistic network whose plan is reported).
 2. For each kernel set (plain Python, viper): a 192K board with the firmware in ROMFS; for each rule
    `snn-edge flash` writes the model (timed: the emulated UART) and confirms the boot (free heap, largest
    free block); N validation recordings are streamed (labelled for the learning rules) and STATS read.
@@ -48,12 +48,14 @@ from host_tools.link import connect, open_serial  # noqa: E402
 from host_tools.virtual_board import CortexM3Board  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist-small"
-RULES = {  # name: (rule, SOLSA traces)
-    "inference": ("none", None),
-    "readout_delta": ("readout_delta", None),
-    "solsa_full": ("solsa", 0),
-    "solsa_factorised": ("solsa", 1),
+RULES = {  # name: (rule, SOLSA traces, SOLSA on every layer: NUMERICS.md §10.8)
+    "inference": ("none", None, 0),
+    "readout_delta": ("readout_delta", None, 0),
+    "solsa_full": ("solsa", 0, 0),
+    "solsa_factorised": ("solsa", 1, 0),
+    "solsa_all": ("solsa", 0, 1),
 }
+K_UPDATE_ALL = 5     # every layer learning: the hidden window of benchmarks/device_adaptation.py
 
 
 def train_model(arch: str, X, y, train):
@@ -166,10 +168,12 @@ def main() -> int:
                  "recording_s": round(duration_s, 4), "runs": []}
     models = {}
     for name in dict.fromkeys(["inference"] + rules):
-        rule, fact = RULES[name]
+        rule, fact, learn_all = RULES[name]
         learn = default_learn(rule)
         if fact is not None:
             learn.params["factorised"] = fact
+        if learn_all:
+            learn.params.update(learn_all=1, k_update=K_UPDATE_ALL)
         models[name] = quantize(spec, params, calib, calibrate_theta=False, learn=learn)
     ops = synaptic_events(models["inference"], Xs)
     dims = [(L.n_in, L.n_out, False) for L in models["inference"].layers]

@@ -7,7 +7,8 @@ compare every state bit):
   bounds every scalar-decay layer's sum below 2**30, NUMERICS.md §1, so nothing can wrap); CPython: numpy
   (guarded import; int64 products, exact). Layers with per-input decays sum traces up to 2**19 * 127 * n_in,
   which may pass 31 bits: runtime.py always uses the plain kernel for them;
-- lif: runtime.layer_step's neuron update; solsa_full: learning.Solsa.after_step's e/G loop;
+- lif: runtime.layer_step's neuron update; solsa_full: learning.Solsa.after_step's e/G loop; tick:
+  fixedpoint.Bank.tick (the learning banks' xorshift32);
 - the event path, viper only: decode (link.EventBatch.decode_into), events_bad (Device.add_events' check),
   bin (binning.Binner.add_many with its slot logic), copy (link.Deframer's byte copy without slices).
 `best_*()` pick what this interpreter has (None: the caller keeps its plain loop).
@@ -26,6 +27,7 @@ events_bad_viper = None
 bin_viper = None
 decode_viper = None
 copy_viper = None
+tick_viper = None
 
 
 def _viper_source(src):
@@ -90,6 +92,22 @@ def events_bad_viper(xs, ys, ts, ps, n: int, w: int, h: int) -> int:
         if px[e] >= w or py[e] >= h or pp[e] > 1 or t < 0:
             return e
     return -1
+""",
+"""@micropython.viper
+def tick_viper(hi, lo, n: int):
+    # fixedpoint.Bank.tick: xorshift32 (13, 17, 5) on n lanes held as 16-bit halves (every value < 2**29)
+    ph = ptr16(hi)
+    pl = ptr16(lo)
+    for k in range(n):
+        h = ph[k]
+        lw = pl[k]
+        h ^= ((h << 13) | (lw >> 3)) & 0xFFFF
+        lw ^= (lw << 13) & 0xFFFF
+        lw ^= h >> 1
+        h ^= ((h << 5) | (lw >> 11)) & 0xFFFF
+        lw ^= (lw << 5) & 0xFFFF
+        ph[k] = h
+        pl[k] = lw
 """,
 """@micropython.viper
 def copy_viper(dst, d0: int, src, s0: int, k: int):
@@ -491,6 +509,11 @@ def best_decode():
 def best_lif():
     """The neuron-update kernel of scalar-decay layers for this interpreter, or None (runtime.py's loops)."""
     return lif_viper
+
+
+def best_tick():
+    """The learning banks' tick (fixedpoint.Bank.use_kernel), or None (Bank.tick's loop)."""
+    return tick_viper
 
 
 def best_solsa_full():

@@ -184,6 +184,11 @@ class Bank:
             self[k] = states[k]
         self.hi0 = array("H", self.hi)      # the seeded states, for reseed()
         self.lo0 = array("H", self.lo)
+        self.kernel = None
+
+    def use_kernel(self, kernel):
+        """Tick with a fast kernel (fast.tick_viper: same bits), or None for the loop below."""
+        self.kernel = kernel
 
     def reseed(self):
         """Back to lane_seeds(seed, n) (what `reset`, and GEM's firing banks at every sample, do)."""
@@ -209,6 +214,9 @@ class Bank:
         """xorshift32 (13, 17, 5) on every lane, in halves: every intermediate is below 2**29."""
         hi = self.hi
         lo = self.lo
+        if self.kernel is not None:
+            self.kernel(hi, lo, len(hi))
+            return
         for k in range(len(hi)):
             h = hi[k]
             lw = lo[k]
@@ -275,23 +283,33 @@ def apply_update(W, n_in, n_out, G, lr_m, lr_s, lanes, a_syn=None, Ga=None, lra_
 
     `lanes` is the layer's learning bank of n_out + 1 lanes (a Bank, or a list of 32-bit states),
     advanced in place by n_in ticks. Returns the number of clamps that changed a value (saturation count).
+    G is flat row-major, or an object whose `row(i)` hands out row i (n_out items) or None when the row is
+    all zeros: a zero G moves no weight (sround(0) = r >> s = 0 since r < 2**s), so only the bank ticks.
     """
     bank = lanes if isinstance(lanes, Bank) else bank_of(lanes)
     bits = bank.bits
     tick = bank.tick
+    row_of = getattr(G, "row", None)
     nsat = 0
+    g = G
+    gb = 0
     for i in range(n_in):
         tick()
         base = i * n_out
-        for j in range(n_out):
-            w = W[base + j] + sround_mul(G[base + j], lr_m, lr_s, bits(j, lr_s))
-            if w > W_MAX:
-                w = W_MAX
-                nsat += 1
-            elif w < -W_MAX:
-                w = -W_MAX
-                nsat += 1
-            W[base + j] = w
+        if row_of is None:
+            gb = base
+        else:
+            g = row_of(i)
+        if g is not None:
+            for j in range(n_out):
+                w = W[base + j] + sround_mul(g[gb + j], lr_m, lr_s, bits(j, lr_s))
+                if w > W_MAX:
+                    w = W_MAX
+                    nsat += 1
+                elif w < -W_MAX:
+                    w = -W_MAX
+                    nsat += 1
+                W[base + j] = w
         if a_syn is not None and Ga is not None:
             a = a_syn[i] + sround_mul(Ga[i], lra_m, lra_s, bits(n_out, lra_s))
             if a > A_LEARN_MAX:

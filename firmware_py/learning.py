@@ -159,7 +159,10 @@ class Solsa:
         self.updates = 0
 
     def use_kernel(self, kernel):
-        """Run the full-trace e/G loop with a fast kernel (same bits; fast.py)."""
+        """Run the full-trace e/G loop with a fast kernel, and the banks' ticks (same bits; fast.py)."""
+        from firmware_py.fast import best_tick
+        for bank in self.banks or [self.lanes]:
+            bank.use_kernel(best_tick())
         if kernel is None or self.factorised:
             return
         n_in, n_out = self.L.n_in, self.L.n_out

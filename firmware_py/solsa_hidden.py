@@ -9,35 +9,38 @@ from firmware_py.runtime import KIND_LIF, fill, zeros
 
 
 class _WindowG:
-    """G_l of §10.8.4 computed on access from the window's traces: G[i, j] = sum over the window's steps t
-    of mul_q12(P[t, i], Phi[t, j]), one row at a time (apply_update reads row by row), so a hidden layer
-    keeps k (n_in + n_out) words instead of G's n_in * n_out."""
+    """G_l of §10.8.4 computed from the window's traces when the update asks for a row:
+    G[i, j] = sum over the window's steps t of mul_q12(P[t, i], Phi[t, j]) (fixedpoint.apply_update's
+    row protocol: None for an all-zero row, which moves no weight), so a hidden layer keeps
+    k (n_in + n_out) words instead of G's n_in * n_out. Only the non-zero post factors of each step are
+    visited (their indices are kept with them)."""
 
     def __init__(self, hl):
         self.hl = hl
-        self.row_i = -1
 
-    def __getitem__(self, k):
+    def row(self, i):
         hl = self.hl
+        n_in = hl.L.n_in
         n_out = hl.L.n_out
-        i = k // n_out
+        P = hl.P
+        Phi = hl.Phi
+        nzj = hl.nzj
+        nzc = hl.nzc
+        mul_q12 = fp.mul_q12
         row = hl.row
-        if i != self.row_i:
-            self.row_i = i
-            fill(row, 0)
-            n_in = hl.L.n_in
-            P = hl.P
-            Phi = hl.Phi
-            mul_q12 = fp.mul_q12
-            for t in range(hl.w):
-                pv = P[t * n_in + i]
-                if pv:
-                    base = t * n_out
-                    for j in range(n_out):
-                        f = Phi[base + j]
-                        if f:
-                            row[j] += mul_q12(pv, f)
-        return row[k - i * n_out]
+        any_nz = False
+        for t in range(hl.w):
+            pv = P[t * n_in + i]
+            c = nzc[t]
+            if pv and c:
+                if not any_nz:
+                    fill(row, 0)
+                    any_nz = True
+                base = t * n_out
+                for k in range(base, base + c):
+                    j = nzj[k]
+                    row[j] += mul_q12(pv, Phi[base + j])
+        return row if any_nz else None
 
 
 class SolsaHidden:
@@ -58,6 +61,8 @@ class SolsaHidden:
         self.P = zeros("i", k * L.n_in)
         self.Phi = zeros("i", k * L.n_out)
         self.w = 0                                                 # steps in the window
+        self.nzj = zeros("H", k * L.n_out)                         # each step's non-zero phi indices
+        self.nzc = zeros("H", k)                                   # and their count
         self.phi = zeros("i", L.n_out)
         self.row = zeros("i", L.n_out)                             # _WindowG's row
         self.G = _WindowG(self)
@@ -138,9 +143,16 @@ class SolsaHidden:
             pt[i] = v
             P[base + i] = v
         Phi = self.Phi
+        nzj = self.nzj
         base = self.w * n_out
+        c = 0
         for j in range(n_out):
-            Phi[base + j] = phi[j]
+            f = phi[j]
+            Phi[base + j] = f
+            if f:
+                nzj[base + c] = j
+                c += 1
+        self.nzc[self.w] = c
         self.w += 1
         # 5: synaptic decays of this layer
         if self.Ga is not None:
@@ -151,7 +163,6 @@ class SolsaHidden:
         """§10.8.6: §7 on W (lrh) and a per-input a_syn (lra) with this layer's bank; the window restarts."""
         p = self.p
         L = self.L
-        self.G.row_i = -1
         if self.Ga is not None:
             n = fp.apply_update(L.W, L.n_in, L.n_out, self.G, p["lrh_m"], p["lrh_s"], self.lanes,
                                 L.a_syn, self.Ga, p["lra_m"], p["lra_s"])
@@ -164,7 +175,8 @@ class SolsaHidden:
 
 def hidden_state_bytes(n_in, n_out, per_input, k_update):
     """Bytes SolsaHidden holds for a hidden layer [n_in, n_out] (§10.8): the window P [k, n_in] and
-    Phi [k, n_out], p, phi, the row scratch, x (scalar a_syn) or q, r, Ga (per-input), the bank."""
-    b = 4 * k_update * (n_in + n_out) + 4 * n_in + 2 * 4 * n_out
+    Phi [k, n_out] with its non-zero indices (u16), p, phi, the row scratch, x (scalar a_syn) or q, r, Ga
+    (per-input), the bank."""
+    b = 4 * k_update * (n_in + n_out) + 2 * k_update * (n_out + 1) + 4 * n_in + 2 * 4 * n_out
     b += 3 * 4 * n_in if per_input else 4 * n_in
     return b + 4 * (n_out + 1)
