@@ -51,7 +51,7 @@ MAX_PERIOD = 4096
 RATE_MAX = 4095             # a sample's output spike count is counted up to this
 FRAC = 4                    # means in 1/16 units
 
-# defaults (chosen on the train/validation split: benchmarks/device_adaptation.py --label-free)
+# defaults: set before measuring (not tuned); benchmarks/device_adaptation.py --label-free reports what they do
 DEFAULTS = {"warmup": 50, "period": 50, "conf_drop": 16, "rate_band": 64, "share_rise": 64}
 
 
