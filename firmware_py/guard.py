@@ -218,8 +218,10 @@ class Snapshot:
         self.layers = learned_layers(rule, len(model.layers))
         self.copies = []
         for l in self.layers:
-            for a in _layer_arrays(model.layers[l]):
-                self.copies.append(array(a.typecode, a))
+            L = model.layers[l]
+            self.copies.append(array("b", L.W))          # int8 weights
+            if L.per_input:
+                self.copies.append(array("i", L.a_syn))  # Q12 decays (MicroPython arrays have no .typecode)
         self.hi = array("H", rule.lanes.hi)
         self.lo = array("H", rule.lanes.lo)
         self.taken = False

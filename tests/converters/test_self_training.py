@@ -138,3 +138,24 @@ def test_bad_guard_and_gate_are_refused_clearly():
         intsim.self_train_samples(model, np.zeros((1, T, 20), np.uint8), 300)
     with pytest.raises(SnnEdgeError, match="rule 'none'"):
         intsim.self_train_samples(_model("none"), np.zeros((1, T, 20), np.uint8), 0)
+
+
+@pytest.mark.parametrize("interp", ["micropython", "micropython32"])
+def test_guarded_self_training_under_micropython_matches_the_host(interp, tmp_path):
+    """The guard's decisions, snapshot and rollback on the real MicroPython ports (32-bit: 31-bit small ints)."""
+    import json
+
+    from tests.firmware.conftest import run_script
+    model = _model("solsa", factorised=0)
+    events, X = _samples(np.random.default_rng(6), 30)
+    params = {"warmup": 4, "period": 5, "conf_drop": 0, "rate_band": 0, "share_rise": 0}
+    (tmp_path / "m.blob").write_bytes(intmodel_to_blob(model))
+    (tmp_path / "ev.json").write_text(json.dumps(events))
+    got = json.loads(run_script(interp, "guard_mpy.py", str(tmp_path / "m.blob"), str(tmp_path / "ev.json"), "0",
+                                json.dumps(params)))
+    g = fguard.Guard(model.layers[-1].n_out, **params)
+    host, preds, confs, trained, nsat, ls = intsim.self_train_samples(model, X, 0, g)
+    assert got["preds"] == preds.tolist() and got["confs"] == confs.tolist()
+    assert got["W"] == host.layers[-1].W.reshape(-1).tolist() and got["lanes"] == [int(v) for v in ls.lanes]
+    assert got["guard"] == g.state() and g.state()["phase"] == "frozen"
+    assert got["nsat"] == nsat and got["self_trained"] == int(trained.sum()) > 0
