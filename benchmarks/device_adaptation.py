@@ -22,6 +22,14 @@ the gradient accumulators).
 
 Without --tune every rule runs at the board's default learning rate; with it, each rule's rate is picked per
 sensor change on the train split (never on the validation stream or the test recordings).
+
+Label-free rows (`label_free` in the JSON, --label-free N samples, 0: none): the board's self-training
+(firmware_py.device: a free pass, then a learning pass with the predicted class when its confidence reaches
+--gate), simulated bit for bit by converters.intsim.self_train_samples, over N unlabelled shifted recordings
+drawn from the validation split in passes (each pass a fresh permutation, every recording shifted with its
+own seed per pass and each event kept with probability 0.95, so no two stream samples are identical), with
+and without the guard of firmware_py/guard.py (its defaults, or --guard); accuracy on the shifted test split (never
+adapted on) before, every --every samples, and after. --plot FILE.png draws those trajectories per shift.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from converters import intsim  # noqa: E402
 from converters.intmodel import default_learn  # noqa: E402
 from converters.quantize import auto_rule_params, quantize  # noqa: E402
+from firmware_py import guard as fguard  # noqa: E402
 from firmware_py import memory  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "nmnist-small" / "Train"
@@ -53,6 +62,9 @@ LR_GRID = {"readout_delta": (6, 8, 10, 12), "solsa": (12, 14, 16, 18),
 # every layer learning: 5 steps between updates keeps the hidden layer's window (5 x (578 + 64) words)
 # within 10 % of what BPTT keeps for the same layers (edge.memory_meter)
 K_UPDATE_ALL = 5
+# label-free rows: the rules self-trained without labels, and the stream's event keep probability
+LABEL_FREE_RULES = (("readout_delta", "readout_delta", None), ("solsa_last_full", "solsa", 0))
+STREAM_KEEP = 0.95
 
 
 def rule_model(base, rule: str, fact, lr_s=None, n_steps: int = 30, learn_all: int = 0):
@@ -101,6 +113,124 @@ def shifted_frames(recordings: dict, idx, text: str, spec, seed: int) -> np.ndar
                      for k in idx])
 
 
+def stream_frames(recordings: dict, idx, text: str, spec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [n, T, N], recording index [n]) of an unlabelled stream of n shifted recordings drawn from idx
+    in passes: pass r is a permutation of idx (rng (seed, r)), each recording shifted with rng (seed, r, k)
+    and each of its events kept with probability STREAM_KEEP (a fresh draw per pass)."""
+    from edge.data import frames_of
+    from edge.events import Recording
+    from edge.shifts import SensorShift, shift_recording
+    change = SensorShift.parse(text)
+    frames, which = [], []
+    r = 0
+    while len(frames) < n:
+        for k in np.random.default_rng([seed, r]).permutation(np.asarray(idx)):
+            if len(frames) == n:
+                break
+            rng = np.random.default_rng([seed, r, int(k)])
+            rec = shift_recording(recordings[int(k)], change, rng)
+            keep = rng.random(len(rec.events)) < STREAM_KEEP
+            rec = Recording(rec.events[keep], rec.sensor_size, rec.path, rec.label, rec.sensor_inferred)
+            frames.append(frames_of(rec, spec))
+            which.append(int(k))
+        r += 1
+    return np.stack(frames), np.array(which)
+
+
+def self_train_run(model, Xs, Xe, ye, gate: int, guard_params: dict | None, every: int) -> dict:
+    """Self-train `model` on the unlabelled stream Xs (the board's semantics, intsim.self_train_samples), with
+    the guard's parameters or none; accuracy on (Xe, ye) before, every `every` samples and after."""
+    g = None if guard_params is None else fguard.Guard(model.layers[-1].n_out, **guard_params)
+    traj = [(0, accuracy(model, Xe, ye))]
+    frozen_at = []
+
+    def on_sample(s, m):
+        if g is not None and g.phase == fguard.FROZEN and not frozen_at:
+            frozen_at.append(s + 1)
+        if (s + 1) % every == 0 or s + 1 == len(Xs):
+            traj.append((s + 1, accuracy(m, Xe, ye)))
+
+    _, preds, confs, trained, _, _ = intsim.self_train_samples(model, Xs, gate, g, on_sample)
+    out = {"acc_before": round(traj[0][1], 4), "acc_after": round(traj[-1][1], 4),
+           "trajectory": [[k, round(a, 4)] for k, a in traj], "self_trained": int(trained.sum()),
+           "mean_confidence": round(float(confs.mean()), 2),
+           "top_class_share": round(float(np.bincount(preds).max() / len(preds)), 4)}
+    if g is not None:
+        out["guard"] = {**g.state(), "frozen_at_sample": frozen_at[0] if frozen_at else None}
+    return out
+
+
+def guard_params(text: str) -> dict:
+    """'warmup=20,period=20' -> the guard's parameters (firmware_py.guard.DEFAULTS with those replaced), checked."""
+    out = dict(fguard.DEFAULTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in out or not value.lstrip("-").isdigit():
+            raise ValueError(f"--guard: cannot parse {part!r}; expected name=integer with name in {sorted(out)}")
+        out[key] = int(value)
+    try:
+        fguard.Guard(1, **out)
+    except Exception as exc:      # DeviceError: the firmware's own check
+        raise ValueError(f"--guard: {getattr(exc, 'msg', exc)}") from None
+    return out
+
+
+def label_free_rows(base, recordings: dict, split, y, shifts, args, n_steps: int) -> list[dict]:
+    """Per shift and rule: self-training without labels over args.label_free samples, without and with
+    the guard (args.guard_params); evaluated on the shifted test split (never adapted on)."""
+    from edge.data import NMNIST_SPEC
+    rows = []
+    for text in shifts:
+        Xs, _ = stream_frames(recordings, split.val, text, NMNIST_SPEC, args.label_free, args.seed + 10)
+        Xt = shifted_frames(recordings, split.test, text, NMNIST_SPEC, args.seed + 1)
+        for name, rule, fact in LABEL_FREE_RULES:
+            m = rule_model(base, rule, fact, None, n_steps)
+            for guarded in (False, True):
+                run = self_train_run(m, Xs, Xt, y[split.test], args.gate, args.guard_params if guarded else None,
+                                     args.every)
+                rows.append({"shift": text, "rule": name, "guarded": guarded, "gate": args.gate,
+                             "unlabelled_samples": int(len(Xs)), "test_samples": int(len(split.test)),
+                             "lr_s": int(m.learn.params["lr_s"]), **run})
+                g = run.get("guard", {})
+                print(f"| {text} | {name} | {'guard' if guarded else 'no guard'} | {run['acc_before']:.3f} | "
+                      f"{run['acc_after']:.3f} | {run['self_trained']} | {g.get('phase', '-')} "
+                      f"{g.get('frozen_at_sample') or ''} |", file=sys.stderr, flush=True)
+    return rows
+
+
+def plot_label_free(rows: list[dict], path: str) -> None:
+    """Accuracy on the shifted test split over the unlabelled stream: one panel per shift, a line per rule and
+    guard setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shifts = list(dict.fromkeys(r["shift"] for r in rows))
+    cols = min(4, len(shifts))
+    nrows = -(-len(shifts) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax, text in zip(axes.flat, shifts):
+        for r in (r for r in rows if r["shift"] == text):
+            k, a = zip(*r["trajectory"])
+            ax.plot(k, a, ls="-" if r["guarded"] else "--",
+                    label=f"{r['rule']} {'guarded' if r['guarded'] else 'unguarded'}")
+            froze = (r.get("guard") or {}).get("frozen_at_sample")
+            if froze:
+                ax.axvline(froze, color=ax.lines[-1].get_color(), lw=0.8, alpha=0.6)
+        ax.set_title(text, fontsize=9)
+        ax.set_xlabel("unlabelled samples")
+        ax.set_ylabel("shifted test accuracy")
+        ax.set_ylim(0, 1)
+    for ax in list(axes.flat)[len(shifts):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"self-training without labels (gate {rows[0]['gate']}); vertical lines: the guard froze")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -112,7 +242,22 @@ def main() -> None:
                     help="pick each rule's learning-rate shift per sensor change on the train split (adapt on 200 "
                          "shifted train recordings, score on 200 others), never on validation or test")
     ap.add_argument("--tune-samples", type=int, default=200, help="train recordings to adapt on, and to score on")
+    ap.add_argument("--label-free", type=int, default=2000,
+                    help="unlabelled self-training samples per shift and rule (0: no label-free rows)")
+    ap.add_argument("--gate", type=int, default=192, help="self-training confidence gate (0..255; 256: never)")
+    ap.add_argument("--every", type=int, default=250, help="label-free: test accuracy every this many samples")
+    ap.add_argument("--plot", default=None, help="PNG of the label-free accuracy trajectories per shift")
+    ap.add_argument("--guard", default="", help="the guard's parameters where they differ from firmware_py.guard."
+                                                 "DEFAULTS, e.g. warmup=20,period=20")
     args = ap.parse_args()
+    if args.label_free < 0 or args.every <= 0 or not 0 <= args.gate <= 256:
+        ap.error("--label-free >= 0, --every > 0 and --gate in 0..256")
+    if args.plot and not args.label_free:
+        ap.error("--plot draws the label-free rows: give --label-free N > 0")
+    try:
+        args.guard_params = guard_params(args.guard)
+    except ValueError as exc:
+        ap.error(str(exc))
     from edge.data import NMNIST_SPEC, load_frames, split_three_way
     from edge.events import list_folder_dataset, read_events
     from edge.memory_meter import bptt_bytes
@@ -132,7 +277,7 @@ def main() -> None:
     train = order.permutation(split.train)
     tune_a, tune_e = train[:k], train[k:2 * k]
     # read once, shifted anew for every sensor change
-    used = np.concatenate([val, split.test] + ([tune_a, tune_e] if args.tune else []))
+    used = np.concatenate([split.val, split.test] + ([tune_a, tune_e] if args.tune else []))
     recordings = {int(j): read_events(*items[j]) for j in used}
     tmp = Path(tempfile.mkdtemp(prefix="snn-adapt-"))
     ckpt = tmp / "m.ckpt"
@@ -177,9 +322,17 @@ def main() -> None:
             bptt_of[name] = bptt_all if learn_all else bptt
             print(f"| {text} | {name} | {unshifted:.3f} | {before:.3f} | {after:.3f} | "
                   f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
+    label_free = []
+    if args.label_free:
+        print("| shift | rule | guard | test acc before | after | self-trained | guard phase, frozen at |",
+              file=sys.stderr, flush=True)
+        label_free = label_free_rows(base, recordings, split, y, args.shift or SHIFTS, args, NMNIST_SPEC.n_steps)
+        if args.plot:
+            plot_label_free(label_free, args.plot)
     print(json.dumps({"arch": "578-64-10", "split": split.sizes(),
                       "shifts": rows, "learning_state_bytes": state, "bptt_bytes_same_layers": bptt_of,
-                      "learning_state_fraction_of_bptt": {k: round(v / bptt_of[k], 4) for k, v in state.items()}}))
+                      "learning_state_fraction_of_bptt": {k: round(v / bptt_of[k], 4) for k, v in state.items()},
+                      "label_free": label_free, "guard_params": args.guard_params}))
 
 
 if __name__ == "__main__":

@@ -635,3 +635,80 @@ def learn_samples(model: IntModel, X: np.ndarray, y: np.ndarray):
         preds.append(int(np.argmax(score)))
         scores.append(score)
     return m, np.array(preds), np.array(scores), nsat + ls.nsat, ls
+
+
+# ---- self-training without labels (the Device's end_sample(None) with a gate), optionally guarded ------
+
+def _learning_pass(m: IntModel, x: np.ndarray, label: int, ls: LearnState):
+    """One learning pass of the device over one sample x [T, N_in] from the zero state with fresh traces;
+    the bank and the rule's saturation count carry over. Returns (learn state, forward saturations)."""
+    ls = sample_start(m, ls)
+    states = initial_state(m, 1)
+    nsat = 0
+    for t in range(x.shape[0]):
+        _, states, ls, nf = learn_step(m, x[t], states, ls, label)
+        nsat += nf
+    return ls, nsat
+
+
+def _free_pass(m: IntModel, x: np.ndarray):
+    """Inference of one sample x [T, N_in] -> (class, per-class measure as ints, forward saturations)."""
+    res = run(m, x[:, None, :])
+    return int(res.predictions[0]), [int(v) for v in res.scores[0]], int(res.nsat[-1, 0]) if x.shape[0] else 0
+
+
+def self_train_samples(model: IntModel, X: np.ndarray, gate: int, guard=None, on_sample=None):
+    """The device's self-training (firmware_py.device.Device.end_sample without a label), bit for bit.
+
+    For every sample X[s] [T, N_in]: a free pass (the prediction: class, per-class measure, confidence from
+    firmware_py.runtime.confidence, the device's one definition); then, when the confidence reaches `gate`,
+    a second, learning pass with the predicted class as the label. `guard` (a fresh firmware_py.guard.Guard,
+    or None) sees every free pass first and decides as on the device: skip learning (warm-up, frozen), take
+    a snapshot of the learned weights and the bank, or restore the snapshot and freeze.
+    `on_sample(s, model)` (optional) is called after each sample with the model as it is then.
+
+    Returns (model copy after the stream, predictions [S], confidences [S], self-trained flags [S] bool,
+    saturation count (forward passes + rule), final learn state).
+    """
+    from firmware_py import guard as fguard
+    from firmware_py.runtime import confidence
+
+    if model.learn.rule not in ("readout_delta", "solsa"):
+        raise SnnEdgeError(f"self-training: rule {model.learn.rule!r} has no host simulation here "
+                           "(readout_delta and solsa do)")
+    if not isinstance(gate, (int, np.integer)) or not 0 <= gate <= 256:
+        raise SnnEdgeError(f"self-training gate {gate!r}: expected an integer confidence in [0, 256] "
+                           "(256: never learn)")
+    if X.ndim != 3:
+        raise SnnEdgeError(f"self-training: expected samples [S, T, N_in], got shape {list(X.shape)}")
+    m = model.copy()
+    ls = initial_learn_state(m)
+    snap = None
+    spiking = m.layers[-1].kind == "lif"
+    preds, confs, trained, nsat = [], [], [], 0
+    for s in range(X.shape[0]):
+        cls, measure, nf = _free_pass(m, X[s])
+        nsat += nf
+        conf = confidence(measure)
+        learn = True
+        if guard is not None:
+            action = guard.observe(cls, measure, conf, spiking)
+            if action == fguard.SNAPSHOT:
+                snap = ([(L.W.copy(), L.a_syn.copy()) for L in m.layers], ls.lanes.copy(),
+                        {l: b.copy() for l, b in ls.hidden_lanes.items()})
+            elif action == fguard.ROLLBACK:
+                for L, (W, a) in zip(m.layers, snap[0]):
+                    L.W, L.a_syn = W.copy(), a.copy()
+                ls.lanes = snap[1].copy()
+                ls.hidden_lanes = {l: b.copy() for l, b in snap[2].items()}
+            learn = fguard.learns(action)
+        pseudo = cls if learn and conf >= gate else -1
+        if pseudo >= 0:
+            ls, nf = _learning_pass(m, X[s], pseudo, ls)
+            nsat += nf
+        preds.append(cls)
+        confs.append(conf)
+        trained.append(pseudo >= 0)
+        if on_sample is not None:
+            on_sample(s, m)
+    return m, np.array(preds), np.array(confs), np.array(trained, bool), nsat + ls.nsat, ls

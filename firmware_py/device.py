@@ -6,7 +6,10 @@ Learning: `end_sample(label)` runs the buffered sample once from the zero state;
 learning on) the rule runs during that pass, so the returned class is the prediction of the pass that
 learns (with k_update >= n_steps the weights change only after the last step). Without a label the pass
 is inference only; in self-training mode a prediction whose confidence reaches the gate is then learned
-in a second pass as if it were the label (see learning.py for the risk of that mode).
+in a second pass as if it were the label (see learning.py for the risk of that mode). With a guard
+(firmware_py/guard.py; `guard=` a dict of its parameters, {} for the defaults; off by default) the
+unlabelled samples' free passes are watched: no self-training during its warm-up, a RAM snapshot of the
+learned weights after every good block, and a rollback to it plus a freeze when a block degrades.
 """
 import gc
 import struct
@@ -17,7 +20,7 @@ from firmware_py import memory
 from firmware_py.binning import DEFAULT_SLOTS, BinSpec, Binner
 from firmware_py.errors import (DeviceError, E_BAD_ARGUMENT, E_BAD_EVENT, E_BAD_LABEL, E_INTERNAL,
                                 E_MODEL_FORMAT, E_NO_MEMORY, E_NO_MODEL, E_OK, E_STATE)
-from firmware_py.runtime import Network, accumulate_rows
+from firmware_py.runtime import KIND_LIF, Network, accumulate_rows
 from firmware_py.store import load_stored_model, model_fit
 
 VERSION = "1.0"
@@ -25,7 +28,7 @@ VERSION = "1.0"
 
 class Device:
     def __init__(self, heap=None, store=None, rows=None, self_train_gate=None, learn=True, factorised=None,
-                 slots=DEFAULT_SLOTS):
+                 slots=DEFAULT_SLOTS, guard=None):
         self.heap = heap            # bytes a model may take; None: the heap free when it loads
         self.slots = slots          # the event buffer: distinct (step, input) pairs a sample may hold
         self.store = store
@@ -39,7 +42,35 @@ class Device:
         self.events_bad = None      # fast.events_bad_viper with the fast kernels: add_events' check
         self.model_crc = 0
         self.in_sample = False
+        self.guard_params = None    # None: no guard; a dict of firmware_py.guard.Guard's parameters
+        self.guard = None
+        self.snapshot = None
+        if guard is not None:
+            self.set_guard(guard)
         self._clear_stats()
+
+    def set_guard(self, params):
+        """Arm the self-training guard with `params` (a dict of Guard's keyword parameters, {} for the
+        defaults) or disarm it (None). Armed on the model loaded now (a fresh warm-up) and on every later one."""
+        from firmware_py import guard as fguard
+        if params is not None:
+            if not isinstance(params, dict):
+                raise DeviceError(E_BAD_ARGUMENT, "guard: expected a dict of parameters or None, got %r"
+                                  % (params,))
+            for k in params:
+                if k not in fguard.DEFAULTS:
+                    raise DeviceError(E_BAD_ARGUMENT, "guard: unknown parameter %r (known: %s)"
+                                      % (k, ", ".join(sorted(fguard.DEFAULTS))))
+            fguard.Guard(1, **params)         # checks the values
+        self.guard_params = params
+        self.guard = None
+        self.snapshot = None
+        if self.net is not None and self.rule is not None and params is not None:
+            self.guard, self.snapshot = self._make_guard(self.net.model, self.rule)
+
+    def _make_guard(self, model, rule):
+        from firmware_py import guard as fguard
+        return fguard.Guard(model.n_classes, **self.guard_params), fguard.Snapshot(model, rule)
 
     def _clear_stats(self):
         self.samples = 0
@@ -117,10 +148,14 @@ class Device:
                 if kernels is not None:
                     self.events_bad = kernels[0]
                     binner.use_kernel(kernels[1])
+            guard = snapshot = None
+            if self.guard_params is not None and rule is not None:
+                guard, snapshot = self._make_guard(model, rule)
         except MemoryError:
             gc.collect()
             raise DeviceError(E_NO_MEMORY, "out of heap while allocating the model's state (previous model kept)")
         self.net, self.rule, self.binner, self.model_crc = net, rule, binner, crc
+        self.guard, self.snapshot = guard, snapshot
         self.in_sample = False
         self._clear_stats()
         gc.collect()
@@ -229,12 +264,26 @@ class Device:
             self.labelled += 1
             if cls == label:
                 self.correct += 1
-        elif rule is not None:
-            pseudo = learning.pseudo_label(cls, conf, self.self_train_gate)
+        elif rule is not None and self.self_train_gate is not None:
+            learn = True
+            if self.guard is not None:
+                learn = self._guard_step(cls, measure, conf)
+            pseudo = learning.pseudo_label(cls, conf, self.self_train_gate) if learn else None
             if pseudo is not None:
                 learning.run_sample(self.net, rule, self.binner, pseudo)
                 self.self_trained += 1
         return cls, measure, conf
+
+    def _guard_step(self, cls, measure, conf):
+        """The guard's decision on an unlabelled sample, applied: snapshot or rollback. True: may learn."""
+        from firmware_py import guard as fguard
+        model = self.net.model
+        action = self.guard.observe(cls, measure, conf, model.layers[-1].kind == KIND_LIF)
+        if action == fguard.SNAPSHOT:
+            self.snapshot.take(model, self.rule)
+        elif action == fguard.ROLLBACK:
+            self.snapshot.restore(model, self.rule)
+        return fguard.learns(action)
 
     # ---- weights, persistence, state -----------------------------------------------------------
 
@@ -294,6 +343,8 @@ class Device:
         self.net.reset()
         if self.rule is not None:
             self.rule.reset()
+        if self.guard is not None:
+            self.guard.reset()
         self.binner.reset()
         self.in_sample = False
         self._clear_stats()
@@ -304,7 +355,9 @@ class Device:
         if self.net is not None:
             d["nsat"] = self.net.nsat + (self.rule.nsat if self.rule is not None else 0)
             d["updates"] = self.rule.updates if self.rule is not None else 0
-            d["memory"] = memory.held(self.net, self.rule, self.binner)
+            d["memory"] = memory.held(self.net, self.rule, self.binner, self.guard is not None)
+            if self.guard is not None:
+                d["guard"] = self.guard.state()
         try:
             d["heap_free"] = gc.mem_free()
         except AttributeError:

@@ -99,9 +99,14 @@ class DeviceHandler:
                   "heap_free"):
             if k in s:
                 items.append((k, s[k]))
+        g = s.get("guard")
+        if g is not None:
+            items.append(("guard_phase", ("warmup", "learn", "frozen").index(g["phase"])))
+            items.append(("guard_rollbacks", g["rollbacks"]))
+            items.append(("guard_conf16", g["conf16"]))
         mem = s.get("memory")
         if mem:
-            for k in ("weights", "state", "traces", "buffers", "total"):
+            for k in ("weights", "state", "traces", "buffers", "guard", "total"):
                 items.append(("mem_" + k, mem[k]))
         return items
 

@@ -151,10 +151,12 @@ class Solsa:
         self.lanes = fp.Bank(seed + self.l, n_out + 1)
         self.hidden = None          # §10.8: SolsaHidden per hidden layer (index = layer) with learn_all
         self.banks = None           # then every learning bank in layer order (store.persistent_banks)
+        self.learned = None         # and the layers it changes (all of them)
         if params["learn_all"]:
             from firmware_py.solsa_hidden import SolsaHidden    # imported only by models that need it
             self.hidden = [SolsaHidden(net, l, params, seed) for l in range(self.l)]
             self.banks = [hl.lanes for hl in self.hidden] + [self.lanes]
+            self.learned = list(range(self.l + 1))     # guard.learned_layers: what a snapshot keeps
         self.nsat = 0
         self.updates = 0
 

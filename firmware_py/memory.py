@@ -57,11 +57,11 @@ def buffer_bytes(n_in, slots, n_steps=STEPS_BOUND):
 
 
 def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLOTS, tables=0, compartments=1,
-              firmware=FIRMWARE_BYTES, n_steps=STEPS_BOUND):
-    """{weights, state, traces, buffers, model, firmware, headroom, total} for layers dims
+              firmware=FIRMWARE_BYTES, n_steps=STEPS_BOUND, guard=False):
+    """{weights, state, traces, buffers, guard, model, firmware, headroom, total} for layers dims
     [(n_in, n_out, per_input)]: `model` is what loading the model allocates (weights, state, traces,
-    buffers), `firmware` what the imported code holds, `headroom` what the link loop and a sample need
-    on top."""
+    buffers, and with `guard` the self-training guard's RAM snapshot and state, firmware_py/guard.py),
+    `firmware` what the imported code holds, `headroom` what the link loop and a sample need on top."""
     from firmware_py.learning import state_bytes_for
     params = params or {}
     w = 0
@@ -87,29 +87,35 @@ def breakdown(dims, rule="none", params=None, factorised=None, slots=DEFAULT_SLO
             for a, b, pi in dims[:-1]:
                 traces += hidden_state_bytes(a, b, pi, params.get("k_update", 1))
     buffers = buffer_bytes(dims[0][0], slots, n_steps)
-    model = w + s + traces + buffers
-    return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "model": model,
+    g = 0
+    if guard and rule not in ("none", "gem"):
+        from firmware_py.guard import guard_bytes, snapshot_bytes
+        learned = list(range(len(dims))) if rule == "solsa" and params.get("learn_all") else [len(dims) - 1]
+        g = snapshot_bytes(dims, learned) + guard_bytes(n_cls)
+    model = w + s + traces + buffers + g
+    return {"weights": w, "state": s, "traces": traces, "buffers": buffers, "guard": g, "model": model,
             "firmware": firmware, "headroom": HEADROOM, "total": model + firmware + HEADROOM}
 
 
 def choose_solsa_variant(dims, params, heap, slots=DEFAULT_SLOTS, tables=0, firmware=FIRMWARE_BYTES,
-                         n_steps=STEPS_BOUND):
+                         n_steps=STEPS_BOUND, guard=False):
     """Full traces when they fit the heap, else factorised; None when neither fits."""
     for fact in (0, 1):
-        if breakdown(dims, "solsa", params, fact, slots, tables, 1, firmware, n_steps)["total"] <= heap:
+        if breakdown(dims, "solsa", params, fact, slots, tables, 1, firmware, n_steps, guard)["total"] <= heap:
             return fact
     return None
 
 
 def plan(dims, rule, params, heap, slots=DEFAULT_SLOTS, tables=0, compartments=1, firmware=FIRMWARE_BYTES,
-         n_steps=STEPS_BOUND):
-    """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised."""
+         n_steps=STEPS_BOUND, guard=False):
+    """(fits, breakdown, chosen variant) for a heap size in bytes; SOLSA picks full vs factorised. `guard`:
+    count the self-training guard's snapshot and state (firmware_py/guard.py)."""
     fact = None
     if rule == "solsa":
-        fact = choose_solsa_variant(dims, params, heap, slots, tables, firmware, n_steps)
-        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables, 1, firmware, n_steps)
+        fact = choose_solsa_variant(dims, params, heap, slots, tables, firmware, n_steps, guard)
+        b = breakdown(dims, rule, params, 1 if fact is None else fact, slots, tables, 1, firmware, n_steps, guard)
         return fact is not None, b, ("factorised" if fact else "full") if fact is not None else "factorised"
-    b = breakdown(dims, rule, params, None, slots, tables, compartments, firmware, n_steps)
+    b = breakdown(dims, rule, params, None, slots, tables, compartments, firmware, n_steps, guard)
     return b["total"] <= heap, b, None
 
 
@@ -129,8 +135,8 @@ def check_fit(dims, rule, params, available, slots=DEFAULT_SLOTS, factorised=Non
                                                        b["buffers"], available))
 
 
-def held(net, rule=None, binner=None):
-    """What a running Network (and its rule and binner) holds, by the same formulas, from RAM."""
+def held(net, rule=None, binner=None, guard=False):
+    """What a running Network (and its rule, binner and self-training guard) holds, by the same formulas."""
     dims = [(L.n_in, L.n_out, L.per_input) for L in net.model.layers]
     tables = 0
     for t in net.model.tables.values():
@@ -141,8 +147,9 @@ def held(net, rule=None, binner=None):
     fact = getattr(rule, "factorised", None)
     slots = binner.slots if binner is not None else DEFAULT_SLOTS
     steps = binner.spec.n_steps if binner is not None else STEPS_BOUND
-    b = breakdown(dims, name, net.model.params, fact, slots, tables, net.model.compartments, n_steps=steps)
-    b["total"] = b["weights"] + b["state"] + b["traces"] + b["buffers"] + b["firmware"]
+    b = breakdown(dims, name, net.model.params, fact, slots, tables, net.model.compartments, n_steps=steps,
+                  guard=guard)
+    b["total"] = b["weights"] + b["state"] + b["traces"] + b["buffers"] + b["guard"] + b["firmware"]
     return b
 
 

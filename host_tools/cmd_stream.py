@@ -42,11 +42,13 @@ def register(sub) -> None:
     m = sub.add_parser("monitor", help="live board statistics; --plot writes the curves as PNG")
     m.add_argument("--port", default=None, help="board to poll (omit with --log)")
     m.add_argument("--log", default=None, help="plot a `stream --log` file instead of polling a board")
-    m.add_argument("--model", default=None, help="the flashed model: enables weight-drift tracking")
+    m.add_argument("--model", default=None, help="the flashed model: enables tracking every layer's weights "
+                                                  "(drift) and synaptic decays")
     m.add_argument("--interval", type=opt.positive_float, default=1.0, help="seconds between polls")
     m.add_argument("--duration", type=opt.positive_float, default=None, help="stop after this many seconds")
     m.add_argument("--plot", type=opt.output_file, default=None,
-                   help="PNG with accuracy, activity, memory and weight drift")
+                   help="PNG with accuracy, activity, memory, per-layer weight drift and synaptic decays (the "
+                        "last two with --model)")
     add_target_option(m, default="auto", help_extra="; auto: any board running the runtime")
     m.set_defaults(func=cmd_monitor)
 
@@ -177,12 +179,34 @@ def board_weights(base, data: bytes, profile: str, where: str):
     return apply_board_checkpoint(base, data, where)
 
 
+def drift_fields(base, start, adapted) -> dict:
+    """What monitor records about the board's weights at one poll: `drift` (relative L1 change per layer vs the
+    flashed model `base`), `dw_mean_abs` and `dw_l2` (per layer, mean |dW| in LSB and the L2 norm of dW vs the
+    weights the board had at the first poll, `start`), and `a_syn` (per layer: [min, mean, max] of the
+    per-input synaptic decays as fractions of 1, or None for a layer with one scalar decay)."""
+    import numpy as np
+
+    from converters.checkpoint import weight_drift
+
+    out = {"drift": [d["rel_l1"] for d in weight_drift(base, adapted)], "dw_mean_abs": [], "dw_l2": [], "a_syn": []}
+    for a, b in zip(start.layers, adapted.layers):
+        d = b.W.astype(np.int64) - a.W.astype(np.int64)
+        out["dw_mean_abs"].append(float(np.abs(d).mean()))
+        out["dw_l2"].append(float(np.sqrt((d.astype(np.float64) ** 2).sum())))
+        if b.per_input:
+            v = b.a_syn.astype(np.float64) / 4096
+            out["a_syn"].append([float(v.min()), float(v.mean()), float(v.max())])
+        else:
+            out["a_syn"].append(None)
+    return out
+
+
 def _poll(port: str, profile: str, interval: float, duration: float | None, model_path: str | None):
-    """Poll stats (and weights, for drift) until Ctrl-C or duration; yields one row per poll."""
-    base = None
+    """Poll stats (and, with the flashed model, every layer's weights: drift and synaptic decays) until Ctrl-C
+    or duration; yields one row per poll."""
+    base = start = None
     if model_path:
         from converters.blob import load_any_model
-        from converters.checkpoint import weight_drift
 
         base = load_any_model(model_path)
     ser, link = _connect(port, profile)
@@ -192,7 +216,8 @@ def _poll(port: str, profile: str, interval: float, duration: float | None, mode
             row = {"time": round(time.monotonic() - t0, 3), **link.get_stats()}
             if base is not None:
                 adapted = board_weights(base, link.get_weights(), profile, f"{port}: weights")
-                row["drift"] = [d["rel_l1"] for d in weight_drift(base, adapted)]
+                start = adapted if start is None else start
+                row.update(drift_fields(base, start, adapted))
             yield row
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -209,6 +234,10 @@ def _status_line(row: dict) -> str:
              f"mem={row.get('mem_total', '?')}B", f"heap_free={row.get('heap_free', '?')}"]
     if "drift" in row:
         parts.append("drift=" + "/".join(f"{d:.4f}" for d in row["drift"]))
+    if row.get("self_trained"):
+        parts.append(f"self_trained={row['self_trained']}")
+    if "guard_phase" in row:
+        parts.append(f"guard={('warmup', 'learn', 'frozen')[row['guard_phase']]}")
     return "  ".join(parts)
 
 
@@ -294,8 +323,15 @@ def plot_stream_log(rows: list[dict], out: str) -> None:
     plt.close(fig)
 
 
-def plot_monitor(history: list[dict], out: str) -> None:
-    """Accuracy, activity, memory and weight drift over wall-clock time."""
+MONITOR_PANELS = ("accuracy", "activity (cumulative)", "memory (bytes)", "weight drift per layer (vs the first poll)",
+                  "synaptic decays a_syn (per-input layers)")
+
+
+def plot_monitor(history: list[dict], out: str) -> list[str]:
+    """Accuracy (cumulative and per poll interval), activity, memory, per-layer weight drift and the synaptic
+    decays over wall-clock time; returns the panel titles (MONITOR_PANELS)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,25 +340,47 @@ def plot_monitor(history: list[dict], out: str) -> None:
     if not history:
         raise SnnEdgeError("monitor: no statistics were read, nothing to plot")
     t = [r["time"] for r in history]
-    fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
-    ax[0].plot(t, [r["correct"] / r["labelled"] if r.get("labelled") else float("nan") for r in history])
-    ax[0].set_title("accuracy (labelled samples)")
+    fig, ax = plt.subplots(1, len(MONITOR_PANELS), figsize=(4 * len(MONITOR_PANELS), 3.6))
+    ax[0].plot(t, [r["correct"] / r["labelled"] if r.get("labelled") else math.nan for r in history],
+               label="cumulative")
+    interval = [math.nan]
+    for a, b in zip(history, history[1:]):
+        n = b.get("labelled", 0) - a.get("labelled", 0)
+        interval.append((b.get("correct", 0) - a.get("correct", 0)) / n if n > 0 else math.nan)
+    ax[0].plot(t, interval, ".", label="since the last poll")
     ax[0].set_ylim(0, 1)
-    ax[1].plot(t, [r.get("events", 0) for r in history], label="events")
+    ax[0].legend(fontsize=7)
+    ax[1].plot(t, [r.get("samples", 0) for r in history], label="samples")
     ax[1].plot(t, [r.get("updates", 0) for r in history], label="weight updates")
-    ax[1].legend()
-    ax[1].set_title("activity (cumulative)")
-    ax[2].plot(t, [r.get("heap_free", float("nan")) for r in history], label="heap free")
-    ax[2].plot(t, [r.get("mem_total", float("nan")) for r in history], label="runtime bytes")
-    ax[2].legend()
-    ax[2].set_title("memory (bytes)")
-    if "drift" in history[0]:
-        for l in range(len(history[0]["drift"])):
-            ax[3].plot(t, [r["drift"][l] for r in history], label=f"layer {l}")
-        ax[3].legend()
-    ax[3].set_title("weight drift (relative L1)")
-    for a in ax:
+    ax[1].plot(t, [r.get("self_trained", 0) for r in history], label="self-trained")
+    if any("guard_rollbacks" in r for r in history):
+        ax[1].plot(t, [r.get("guard_rollbacks", 0) for r in history], label="guard rollbacks")
+    ax[1].legend(fontsize=7)
+    ax[2].plot(t, [r.get("heap_free", math.nan) for r in history], label="heap free")
+    ax[2].plot(t, [r.get("mem_total", math.nan) for r in history], label="runtime bytes")
+    ax[2].legend(fontsize=7)
+    if "dw_mean_abs" in history[0]:
+        for l in range(len(history[0]["dw_mean_abs"])):
+            ax[3].plot(t, [r["dw_mean_abs"][l] for r in history], label=f"layer {l}: mean |dW| (LSB)")
+            ax[3].plot(t, [r["dw_l2"][l] for r in history], ls="--", label=f"layer {l}: L2 of dW")
+        ax[3].legend(fontsize=7)
+    else:
+        ax[3].text(0.5, 0.5, "give --model to track weights", ha="center", va="center", transform=ax[3].transAxes)
+    per_input = [l for l, v in enumerate(history[0].get("a_syn", [])) if v is not None]
+    for l in per_input:
+        lo, mean, hi = zip(*[r["a_syn"][l] for r in history])
+        line, = ax[4].plot(t, mean, label=f"layer {l}: mean")
+        ax[4].fill_between(t, lo, hi, color=line.get_color(), alpha=0.2, label=f"layer {l}: min-max")
+    if per_input:
+        ax[4].set_ylim(0, 1)
+        ax[4].legend(fontsize=7)
+    else:
+        ax[4].text(0.5, 0.5, "no per-input (learnable) a_syn" if "a_syn" in history[0] else
+                   "give --model to track a_syn", ha="center", va="center", transform=ax[4].transAxes)
+    for a, title in zip(ax, MONITOR_PANELS):
+        a.set_title(title, fontsize=9)
         a.set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    return list(MONITOR_PANELS)

