@@ -125,6 +125,24 @@ def auto_rule_params(model: IntModel, keep: set[str] | frozenset = frozenset()) 
         model.learn.params["v_shift"] = max(0, L.theta.bit_length() - 1)
 
 
+def input_moments(X: np.ndarray, last_times, spec) -> "Moments":
+    """firmware_py.align.Moments of samples X [S, T, N_in] (frames as the board bins them) whose last events
+    came at `last_times` [S] (us): the board's sums (Moments.add_binner) from the frames, per sample."""
+    from firmware_py.align import Moments
+    m = Moments()
+    for x, t_last in zip(X, last_times):
+        n = np.flatnonzero(np.asarray(x).reshape(-1)) % spec.n_inputs     # active (step, input) pairs
+        q = n // spec.out_w
+        m.add(int(n.size), int((n - q * spec.out_w).sum()), int((q % spec.out_h).sum()), int(t_last))
+    return m
+
+
+def input_reference(X: np.ndarray, last_times, spec) -> list[int]:
+    """The model's input reference for label-free alignment (firmware_py/align.py): [centroid x, y of the
+    active inputs in cells (Q8), mean last-event time (us)] over training samples X [S, T, N_in]."""
+    return list(input_moments(X, last_times, spec).reference())
+
+
 def _calibrate_thresholds(model: IntModel, fwd, X: np.ndarray) -> None:
     """Layer by layer, pick the theta nudge whose integer spikes agree best with the float spikes."""
     chosen = []

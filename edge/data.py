@@ -187,3 +187,20 @@ def split_three_way(y: np.ndarray, names: list[str], fractions=PROTOCOL_FRACTION
         parts[2].extend(idx[n_val:n_val + n_test])
         parts[0].extend(idx[n_val + n_test:])
     return ThreeWaySplit(*(np.sort(np.array(p, dtype=np.int64)) for p in parts))
+
+
+def last_event_times(source, names: list[str]) -> np.ndarray | None:
+    """The last event time (us, as binned: since the sample's start) of each named recording of a folder
+    (N-MNIST layout, `load_frames`' names), or None for a source without files (built-in, tonic): what a
+    model's input reference (converters.quantize.input_reference) takes as the sample duration."""
+    path = Path(source) if isinstance(source, (str, Path)) and source != BUILTIN else None
+    if path is None or not path.is_dir():
+        return None
+    by_name = {f"{p.parent.name}/{p.name}": (p, label) for p, label in list_folder_dataset(path)}
+    out = []
+    for n in names:
+        if n not in by_name:
+            return None
+        t = read_events(*by_name[n]).events["t"]
+        out.append(int(t.max()) if len(t) else 0)
+    return np.array(out, np.int64)

@@ -30,7 +30,9 @@ class BinSpec:
         cx, cy, cw, ch = crop
         if sensor_w <= 0 or sensor_h <= 0 or dt_us <= 0 or n_steps <= 0 or downsample <= 0:
             raise ValueError("BinSpec: sensor size, dt_us, n_steps and downsample must be positive")
-        if cx < 0 or cy < 0 or cw <= 0 or ch <= 0 or cx + cw > sensor_w or cy + ch > sensor_h:
+        # a crop inside the sensor; an aligned one (align.py) may reach past an edge, keeping a pixel on it
+        if cw <= 0 or ch <= 0 or cw > sensor_w or ch > sensor_h or cx <= -cw or cy <= -ch or cx >= sensor_w \
+                or cy >= sensor_h:
             raise ValueError("BinSpec: crop %r does not fit the %dx%d sensor" % (crop, sensor_w, sensor_h))
         if mode not in (BINARY, COUNT):
             raise ValueError("BinSpec: mode must be 0 (binary) or 1 (count), got %r" % (mode,))
@@ -118,6 +120,7 @@ class Binner:
         self.slots = len(self.neuron)    # never more than the (step, input) pairs there are (binner_arrays)
         self.framed = 0              # entries of idx written into frame by the last step_inputs
         self.kernel = None           # fast.bin_viper (use_kernel): the common case of add_many in viper
+        self.geo = None              # its geometry (use_kernel)
         self.reset()
 
     def use_kernel(self, kernel):
@@ -126,11 +129,21 @@ class Binner:
         from firmware_py.prealloc import zeros
         spec = self.spec
         cx, cy, cw, ch = spec.crop
-        self.geo = zeros("i", 12)
+        if getattr(self, "geo", None) is None:
+            self.geo = zeros("i", 12)
         for k, v in enumerate((cx, cy, cw, ch, spec.downsample, spec.out_w, spec.out_h, spec.dt_us,
                                spec.n_steps, 0, 0, self.slots)):
             self.geo[k] = v
         self.kernel = kernel
+
+    def set_spec(self, spec):
+        """Bin with another BinSpec of the same shape (an alignment, align.py: crop origin and dt)."""
+        if spec.n_inputs != self.spec.n_inputs or spec.n_steps != self.spec.n_steps:
+            raise ValueError("Binner.set_spec: %d inputs x %d steps, the binner holds %d x %d"
+                             % (spec.n_inputs, spec.n_steps, self.spec.n_inputs, self.spec.n_steps))
+        self.spec = spec
+        if self.kernel is not None:
+            self.use_kernel(self.kernel)
 
     def reset(self):
         for k in range(len(self.head)):

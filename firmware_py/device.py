@@ -45,6 +45,8 @@ class Device:
         self.guard_params = None    # None: no guard; a dict of firmware_py.guard.Guard's parameters
         self.guard = None
         self.snapshot = None
+        self.calibration = None     # (reference, align.Moments, samples left) while calibrating (calibrate)
+        self.t_last = 0             # the current sample's last event time (us): its duration, for alignment
         if guard is not None:
             self.set_guard(guard)
         self._clear_stats()
@@ -156,6 +158,7 @@ class Device:
             raise DeviceError(E_NO_MEMORY, "out of heap while allocating the model's state (previous model kept)")
         self.net, self.rule, self.binner, self.model_crc = net, rule, binner, crc
         self.guard, self.snapshot = guard, snapshot
+        self.calibration = None      # a new model bins as its file says: no alignment carries over
         self.in_sample = False
         self._clear_stats()
         gc.collect()
@@ -201,7 +204,45 @@ class Device:
     def begin_sample(self):
         self._need_model()
         self.binner.reset()
+        self.t_last = 0
         self.in_sample = True
+
+    def calibrate(self, samples, ref_x, ref_y, ref_dur):
+        """Align the input to the model's training data (firmware_py/align.py) from the next `samples`
+        samples, labelled or not: `ref_x`, `ref_y` (centroid of the training data's active inputs, cells,
+        Q8) and `ref_dur` (its mean sample duration, us) are the model's reference (host:
+        converters.quantize.input_reference). The alignment replaces the current one (it is measured in the
+        binning in use, so calibrating again refines it); a new model bins as its file says."""
+        self._need_model()
+        from firmware_py import align
+        if not isinstance(samples, int) or not 1 <= samples <= align.MAX_SAMPLES:
+            raise DeviceError(E_BAD_ARGUMENT, "calibrate: samples %r, expected 1..%d" % (samples, align.MAX_SAMPLES))
+        spec = self.binner.spec
+        for what, v, hi in (("ref_x", ref_x, spec.out_w << 8), ("ref_y", ref_y, spec.out_h << 8),
+                            ("ref_dur", ref_dur, 1 << 30)):
+            if not isinstance(v, int) or not 0 <= v <= hi:
+                raise DeviceError(E_BAD_ARGUMENT, "calibrate: %s %r, expected 0..%d" % (what, v, hi))
+        self.calibration = ((ref_x, ref_y, ref_dur), align.Moments(), samples)
+
+    def alignment(self):
+        """(crop x, crop y, dt_us) the binner uses now, and the calibration samples still to come."""
+        self._need_model()
+        spec = self.binner.spec
+        left = self.calibration[2] - self.calibration[1].samples if self.calibration is not None else 0
+        return spec.crop[0], spec.crop[1], spec.dt_us, left
+
+    def _calibration_step(self):
+        """Add this sample (still in the binner) to the calibration; at its last sample, re-register."""
+        from firmware_py import align
+        ref, moments, samples = self.calibration
+        moments.add_binner(self.binner, self.t_last)
+        if moments.samples >= samples:
+            self.calibration = None
+            try:
+                dt0 = self.net.model.binning[2]          # the model's own step (BinSpec.as_tuple order)
+                self.binner.set_spec(align.aligned(self.binner.spec, ref, moments, dt0))
+            except ValueError:
+                pass                  # no active input in any calibration sample: nothing to align to
 
     def add_events(self, xs, ys, ts, ps, n=None):
         """Bin a batch of events (parallel sequences; the first n items, all when n is None). The whole
@@ -239,6 +280,8 @@ class Device:
             raise DeviceError(E_NO_MEMORY, "event buffer full (%d active (step, input) pairs): sample dropped"
                               % self.binner.slots)
         self.events += n
+        if n and ts[n - 1] > self.t_last:     # events come in time order: the batch's last is its latest
+            self.t_last = ts[n - 1]
         return n - (self.binner.dropped - before)
 
     def end_sample(self, label=None):
@@ -252,6 +295,8 @@ class Device:
             raise DeviceError(E_BAD_LABEL, "label %r outside the %d classes 0..%d (sample dropped)"
                               % (label, n_cls, n_cls - 1))
         self.in_sample = False
+        if self.calibration is not None:
+            self._calibration_step()      # measured on this sample's binning; the next one is re-registered
         rule = self.rule if self.learn else None
         if rule is not None and label is not None and getattr(rule, "clamps", False):
             # GEM learns with the output clamped to the label: the prediction comes from a free pass first
@@ -358,6 +403,8 @@ class Device:
             d["memory"] = memory.held(self.net, self.rule, self.binner, self.guard is not None)
             if self.guard is not None:
                 d["guard"] = self.guard.state()
+            a = self.alignment()
+            d["align_x"], d["align_y"], d["align_dt"], d["calibrating"] = a
         try:
             d["heap_free"] = gc.mem_free()
         except AttributeError:

@@ -156,7 +156,9 @@ def bin_viper(xs, ys, ts, ps, n: int, geo, latest, step, count, neuron, nxt, hea
     pnx = ptr16(nxt)
     phd = ptr16(head)
     cx = pg[0]
+    cx = SIGNED(cx)
     cy = pg[1]
+    cy = SIGNED(cy)
     cw = pg[2]
     ch = pg[3]
     f = pg[4]

@@ -44,6 +44,7 @@ GET_WEIGHTS = 0x06
 PUT_WEIGHTS = 0x07
 CHECKPOINT = 0x08
 RESET = 0x09
+CALIBRATE = 0x0A          # payload "<Hiii": samples, reference centroid x, y (cells, Q8), duration (us)
 # device -> host responses (seq = the request they answer; every response acknowledges it and all
 # earlier requests)
 ACK = 0x80
@@ -56,7 +57,7 @@ NAK = 0x86              # seq = the request the device expects next (a gap was s
 
 REQUEST_NAMES = {HELLO: "hello", LOAD_MODEL: "load_model", EVENTS: "events", END_SAMPLE: "end_sample",
                  GET_STATS: "get_stats", GET_WEIGHTS: "get_weights", PUT_WEIGHTS: "put_weights",
-                 CHECKPOINT: "checkpoint", RESET: "reset"}
+                 CHECKPOINT: "checkpoint", RESET: "reset", CALIBRATE: "calibrate"}
 
 # link-level error codes (the runtime's own codes, firmware_py/errors.py, are below 100)
 E_NO_SESSION = 200      # a request before HELLO (the board was reset): the host must say hello again
@@ -756,6 +757,8 @@ class DeviceSession:
                 h.checkpoint()
             elif mtype == RESET:
                 h.reset()
+            elif mtype == CALIBRATE:
+                h.calibrate(*struct.unpack_from("<Hiii", payload, 0))
             else:
                 self.rtype = ERROR
                 self.rpayload = pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)

@@ -136,16 +136,16 @@ def gem_rule_options(extra: dict, params, learn, explicit: set[str]) -> dict:
 def _quantize_checkpoint(args, report: bool):
     import numpy as np
 
-    from converters.quantize import (auto_rule_params, compare, compare_gem, format_report, quantize,
+    from converters.quantize import (auto_rule_params, compare, compare_gem, format_report, input_reference, quantize,
                                      quantize_gem)
-    from edge.data import load_frames, split_stratified
+    from edge.data import last_event_times, load_frames, split_stratified
     if not args.data:
         raise SnnEdgeError(f"{args.checkpoint if hasattr(args, 'checkpoint') else args.model}: a float "
                            "checkpoint needs --data for calibration")
     path = getattr(args, "checkpoint", None) or args.model
     spec, params, extra = load_float_model(path, args.nir_dt)
-    X, y, _ = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress,
-                          limit=args.limit)
+    X, y, names = load_frames(args.data, _bin_spec(spec.binning, path), progress=not args.no_progress,
+                              limit=args.limit)
     train, val = split_stratified(y, 0.2, 0)
     calib = np.ascontiguousarray(X[train[: args.calib]].transpose(1, 0, 2))
     gem = hasattr(params[0], "w_fb")   # a GEM checkpoint (edge.probabilistic.GLMLayerParams)
@@ -157,6 +157,11 @@ def _quantize_checkpoint(args, report: bool):
         model = quantize(spec, params, calib, calibrate_theta=not args.no_theta_calibration, learn=_learn(args))
         auto_rule_params(model, keep=_explicit(args))
     model.meta["source"] = os.path.basename(path)
+    # what label-free alignment (`stream --calibrate`, firmware_py/align.py) re-registers a moved sensor to
+    ref_idx = train[: args.calib]
+    last = last_event_times(args.data, [names[i] for i in ref_idx])
+    model.meta["input_reference"] = input_reference(X[ref_idx], last if last is not None else np.zeros(len(ref_idx)),
+                                                    _bin_spec(spec.binning, path))
     if report:
         rep = (compare_gem(spec, params, options, model, X[val], y[val]) if gem
                else compare(spec, params, model, X[val], y[val]))

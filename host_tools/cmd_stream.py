@@ -32,6 +32,11 @@ def register(sub) -> None:
     s.add_argument("--per-class", type=opt.positive_int, default=20, help="builtin: recordings per class")
     s.add_argument("--seed", type=opt.nonneg_int, default=1, help="builtin generator seed / folder sample order")
     add_target_option(s, default="auto", help_extra="; auto: any board running the runtime")
+    s.add_argument("--calibrate", type=opt.positive_int, default=None, metavar="N",
+                   help="first align the board's input to the model's training data from the next N samples, "
+                   "no labels needed (a moved or re-mounted sensor, a changed pace; needs --model)")
+    s.add_argument("--model", default=None, help="the flashed model's .onnx (or integer .npz), whose input "
+                   "reference `snn-edge quantize --data` wrote: for --calibrate")
     s.add_argument("--checkpoint-every", type=opt.nonneg_int, default=10,
                    help="labelled samples between weight checkpoints (a reset resends from the last one); "
                         "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
@@ -67,10 +72,22 @@ def _connect(port: str, profile: str):
     return ser, connect(ser, profile=profile)
 
 
+def model_input_reference(path: str) -> tuple[int, int, int]:
+    """The input reference a model file records (meta input_reference, converters.quantize), for alignment."""
+    from converters.blob import load_any_model
+    ref = load_any_model(path).meta.get("input_reference")
+    if not (isinstance(ref, list) and len(ref) == 3 and all(isinstance(v, int) for v in ref)):
+        raise SnnEdgeError(f"{path}: records no input reference (meta input_reference: 3 integers, got {ref!r}); "
+                           "`snn-edge quantize --data` writes it")
+    return ref[0], ref[1], ref[2]
+
+
 def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift: str = "", limit=None,
                per_class: int = 20, seed: int = 1, realtime: bool = False, profile: str = "unix",
-               checkpoint_every: int = 10, log: str | None = None, progress: bool = True) -> dict:
-    """Stream and return a summary: accuracy overall and per quarter, link and board figures."""
+               checkpoint_every: int = 10, log: str | None = None, progress: bool = True,
+               calibrate: tuple[int, tuple[int, int, int]] | None = None) -> dict:
+    """Stream and return a summary: accuracy overall and per quarter, link and board figures. `calibrate`
+    (samples, input reference): the board aligns its input over the first samples (firmware_py/align.py)."""
     from tqdm import tqdm
 
     from host_tools.link import open_serial
@@ -94,6 +111,8 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
 
     t0 = time.monotonic()
     try:
+        if calibrate is not None:
+            streamer.link.calibrate(*calibrate)
         outcomes = streamer.run(samples, on_outcome)
         stats = streamer.link.get_stats()
         counters = streamer.link.counters
@@ -122,9 +141,16 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
 
 
 def cmd_stream(args) -> int:
+    calibrate = None
+    if args.calibrate is not None:
+        if args.model is None:
+            raise SnnEdgeError("--calibrate: needs --model (the flashed model, whose input reference the board "
+                               "aligns to)")
+        calibrate = (args.calibrate, model_input_reference(args.model))
     summary = run_stream(args.port, args.data, labels=args.labels, shift=args.shift, limit=args.limit,
                          per_class=args.per_class, seed=args.seed, realtime=args.realtime,
-                         profile=args.target, checkpoint_every=args.checkpoint_every, log=args.log)
+                         profile=args.target, checkpoint_every=args.checkpoint_every, log=args.log,
+                         calibrate=calibrate)
     acc = summary["accuracy"]
     q = ", ".join("-" if a is None else f"{a:.3f}" for a in summary["accuracy_by_quarter"])
     print(f"stream: {summary['samples']} samples ({summary['labelled_sent']} with labels), "

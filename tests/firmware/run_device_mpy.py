@@ -1,7 +1,7 @@
 """Drive firmware_py.device.Device over real N-MNIST recordings; runs under MicroPython and CPython.
 
 Usage (from the repo root): micropython -X heapsize=192K tests/firmware/run_device_mpy.py FW_PATH
-    MODEL.blob LIST.txt OUT.json [learn|infer] [plain|fast] [factorised: -1|0|1]
+    MODEL.blob LIST.txt OUT.json [learn|infer] [plain|fast] [factorised: -1|0|1] [N:ref_x:ref_y:ref_dur]
 LIST.txt: one "path label" per line. Each recording is decoded here (N-MNIST .bin: 5 bytes per event),
 sent to the device in batches of 256 events (as the serial link does) and ended with its label
 (learn) or without (infer). OUT.json: one line per sample [class, counts, confidence], then a line
@@ -25,6 +25,8 @@ model_path, list_path, out_path = sys.argv[2], sys.argv[3], sys.argv[4]
 mode = sys.argv[5] if len(sys.argv) > 5 else "infer"
 kernel = sys.argv[6] if len(sys.argv) > 6 else "plain"
 fact = int(sys.argv[7]) if len(sys.argv) > 7 else -1
+# "N:ref_x:ref_y:ref_dur": align the input over the first N samples first (firmware_py/align.py)
+calib = [int(v) for v in sys.argv[8].split(":")] if len(sys.argv) > 8 and sys.argv[8] != "-" else None
 
 rows = None
 if kernel == "fast":
@@ -39,6 +41,8 @@ if code != E_OK:
     sys.exit(1)
 data = None
 gc.collect()
+if calib is not None:
+    dev.calibrate(*calib)
 
 BATCH = 256
 xs = array("h", range(BATCH))     # event batches in arrays, as a serial link would decode them
@@ -80,7 +84,8 @@ banks = persistent_banks(dev.rule)
 outf.write(json.dumps({"nsat": st["nsat"], "updates": st["updates"], "memory": st["memory"],
                        "lanes": list(dev.rule.lanes) if dev.rule is not None else [],
                        "a_syn": list(L.a_syn) if L.per_input else L.a_syn,
-                       "sizes": [len(H.W) for H in layers], "n_banks": len(banks)}) + "\n")
+                       "sizes": [len(H.W) for H in layers], "n_banks": len(banks),
+                       "align": list(dev.alignment())}) + "\n")
 for b in banks:                     # one line each: a board's heap has room for small lines only
     outf.write(json.dumps(list(b)) + "\n")
 for H in layers:

@@ -1,0 +1,123 @@
+"""Label-free sensor alignment (firmware_py/align.py): the board measures where and how long its samples are,
+against the model's input reference, and re-registers its binning; the host computes the same from frames."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from converters import intsim
+from converters.blob import intmodel_to_blob
+from converters.quantize import input_moments, input_reference
+from edge.events import make_events, read_events
+from edge.transforms import to_frames
+from firmware_py import align
+from firmware_py.binning import BinSpec
+from firmware_py.device import Device
+from firmware_py.errors import DeviceError
+
+from tests.firmware.test_runtime_bitexact import _recordings, make_model
+
+
+def _frames(recs, spec):
+    return np.stack([to_frames(r.events, spec) for r in recs])
+
+
+def _last_times(recs):
+    return [int(r.events["t"].max()) for r in recs]
+
+
+def test_the_boards_moments_are_the_frames(nmnist_small):
+    """Moments.add_binner (what the board sums at a sample's end) = input_moments of the host's frames."""
+    model = make_model("scalar", "none")
+    spec = BinSpec(*model.binning)
+    recs = [read_events(f, d) for f, d in _recordings(nmnist_small, 12)]
+    dev = Device()
+    dev.load_model(intmodel_to_blob(model))
+    board = align.Moments()
+    for r in recs:
+        e = r.events
+        dev.begin_sample()
+        dev.add_events(e["x"].tolist(), e["y"].tolist(), e["t"].tolist(), e["p"].tolist())
+        board.add_binner(dev.binner, dev.t_last)
+        dev.end_sample(None)
+    host = input_moments(_frames(recs, spec), _last_times(recs), spec)
+    assert (board.n, board.sx, board.sy, board.samples, board.dur) == \
+        (host.n, host.sx, host.sy, host.samples, host.dur)
+    assert board.n > 1000 and board.dur > 0
+
+
+def test_alignment_arithmetic_and_its_limits():
+    spec = BinSpec(34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
+    m = align.Moments()
+    m.add(100, 100 * 9, 100 * 7, 450000)                   # centroid (9, 7) cells, 450 ms
+    out = align.aligned(spec, (8 << 8, 8 << 8, 300000), m)  # reference (8, 8) cells, 300 ms
+    assert out.crop == (2, -2, 34, 34) and out.dt_us == 15000
+    m2 = align.Moments()
+    m2.add(10, 10 * 8, 10 * 8, 310000)                       # within the 10 % band: the step stays
+    assert align.aligned(out, (8 << 8, 8 << 8, 300000), m2, 10000).dt_us == 10000
+    far = align.Moments()
+    far.add(1, 200, -200, 1)
+    assert align.aligned(spec, (0, 0, 300000), far).crop == (33, -33, 34, 34)   # one pixel stays on the sensor
+    with pytest.raises(ValueError, match="no active inputs"):
+        align.aligned(spec, (0, 0, 1), align.Moments())
+    with pytest.raises(ValueError, match="does not fit"):
+        BinSpec(34, 34, 10000, 30, 2, (-34, 0, 34, 34), 0)
+
+
+def test_calibrate_refuses_bad_arguments():
+    dev = Device()
+    with pytest.raises(DeviceError, match="no model"):
+        dev.calibrate(10, 0, 0, 0)
+    dev.load_model(intmodel_to_blob(make_model("scalar", "none")))
+    with pytest.raises(DeviceError, match=r"samples 0, expected 1\.\.1000"):
+        dev.calibrate(0, 0, 0, 0)
+    with pytest.raises(DeviceError, match=r"ref_x 9999, expected 0\.\.4352"):
+        dev.calibrate(5, 9999, 0, 0)
+
+
+@pytest.mark.slow
+def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmnist_small):
+    """`stream --calibrate` on a virtual board: the board aligns from 10 unlabelled samples of a sensor moved
+    by (4, -2) pixels and 1.5x slower, exactly as the host computes it, close to the truth; every later sample's
+    answer equals intsim on the host's frames in the aligned binning."""
+    if shutil.which("micropython") is None:
+        pytest.skip("the MicroPython unix port is not installed")
+    from converters.onnx_export import export
+    from host_tools.cmd_board import flash
+    from host_tools.cmd_stream import model_input_reference, run_stream
+    from host_tools.stream import samples_from
+    from host_tools.virtual_board import VirtualBoard
+
+    model = make_model("scalar", "none")
+    spec = BinSpec(*model.binning)
+    train = [read_events(f, d) for f, d in _recordings(nmnist_small, 40)]
+    model.meta["input_reference"] = input_reference(_frames(train, spec), _last_times(train), spec)
+    onnx_path = tmp_path / "m.onnx"
+    export(model, onnx_path)
+    blob = tmp_path / "m.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    ref = model_input_reference(str(onnx_path))
+    folder = str(nmnist_small / "Train")
+    shift, n_cal, n = "dx=4,dy=-2,time=1.5", 10, 24
+    samples = samples_from(folder, shift=shift, limit=n, seed=3)
+    recs = [make_events(s.x, s.y, s.t, s.p) for s in samples]
+    m = input_moments(np.stack([to_frames(e, spec) for e in recs[:n_cal]]), [int(e["t"].max()) for e in recs[:n_cal]],
+                      spec)
+    want = align.aligned(spec, ref, m, spec.dt_us)
+    assert abs(want.crop[0] - 4) <= 1 and abs(want.crop[1] + 2) <= 1, want.crop
+    assert abs(want.dt_us - 15000) <= 1500, want.dt_us
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
+        flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
+        summary = run_stream(vb.path, folder, shift=shift, limit=n, seed=3, calibrate=(n_cal, ref),
+                             log=str(tmp_path / "log.jsonl"), progress=False)
+    board = summary["board"]
+    assert (board["align_x"], board["align_y"], board["align_dt"], board["calibrating"]) == \
+        (want.crop[0], want.crop[1], want.dt_us, 0)
+    before = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, spec) for e in recs]).transpose(1, 0, 2)))
+    after = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, want) for e in recs]).transpose(1, 0, 2)))
+    import json
+    got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    preds = [g["cls"] for g in sorted((g for g in got if g["kind"] == "sample"), key=lambda g: g["index"])]
+    assert preds == before.predictions[:n_cal].tolist() + after.predictions[n_cal:].tolist()
