@@ -104,13 +104,45 @@ def accuracy(model, X, y) -> float:
     return float((res.predictions == y).mean())
 
 
+def shifted_recordings(recordings: dict, idx, text: str, seed: int) -> list:
+    """recordings[k] for k in idx as the changed sensor records them (recording k seeded (seed, k))."""
+    from edge.shifts import SensorShift, shift_recording
+    change = SensorShift.parse(text)
+    return [shift_recording(recordings[k], change, np.random.default_rng([seed, k])) for k in idx]
+
+
 def shifted_frames(recordings: dict, idx, text: str, spec, seed: int) -> np.ndarray:
     """Frames of recordings[k] for k in idx as the changed sensor records them (recording k seeded (seed, k))."""
     from edge.data import frames_of
-    from edge.shifts import SensorShift, shift_recording
-    change = SensorShift.parse(text)
-    return np.stack([frames_of(shift_recording(recordings[k], change, np.random.default_rng([seed, k])), spec)
-                     for k in idx])
+    return np.stack([frames_of(r, spec) for r in shifted_recordings(recordings, idx, text, seed)])
+
+
+def last_times(recs) -> list[int]:
+    """Each recording's last event time (us): the sample duration the board's alignment measures."""
+    return [int(r.events["t"].max()) if len(r.events) else 0 for r in recs]
+
+
+def alignment_row(base, reference, recordings, val, test, y, text: str, spec, seed: int, n_align: int) -> dict:
+    """Label-free alignment (firmware_py/align.py, `stream --calibrate`): the board's estimate from the first
+    n_align unlabelled recordings of the shifted stream, then the shifted test recordings in the aligned
+    binning (the weights untouched)."""
+    from converters.quantize import input_moments
+    from edge.data import frames_of
+    from firmware_py import align
+    stream = shifted_recordings(recordings, val, text, seed)
+    spec2, used = spec, 0
+    while True:                        # the board's rounds (Device._calibration_step)
+        part = stream[used:used + n_align]
+        if not part:
+            raise SystemExit(f"--align {n_align}: the validation stream ran out after {used} samples")
+        used += len(part)
+        moments = input_moments(np.stack([frames_of(r, spec2) for r in part]), last_times(part), spec2)
+        before, spec2 = spec2, align.aligned(spec2, reference, moments, spec.dt_us)
+        if not align.another_round(before, spec2):
+            break
+    Xt = shifted_frames(recordings, test, text, spec2, seed + 1)
+    return {"acc_shifted_after": accuracy(base, Xt, y[test]), "calibration_samples": used,
+            "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us}
 
 
 def stream_frames(recordings: dict, idx, text: str, spec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +274,8 @@ def main() -> None:
                     help="pick each rule's learning-rate shift per sensor change on the train split (adapt on 200 "
                          "shifted train recordings, score on 200 others), never on validation or test")
     ap.add_argument("--tune-samples", type=int, default=200, help="train recordings to adapt on, and to score on")
+    ap.add_argument("--align", type=int, default=20, help="label-free alignment rows: unlabelled calibration "
+                    "samples (0: no such rows)")
     ap.add_argument("--label-free", type=int, default=2000,
                     help="unlabelled self-training samples per shift and rule (0: no label-free rows)")
     ap.add_argument("--gate", type=int, default=192, help="self-training confidence gate (0..255; 256: never)")
@@ -272,13 +306,17 @@ def main() -> None:
     # them: an online rule fed one class after another forgets the earlier ones (what this benchmark's first
     # version measured). The stream and the tuning sets are random draws, seeded.
     order = np.random.default_rng(args.seed)
-    val = order.permutation(split.val)[:args.adapt]
+    val_stream = order.permutation(split.val)
+    val = val_stream[:args.adapt]
     k = args.tune_samples
     train = order.permutation(split.train)
     tune_a, tune_e = train[:k], train[k:2 * k]
     # read once, shifted anew for every sensor change
     used = np.concatenate([split.val, split.test] + ([tune_a, tune_e] if args.tune else []))
     recordings = {int(j): read_events(*items[j]) for j in used}
+    # the model's input reference (quantize --data writes it): the training split's frames and durations
+    from converters.quantize import input_reference
+    reference = input_reference(X[split.train], last_times(read_events(*items[j]) for j in split.train), NMNIST_SPEC)
     tmp = Path(tempfile.mkdtemp(prefix="snn-adapt-"))
     ckpt = tmp / "m.ckpt"
     cli(["train", "--data", args.data, "--arch", "578-64-10", "--epochs", str(args.epochs), "--protocol-split",
@@ -298,6 +336,18 @@ def main() -> None:
             # tuned on the train split only: adapt on k shifted train recordings, score on k others
             Ta = shifted_frames(recordings, tune_a, text, NMNIST_SPEC, args.seed + 2)
             Te = shifted_frames(recordings, tune_e, text, NMNIST_SPEC, args.seed + 3)
+        if args.align:
+            a = alignment_row(base, reference, recordings, val_stream, split.test, y, text, NMNIST_SPEC,
+                              args.seed, args.align)
+            lost = unshifted - before
+            rows.append({"shift": text, "rule": "align", "acc_unshifted": round(unshifted, 4),
+                         "acc_shifted_before": round(before, 4), "acc_shifted_after": round(a["acc_shifted_after"], 4),
+                         "recovered_fraction": round((a["acc_shifted_after"] - before) / lost, 3) if lost > 0 else None,
+                         "adaptation_samples": 0, "calibration_samples": a["calibration_samples"],
+                         "test_samples": int(len(split.test)), "learned_layers": "none", "crop": a["crop"],
+                         "dt_us": a["dt_us"]})
+            print(f"| {text} | align | {unshifted:.3f} | {before:.3f} | {a['acc_shifted_after']:.3f} | "
+                  f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
         for name, rule, fact, learn_all in RULES:
             lr_s = None
             if args.tune:

@@ -8,9 +8,10 @@ binning (docs/NUMERICS.md §3, "Alignment"), without touching a weight:
   downsampled grid, Q8) times the downsample factor, rounded; a window may then reach past the sensor's edge
   (those cells see no events, as the moved image's lost edge);
 - time scale: the step length dt becomes dt * duration / reference duration, when they differ by more than
-  DUR_BAND percent.
+  DUR_BAND percent (and the new step differs from the one in use by as much: rounds converge).
 `Moments` accumulates over the calibration samples what the binner holds at each sample's end (no per-event
-work); `aligned` gives the re-registered BinSpec. The host's reference comes from the training frames by the
+work); `aligned` gives the re-registered BinSpec: the step when the pace changed (and then, `another_round`,
+the offset from as many samples again in the new step), else the crop. The host's reference comes from the training frames by the
 same definition (converters/quantize.py input_reference; tests compare them on real recordings).
 The per-slot loop's sums stay small; the Q8 centroid and the new dt may form a big integer once per
 calibration (never per event or per step).
@@ -81,4 +82,13 @@ def aligned(spec, ref, moments, dt0=None):
     dt = spec.dt_us if dt0 is None else dt0
     if ref[2] > 0 and 100 * abs(dur - ref[2]) > DUR_BAND * ref[2]:
         dt = max(1, (dt * dur + ref[2] // 2) // ref[2])
-    return BinSpec(spec.sensor_w, spec.sensor_h, dt, spec.n_steps, f, (x0, y0, cw, ch), spec.mode)
+    if 100 * abs(dt - spec.dt_us) > DUR_BAND * spec.dt_us:
+        # time first: a window over another stretch of the motion has another centroid, so the offset is
+        # measured in the next round, in the new step (another_round)
+        return BinSpec(spec.sensor_w, spec.sensor_h, dt, spec.n_steps, f, spec.crop, spec.mode)
+    return BinSpec(spec.sensor_w, spec.sensor_h, spec.dt_us, spec.n_steps, f, (x0, y0, cw, ch), spec.mode)
+
+
+def another_round(before, after):
+    """True when a calibration changed the step: the spatial offset is measured again, in the new binning."""
+    return before.dt_us != after.dt_us

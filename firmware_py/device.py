@@ -238,11 +238,14 @@ class Device:
         moments.add_binner(self.binner, self.t_last)
         if moments.samples >= samples:
             self.calibration = None
+            before = self.binner.spec
             try:
                 dt0 = self.net.model.binning[2]          # the model's own step (BinSpec.as_tuple order)
-                self.binner.set_spec(align.aligned(self.binner.spec, ref, moments, dt0))
+                self.binner.set_spec(align.aligned(before, ref, moments, dt0))
             except ValueError:
-                pass                  # no active input in any calibration sample: nothing to align to
+                return                # no active input in any calibration sample: nothing to align to
+            if align.another_round(before, self.binner.spec):
+                self.calibration = (ref, align.Moments(), samples)
 
     def add_events(self, xs, ys, ts, ps, n=None):
         """Bin a batch of events (parallel sequences; the first n items, all when n is None). The whole

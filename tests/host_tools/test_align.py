@@ -53,13 +53,16 @@ def test_alignment_arithmetic_and_its_limits():
     m = align.Moments()
     m.add(100, 100 * 9, 100 * 7, 450000)                   # centroid (9, 7) cells, 450 ms
     out = align.aligned(spec, (8 << 8, 8 << 8, 300000), m)  # reference (8, 8) cells, 300 ms
-    assert out.crop == (2, -2, 34, 34) and out.dt_us == 15000
+    assert out.crop == (0, 0, 34, 34) and out.dt_us == 15000 and align.another_round(spec, out)   # time first
+    space = align.aligned(out, (8 << 8, 8 << 8, 300000), m, 10000)                              # then space
+    assert space.crop == (2, -2, 34, 34) and space.dt_us == 15000 and not align.another_round(out, space)
+    out = space
     m2 = align.Moments()
     m2.add(10, 10 * 8, 10 * 8, 310000)                       # within the 10 % band: the step stays
     assert align.aligned(out, (8 << 8, 8 << 8, 300000), m2, 10000).dt_us == 10000
     far = align.Moments()
     far.add(1, 200, -200, 1)
-    assert align.aligned(spec, (0, 0, 300000), far).crop == (33, -33, 34, 34)   # one pixel stays on the sensor
+    assert align.aligned(spec, (0, 0, 1), far).crop == (33, -33, 34, 34)   # one pixel stays on the sensor
     with pytest.raises(ValueError, match="no active inputs"):
         align.aligned(spec, (0, 0, 1), align.Moments())
     with pytest.raises(ValueError, match="does not fit"):
@@ -79,9 +82,10 @@ def test_calibrate_refuses_bad_arguments():
 
 @pytest.mark.slow
 def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmnist_small):
-    """`stream --calibrate` on a virtual board: the board aligns from 10 unlabelled samples of a sensor moved
-    by (4, -2) pixels and 1.5x slower, exactly as the host computes it, close to the truth; every later sample's
-    answer equals intsim on the host's frames in the aligned binning."""
+    """`stream --calibrate` on a virtual board: from unlabelled samples of a sensor moved by (4, -2) pixels
+    and 1.5x slower, the board finds the pace (10 samples), then the offset (10 more, in the new step), exactly
+    as the host computes it and close to the truth; every answer equals intsim on the host's frames in the
+    binning the board used for that sample."""
     if shutil.which("micropython") is None:
         pytest.skip("the MicroPython unix port is not installed")
     from converters.onnx_export import export
@@ -103,11 +107,15 @@ def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmni
     shift, n_cal, n = "dx=4,dy=-2,time=1.5", 10, 24
     samples = samples_from(folder, shift=shift, limit=n, seed=3)
     recs = [make_events(s.x, s.y, s.t, s.p) for s in samples]
-    m = input_moments(np.stack([to_frames(e, spec) for e in recs[:n_cal]]), [int(e["t"].max()) for e in recs[:n_cal]],
-                      spec)
-    want = align.aligned(spec, ref, m, spec.dt_us)
+    def round_of(part, s):
+        return input_moments(np.stack([to_frames(e, s) for e in part]), [int(e["t"].max()) for e in part], s)
+
+    timed = align.aligned(spec, ref, round_of(recs[:n_cal], spec), spec.dt_us)       # round 1: the pace
+    assert align.another_round(spec, timed) and timed.crop == spec.crop
+    assert abs(timed.dt_us - 15000) <= 1500, timed.dt_us
+    want = align.aligned(timed, ref, round_of(recs[n_cal:2 * n_cal], timed), spec.dt_us)   # round 2: the offset
+    assert not align.another_round(timed, want) and want.dt_us == timed.dt_us
     assert abs(want.crop[0] - 4) <= 1 and abs(want.crop[1] + 2) <= 1, want.crop
-    assert abs(want.dt_us - 15000) <= 1500, want.dt_us
     with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
         flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
         summary = run_stream(vb.path, folder, shift=shift, limit=n, seed=3, calibrate=(n_cal, ref),
@@ -120,4 +128,6 @@ def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmni
     import json
     got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     preds = [g["cls"] for g in sorted((g for g in got if g["kind"] == "sample"), key=lambda g: g["index"])]
-    assert preds == before.predictions[:n_cal].tolist() + after.predictions[n_cal:].tolist()
+    mid = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, timed) for e in recs]).transpose(1, 0, 2)))
+    assert preds == (before.predictions[:n_cal].tolist() + mid.predictions[n_cal:2 * n_cal].tolist()
+                     + after.predictions[2 * n_cal:].tolist())
