@@ -85,11 +85,16 @@ outf.write(json.dumps({"nsat": st["nsat"], "updates": st["updates"], "memory": s
                        "lanes": list(dev.rule.lanes) if dev.rule is not None else [],
                        "a_syn": list(L.a_syn) if L.per_input else L.a_syn,
                        "sizes": [len(H.W) for H in layers], "n_banks": len(banks),
+                       "a_syn_sizes": [H.n_in if H.per_input else 0 for H in layers],
                        "align": list(dev.alignment())}) + "\n")
 for b in banks:                     # one line each: a board's heap has room for small lines only
     outf.write(json.dumps(list(b)) + "\n")
-for H in layers:
-    outf.write(json.dumps(list(H.a_syn) if H.per_input else H.a_syn) + "\n")
+for H in layers:                    # a_syn: an int, or per-input decays in pieces of 64 (small lines)
+    if H.per_input:
+        for k in range(0, H.n_in, 64):
+            outf.write(json.dumps(list(H.a_syn[k:k + 64])) + "\n")
+    else:
+        outf.write(json.dumps(H.a_syn) + "\n")
 for H in layers:
     for k in range(0, len(H.W), 64):    # every layer's weights in small pieces (one JSON list per line)
         outf.write(json.dumps(list(H.W[k:k + 64])) + "\n")

@@ -118,8 +118,16 @@ def _report(out, n):
     final["results"] = lines[:n]
     k = n + 1 + final["n_banks"]
     final["banks"] = lines[n + 1:k]
-    final["a_syn_layers"] = lines[k:k + len(final["sizes"])]
-    flat = [w for piece in lines[k + len(final["sizes"]):] for w in piece]
+    final["a_syn_layers"] = []
+    for size in final["a_syn_sizes"]:          # an int, or ceil(size / 64) pieces of per-input decays
+        if size == 0:
+            final["a_syn_layers"].append(lines[k])
+            k += 1
+        else:
+            pieces = -(-size // 64)
+            final["a_syn_layers"].append([a for piece in lines[k:k + pieces] for a in piece])
+            k += pieces
+    flat = [w for piece in lines[k:] for w in piece]
     final["W_layers"] = []
     for size in final["sizes"]:
         final["W_layers"].append(flat[:size])
@@ -255,7 +263,9 @@ def test_gem_100_samples_bit_exact_with_intsim(tmp_path, data, mpy_tree):
         m2, preds, scores, nsat, banks = host_gem(model, X[:n], y[:n])
         assert scores.sum() > 0 and len(set(preds.tolist())) > 1, "the GEM test model must be active"
         assert (m2.layers[-1].W != model.layers[-1].W).any() and (m2.layers[0].W != model.layers[0].W).any()
-        got = _device(tmp_path, model, data[:n], "learn", interp, path=mpy_tree if interp in MICROPYTHONS else None)
+        # the 64-bit port's objects are twice a 32-bit board's: 256K there, 192K on the 32-bit port
+        got = _device(tmp_path, model, data[:n], "learn", interp, heap="256K" if interp == "micropython" else "192K",
+                      path=mpy_tree if interp in MICROPYTHONS else None)
         W = np.array(got["W"], np.int8).reshape(m2.layers[-1].W.shape)
         assert np.array_equal(W, m2.layers[-1].W), f"{interp}: {int((W != m2.layers[-1].W).sum())} weights differ"
         assert [r[0] for r in got["results"]] == preds.tolist(), interp
