@@ -81,13 +81,17 @@ def test_calibrate_refuses_bad_arguments():
 
 
 @pytest.mark.slow
-def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmnist_small):
+@pytest.mark.parametrize("target", ["unix", "cortex-m3"])
+def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmnist_small, target):
     """`stream --calibrate` on a virtual board: from unlabelled samples of a sensor moved by (4, -2) pixels
     and 1.5x slower, the board finds the pace (10 samples), then the offset (10 more, in the new step), exactly
     as the host computes it and close to the truth; every answer equals intsim on the host's frames in the
     binning the board used for that sample."""
-    if shutil.which("micropython") is None:
+    from host_tools.virtual_board import CortexM3Board
+    if target == "unix" and shutil.which("micropython") is None:
         pytest.skip("the MicroPython unix port is not installed")
+    if target == "cortex-m3" and CortexM3Board.missing():
+        pytest.skip(CortexM3Board.missing())
     from converters.onnx_export import export
     from host_tools.cmd_board import flash
     from host_tools.cmd_stream import model_input_reference, run_stream
@@ -116,8 +120,14 @@ def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmni
     want = align.aligned(timed, ref, round_of(recs[n_cal:2 * n_cal], timed), spec.dt_us)   # round 2: the offset
     assert not align.another_round(timed, want) and want.dt_us == timed.dt_us
     assert abs(want.crop[0] - 4) <= 1 and abs(want.crop[1] + 2) <= 1, want.crop
-    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
-        flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
+    # the unix port (32-bit when it is first on PATH) or the emulated Cortex-M3 (ROMFS firmware, Thumb kernels)
+    board = (VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") if target == "unix"
+             else CortexM3Board(192 * 1024))
+    with board as vb:
+        if target == "unix":
+            flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
+        else:
+            flash(vb.path, str(blob), log=lambda *a: None)
         summary = run_stream(vb.path, folder, shift=shift, limit=n, seed=3, calibrate=(n_cal, ref),
                              log=str(tmp_path / "log.jsonl"), progress=False)
     board = summary["board"]
