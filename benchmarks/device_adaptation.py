@@ -123,26 +123,21 @@ def last_times(recs) -> list[int]:
 
 
 def alignment_row(base, reference, recordings, val, test, y, text: str, spec, seed: int, n_align: int) -> dict:
-    """Label-free alignment (firmware_py/align.py, `stream --calibrate`): the board's estimate from the first
-    n_align unlabelled recordings of the shifted stream, then the shifted test recordings in the aligned
-    binning (the weights untouched)."""
-    from converters.quantize import input_moments
-    from edge.data import frames_of
-    from firmware_py import align
+    """Label-free alignment (firmware_py/align.py, `stream --calibrate`): the board's rounds (noise filter,
+    pace, offset; converters.quantize.calibration_rounds) on the shifted validation stream, then the shifted
+    test recordings in the binning it ends with (the weights untouched)."""
+    from converters.quantize import calibration_rounds
+    from edge.transforms import background_filter, to_frames
+    from firmware_py.noise_filter import FILTER_US
     stream = shifted_recordings(recordings, val, text, seed)
-    spec2, used = spec, 0
-    while True:                        # the board's rounds (Device._calibration_step)
-        part = stream[used:used + n_align]
-        if not part:
-            raise SystemExit(f"--align {n_align}: the validation stream ran out after {used} samples")
-        used += len(part)
-        moments = input_moments(np.stack([frames_of(r, spec2) for r in part]), last_times(part), spec2)
-        before, spec2 = spec2, align.aligned(spec2, reference, moments, spec.dt_us)
-        if not align.another_round(before, spec2):
-            break
-    Xt = shifted_frames(recordings, test, text, spec2, seed + 1)
+    _, used, (spec2, filtering) = calibration_rounds([r.events for r in stream], spec, reference, n_align)
+    if used is None:
+        raise SystemExit(f"--align {n_align}: the validation stream ran out before the rounds ended")
+    tests = shifted_recordings(recordings, test, text, seed + 1)
+    Xt = np.stack([to_frames(background_filter(r.events, spec.sensor_w, spec.sensor_h, FILTER_US) if filtering
+                             else r.events, spec2) for r in tests])
     return {"acc_shifted_after": accuracy(base, Xt, y[test]), "calibration_samples": used,
-            "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us}
+            "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us, "noise_filter": filtering}
 
 
 def stream_frames(recordings: dict, idx, text: str, spec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +340,7 @@ def main() -> None:
                          "recovered_fraction": round((a["acc_shifted_after"] - before) / lost, 3) if lost > 0 else None,
                          "adaptation_samples": 0, "calibration_samples": a["calibration_samples"],
                          "test_samples": int(len(split.test)), "learned_layers": "none", "crop": a["crop"],
-                         "dt_us": a["dt_us"]})
+                         "dt_us": a["dt_us"], "noise_filter": a["noise_filter"]})
             print(f"| {text} | align | {unshifted:.3f} | {before:.3f} | {a['acc_shifted_after']:.3f} | "
                   f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
         for name, rule, fact, learn_all in RULES:

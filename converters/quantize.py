@@ -131,16 +131,46 @@ def input_moments(X: np.ndarray, last_times, spec) -> "Moments":
     from firmware_py.align import Moments
     m = Moments()
     for x, t_last in zip(X, last_times):
-        n = np.flatnonzero(np.asarray(x).reshape(-1)) % spec.n_inputs     # active (step, input) pairs
-        q = n // spec.out_w
-        m.add(int(n.size), int((n - q * spec.out_w).sum()), int((q % spec.out_h).sum()), int(t_last))
+        m.add(*_pairs_sums(x, spec), int(t_last))
     return m
 
 
 def input_reference(X: np.ndarray, last_times, spec) -> list[int]:
     """The model's input reference for label-free alignment (firmware_py/align.py): [centroid x, y of the
-    active inputs in cells (Q8), mean last-event time (us)] over training samples X [S, T, N_in]."""
+    active inputs in cells (Q8), mean last-event time (us), active pairs per sample] over training samples
+    X [S, T, N_in]."""
     return list(input_moments(X, last_times, spec).reference())
+
+
+def calibration_rounds(events: list, spec, reference, samples: int):
+    """The board's label-free calibration (firmware_py.device.Device.calibrate, then its rounds) over a stream
+    of event arrays: (for each sample the (BinSpec, noise filter on) it is binned with, the samples the rounds
+    took (None when the stream ended first), the setting after the stream). The step is rescaled from spec's
+    (the model's own)."""
+    from edge.transforms import background_filter, to_frames
+    from firmware_py import align
+    from firmware_py.noise_filter import FILTER_US
+    cur, filtering, moments = spec, False, align.Moments()
+    out, used = [], None
+    for e in events:
+        out.append((cur, filtering))
+        if moments is None:
+            continue
+        kept = background_filter(e, spec.sensor_w, spec.sensor_h, FILTER_US) if filtering else e
+        moments.add(*_pairs_sums(to_frames(kept, cur), cur), int(e["t"].max()) if len(e) else 0)
+        if moments.samples == samples:
+            cur, filtering, again = align.next_binning(cur, reference, moments, spec.dt_us, filtering)
+            moments = align.Moments() if again else None
+            if moments is None:
+                used = len(out)
+    return out, used, (cur, filtering)
+
+
+def _pairs_sums(frame: np.ndarray, spec) -> tuple[int, int, int]:
+    """(active (step, input) pairs, sum of their cell x, of their cell y) of one sample's frames [T, N_in]."""
+    n = np.flatnonzero(np.asarray(frame).reshape(-1)) % spec.n_inputs
+    q = n // spec.out_w
+    return int(n.size), int((n - q * spec.out_w).sum()), int((q % spec.out_h).sum())
 
 
 def _calibrate_thresholds(model: IntModel, fwd, X: np.ndarray) -> None:

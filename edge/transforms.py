@@ -87,6 +87,23 @@ def denoise(events: np.ndarray, filter_time: int = 10_000) -> np.ndarray:
     return events[keep]
 
 
+def background_filter(events: np.ndarray, sensor_w: int, sensor_h: int, filter_us: int) -> np.ndarray:
+    """The board's background-activity filter (firmware_py/noise_filter.py), vectorised: keep an event when a
+    4-neighbour pixel on the sensor had an event (kept or not) less than `filter_us` before it, in arrival
+    order. Unlike `denoise` (tonic's), the bounds are the sensor's and an unfired pixel is not "seen at 0"."""
+    if len(events) == 0:
+        return events.copy()
+    x = events["x"].astype(np.int64)
+    y = events["y"].astype(np.int64)
+    t = events["t"].astype(np.int64)
+    last_event_at = _prior_event_lookup(x * sensor_h + y, t)
+    keep = np.zeros(len(events), dtype=bool)
+    for delta, inside in ((-sensor_h, x > 0), (sensor_h, x < sensor_w - 1), (-1, y > 0), (1, y < sensor_h - 1)):
+        last_t, found = last_event_at(delta)
+        keep |= inside & found & (t - last_t < filter_us)
+    return events[keep]
+
+
 def refractory(events: np.ndarray, period: int) -> np.ndarray:
     """Drop events that come within `period` µs of the previous event (kept or not) at the same pixel.
 
@@ -142,4 +159,5 @@ def to_frames(events: np.ndarray, spec: BinSpec, where: str = "events") -> np.nd
     return flat.astype(np.uint8).reshape(spec.n_steps, spec.n_inputs)
 
 
-__all__ = ["EVENT_DTYPE", "crop", "downsample", "denoise", "refractory", "event_slots", "to_frames"]
+__all__ = ["EVENT_DTYPE", "crop", "downsample", "denoise", "background_filter", "refractory", "event_slots",
+           "to_frames"]

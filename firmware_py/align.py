@@ -10,8 +10,9 @@ binning (docs/NUMERICS.md §3, "Alignment"), without touching a weight:
 - time scale: the step length dt becomes dt * duration / reference duration, when they differ by more than
   DUR_BAND percent (and the new step differs from the one in use by as much: rounds converge).
 `Moments` accumulates over the calibration samples what the binner holds at each sample's end (no per-event
-work); `aligned` gives the re-registered BinSpec: the step when the pace changed (and then, `another_round`,
-the offset from as many samples again in the new step), else the crop. The host's reference comes from the training frames by the
+work); `next_binning` makes one round's decision: the background-activity filter (noise_filter.py) when the
+samples hold far more active inputs than the training data (sensor noise), else the step when the pace changed,
+else the crop (`aligned`); after the first two, another round follows in the new setting. The host's reference comes from the training frames by the
 same definition (converters/quantize.py input_reference; tests compare them on real recordings).
 The per-slot loop's sums stay small; the Q8 centroid and the new dt may form a big integer once per
 calibration (never per event or per step).
@@ -19,6 +20,7 @@ calibration (never per event or per step).
 from firmware_py.binning import BinSpec
 
 DUR_BAND = 10             # percent: a smaller change of the mean duration is not a time scaling
+NOISE_BAND = 25           # percent more active (step, input) pairs per sample than the reference: noise
 MAX_SAMPLES = 1000        # calibration samples a board may be asked to average
 
 
@@ -56,10 +58,12 @@ class Moments:
         self.add(n, sx, sy, t_last)
 
     def reference(self):
-        """(centroid x, centroid y in cells, Q8; mean last-event time in us): a model's input reference."""
+        """(centroid x, centroid y in cells, Q8; mean last-event time in us; mean active pairs per sample):
+        a model's input reference."""
         if self.n == 0 or self.samples == 0:
             raise ValueError("alignment: no active inputs were seen (no events in the binning's window)")
-        return ((self.sx << 8) // self.n, (self.sy << 8) // self.n, self.dur // self.samples)
+        return ((self.sx << 8) // self.n, (self.sy << 8) // self.n, self.dur // self.samples,
+                self.n // self.samples)
 
 
 def _round_q8(v):
@@ -67,12 +71,24 @@ def _round_q8(v):
     return (v + 128) // 256 if v >= 0 else -((-v + 128) // 256)
 
 
+def next_binning(spec, ref, moments, dt0, filtering):
+    """One calibration round: (BinSpec, noise filter on, another round needed). First noise: with more than
+    NOISE_BAND percent more active pairs per sample than the reference (ref[3]; 0: not known) the background
+    filter (noise_filter.py) goes on, since noise spread over the sensor pulls the centroid to its middle;
+    then the pace and the offset (aligned)."""
+    pairs = moments.reference()[3]
+    if not filtering and len(ref) > 3 and ref[3] > 0 and 100 * pairs > (100 + NOISE_BAND) * ref[3]:
+        return spec, True, True
+    out = aligned(spec, ref, moments, dt0)
+    return out, filtering, another_round(spec, out)
+
+
 def aligned(spec, ref, moments, dt0=None):
     """The BinSpec that re-registers `spec` (the binning the moments were measured in) to the reference
     (cx_q8, cy_q8, dur_us) of the model's own binning at the same crop size, whose step is dt0 (default:
     spec's); offsets clamped so the window keeps at least one pixel on the sensor. A spec already aligned is
     refined: the offset adds to its crop, the step is dt0 scaled anew (durations do not depend on it)."""
-    mx, my, dur = moments.reference()
+    mx, my, dur, _ = moments.reference()
     f = spec.downsample
     cx, cy, cw, ch = spec.crop
     ax = _round_q8((mx - ref[0]) * f)

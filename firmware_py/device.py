@@ -47,6 +47,8 @@ class Device:
         self.snapshot = None
         self.calibration = None     # (reference, align.Moments, samples left) while calibrating (calibrate)
         self.t_last = 0             # the current sample's last event time (us): its duration, for alignment
+        self.noise_filter = None    # noise_filter.NoiseFilter once a calibration found sensor noise
+        self.filter_state = 0       # 0 off, 1 on, -1 wanted but no heap for it (STATS noise_filter)
         if guard is not None:
             self.set_guard(guard)
         self._clear_stats()
@@ -159,6 +161,8 @@ class Device:
         self.net, self.rule, self.binner, self.model_crc = net, rule, binner, crc
         self.guard, self.snapshot = guard, snapshot
         self.calibration = None      # a new model bins as its file says: no alignment carries over
+        self.noise_filter = None
+        self.filter_state = 0
         self.in_sample = False
         self._clear_stats()
         gc.collect()
@@ -205,12 +209,15 @@ class Device:
         self._need_model()
         self.binner.reset()
         self.t_last = 0
+        if self.noise_filter is not None:
+            self.noise_filter.reset()
         self.in_sample = True
 
-    def calibrate(self, samples, ref_x, ref_y, ref_dur):
+    def calibrate(self, samples, ref_x, ref_y, ref_dur, ref_pairs=0):
         """Align the input to the model's training data (firmware_py/align.py) from the next `samples`
         samples, labelled or not: `ref_x`, `ref_y` (centroid of the training data's active inputs, cells,
-        Q8) and `ref_dur` (its mean sample duration, us) are the model's reference (host:
+        Q8), `ref_dur` (its mean sample duration, us) and `ref_pairs` (its active (step, input) pairs per
+        sample; 0: unknown, no noise detection) are the model's reference (host:
         converters.quantize.input_reference). The alignment replaces the current one (it is measured in the
         binning in use, so calibrating again refines it); a new model bins as its file says."""
         self._need_model()
@@ -219,10 +226,10 @@ class Device:
             raise DeviceError(E_BAD_ARGUMENT, "calibrate: samples %r, expected 1..%d" % (samples, align.MAX_SAMPLES))
         spec = self.binner.spec
         for what, v, hi in (("ref_x", ref_x, spec.out_w << 8), ("ref_y", ref_y, spec.out_h << 8),
-                            ("ref_dur", ref_dur, 1 << 30)):
+                            ("ref_dur", ref_dur, 1 << 30), ("ref_pairs", ref_pairs, spec.n_inputs * spec.n_steps)):
             if not isinstance(v, int) or not 0 <= v <= hi:
                 raise DeviceError(E_BAD_ARGUMENT, "calibrate: %s %r, expected 0..%d" % (what, v, hi))
-        self.calibration = ((ref_x, ref_y, ref_dur), align.Moments(), samples)
+        self.calibration = ((ref_x, ref_y, ref_dur, ref_pairs), align.Moments(), samples)
 
     def alignment(self):
         """(crop x, crop y, dt_us) the binner uses now, and the calibration samples still to come."""
@@ -238,13 +245,22 @@ class Device:
         moments.add_binner(self.binner, self.t_last)
         if moments.samples >= samples:
             self.calibration = None
-            before = self.binner.spec
+            dt0 = self.net.model.binning[2]              # the model's own step (BinSpec.as_tuple order)
             try:
-                dt0 = self.net.model.binning[2]          # the model's own step (BinSpec.as_tuple order)
-                self.binner.set_spec(align.aligned(before, ref, moments, dt0))
+                spec, filtering, again = align.next_binning(self.binner.spec, ref, moments, dt0,
+                                                            self.noise_filter is not None)
             except ValueError:
                 return                # no active input in any calibration sample: nothing to align to
-            if align.another_round(before, self.binner.spec):
+            if filtering and self.noise_filter is None:
+                from firmware_py.noise_filter import NoiseFilter
+                try:
+                    self.noise_filter = NoiseFilter(spec.sensor_w, spec.sensor_h)
+                    self.filter_state = 1
+                except MemoryError:
+                    gc.collect()
+                    self.filter_state = -1        # STATS says so; the alignment goes on without it
+            self.binner.set_spec(spec)
+            if again:
                 self.calibration = (ref, align.Moments(), samples)
 
     def add_events(self, xs, ys, ts, ps, n=None):
@@ -274,8 +290,11 @@ class Device:
                 raise DeviceError(E_BAD_EVENT, "event %d: (x=%d, y=%d, t=%d, p=%d) outside the %dx%d sensor, "
                                                "p in {0, 1}, t >= 0" % (k, x, y, ts[k], ps[k], w, h))
         before = self.binner.dropped
+        kept = n
+        if self.noise_filter is not None:     # moves the events it keeps to the front of the batch
+            kept = self.noise_filter.apply(xs, ys, ts, ps, n)
         try:
-            self.binner.add_many(xs, ys, ts, ps, n)
+            self.binner.add_many(xs, ys, ts, ps, kept)
         except MemoryError:
             gc.collect()
             self.binner.reset()
@@ -285,7 +304,7 @@ class Device:
         self.events += n
         if n and ts[n - 1] > self.t_last:     # events come in time order: the batch's last is its latest
             self.t_last = ts[n - 1]
-        return n - (self.binner.dropped - before)
+        return kept - (self.binner.dropped - before)
 
     def end_sample(self, label=None):
         """Run the sample; returns (class, per-class measure, confidence 0..255)."""
@@ -408,6 +427,7 @@ class Device:
                 d["guard"] = self.guard.state()
             a = self.alignment()
             d["align_x"], d["align_y"], d["align_dt"], d["calibrating"] = a
+            d["noise_filter"] = self.filter_state
         try:
             d["heap_free"] = gc.mem_free()
         except AttributeError:

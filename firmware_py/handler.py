@@ -96,7 +96,7 @@ class DeviceHandler:
         s = self.dev.stats()
         items = []
         for k in ("samples", "labelled", "correct", "self_trained", "events", "bad_events", "nsat", "updates",
-                  "heap_free", "align_x", "align_y", "align_dt", "calibrating"):
+                  "heap_free", "align_x", "align_y", "align_dt", "calibrating", "noise_filter"):
             if k in s:
                 items.append((k, s[k]))
         g = s.get("guard")
@@ -133,8 +133,8 @@ class DeviceHandler:
         if self.dev.net is not None:
             self.dev.reset()
 
-    def calibrate(self, samples, ref_x, ref_y, ref_dur):
-        self.dev.calibrate(samples, ref_x, ref_y, ref_dur)
+    def calibrate(self, samples, ref_x, ref_y, ref_dur, ref_pairs):
+        self.dev.calibrate(samples, ref_x, ref_y, ref_dur, ref_pairs)
 
 
 def make_handler(root="", stored=None, kernels="fast"):

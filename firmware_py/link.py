@@ -44,7 +44,7 @@ GET_WEIGHTS = 0x06
 PUT_WEIGHTS = 0x07
 CHECKPOINT = 0x08
 RESET = 0x09
-CALIBRATE = 0x0A          # payload "<Hiii": samples, reference centroid x, y (cells, Q8), duration (us)
+CALIBRATE = 0x0A          # payload "<Hiiii": samples, reference centroid x, y (cells, Q8), duration (us), pairs
 # device -> host responses (seq = the request they answer; every response acknowledges it and all
 # earlier requests)
 ACK = 0x80
@@ -758,7 +758,7 @@ class DeviceSession:
             elif mtype == RESET:
                 h.reset()
             elif mtype == CALIBRATE:
-                h.calibrate(*struct.unpack_from("<Hiii", payload, 0))
+                h.calibrate(*struct.unpack_from("<Hiiii", payload, 0))
             else:
                 self.rtype = ERROR
                 self.rpayload = pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)

@@ -72,20 +72,20 @@ def _connect(port: str, profile: str):
     return ser, connect(ser, profile=profile)
 
 
-def model_input_reference(path: str) -> tuple[int, int, int]:
+def model_input_reference(path: str) -> tuple[int, int, int, int]:
     """The input reference a model file records (meta input_reference, converters.quantize), for alignment."""
     from converters.blob import load_any_model
     ref = load_any_model(path).meta.get("input_reference")
-    if not (isinstance(ref, list) and len(ref) == 3 and all(isinstance(v, int) for v in ref)):
-        raise SnnEdgeError(f"{path}: records no input reference (meta input_reference: 3 integers, got {ref!r}); "
+    if not (isinstance(ref, list) and len(ref) == 4 and all(isinstance(v, int) for v in ref)):
+        raise SnnEdgeError(f"{path}: records no input reference (meta input_reference: 4 integers, got {ref!r}); "
                            "`snn-edge quantize --data` writes it")
-    return ref[0], ref[1], ref[2]
+    return ref[0], ref[1], ref[2], ref[3]
 
 
 def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift: str = "", limit=None,
                per_class: int = 20, seed: int = 1, realtime: bool = False, profile: str = "unix",
                checkpoint_every: int = 10, log: str | None = None, progress: bool = True,
-               calibrate: tuple[int, tuple[int, int, int]] | None = None) -> dict:
+               calibrate: tuple[int, tuple[int, int, int, int]] | None = None) -> dict:
     """Stream and return a summary: accuracy overall and per quarter, link and board figures. `calibrate`
     (samples, input reference): the board aligns its input over the first samples (firmware_py/align.py)."""
     from tqdm import tqdm

@@ -464,10 +464,10 @@ class BoardLink:
     def reset(self) -> None:
         self.request(L.RESET)
 
-    def calibrate(self, samples: int, reference: tuple[int, int, int]) -> None:
+    def calibrate(self, samples: int, reference: tuple[int, int, int, int]) -> None:
         """Align the board's input to the model's training data from its next `samples` samples
         (firmware_py/align.py; `reference`: the model's input_reference)."""
-        self.request(L.CALIBRATE, struct.pack("<Hiii", samples, *reference))
+        self.request(L.CALIBRATE, struct.pack("<Hiiii", samples, *reference))
 
 
 def start_code(handler: str | None = None) -> str:

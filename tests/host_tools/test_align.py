@@ -48,25 +48,57 @@ def test_the_boards_moments_are_the_frames(nmnist_small):
     assert board.n > 1000 and board.dur > 0
 
 
+def test_the_boards_noise_filter_is_the_hosts(nmnist_small):
+    """noise_filter.NoiseFilter (pure Python, in place, batch by batch) keeps exactly the events that
+    edge.transforms.background_filter keeps, on real recordings with sensor noise and hot pixels."""
+    from edge.shifts import SensorShift, shift_recording
+    from edge.transforms import background_filter
+    from firmware_py.noise_filter import FILTER_US, NoiseFilter
+    change = SensorShift.parse("noise=5,hot=3")
+    f = NoiseFilter(34, 34)
+    total = kept_total = 0
+    for k, (path, d) in enumerate(_recordings(nmnist_small, 6)):
+        e = shift_recording(read_events(path, d), change, np.random.default_rng(k)).events
+        want = background_filter(e, 34, 34, FILTER_US)
+        f.reset()
+        xs, ys, ts, ps = (e[c].tolist() for c in "xytp")
+        kept = []
+        for a in range(0, len(xs), 256):           # batches, as the link delivers them
+            bx, by, bt, bp = xs[a:a + 256], ys[a:a + 256], ts[a:a + 256], ps[a:a + 256]
+            m = f.apply(bx, by, bt, bp, len(bx))
+            kept += list(zip(bx[:m], by[:m], bt[:m], bp[:m]))
+        assert kept == list(zip(*(want[c].tolist() for c in "xytp")))
+        total += len(e)
+        kept_total += len(kept)
+    assert 0.3 < kept_total / total < 0.95, "the filter must drop the noise and keep most of the digit"
+
+
 def test_alignment_arithmetic_and_its_limits():
     spec = BinSpec(34, 34, 10000, 30, 2, (0, 0, 34, 34), 0)
     m = align.Moments()
     m.add(100, 100 * 9, 100 * 7, 450000)                   # centroid (9, 7) cells, 450 ms
-    out = align.aligned(spec, (8 << 8, 8 << 8, 300000), m)  # reference (8, 8) cells, 300 ms
+    out = align.aligned(spec, (8 << 8, 8 << 8, 300000, 0), m)  # reference (8, 8) cells, 300 ms
     assert out.crop == (0, 0, 34, 34) and out.dt_us == 15000 and align.another_round(spec, out)   # time first
-    space = align.aligned(out, (8 << 8, 8 << 8, 300000), m, 10000)                              # then space
+    space = align.aligned(out, (8 << 8, 8 << 8, 300000, 0), m, 10000)                              # then space
     assert space.crop == (2, -2, 34, 34) and space.dt_us == 15000 and not align.another_round(out, space)
     out = space
     m2 = align.Moments()
     m2.add(10, 10 * 8, 10 * 8, 310000)                       # within the 10 % band: the step stays
-    assert align.aligned(out, (8 << 8, 8 << 8, 300000), m2, 10000).dt_us == 10000
+    assert align.aligned(out, (8 << 8, 8 << 8, 300000, 0), m2, 10000).dt_us == 10000
     far = align.Moments()
     far.add(1, 200, -200, 1)
-    assert align.aligned(spec, (0, 0, 1), far).crop == (33, -33, 34, 34)   # one pixel stays on the sensor
+    assert align.aligned(spec, (0, 0, 1, 0), far).crop == (33, -33, 34, 34)   # one pixel stays on the sensor
     with pytest.raises(ValueError, match="no active inputs"):
-        align.aligned(spec, (0, 0, 1), align.Moments())
+        align.aligned(spec, (0, 0, 1, 0), align.Moments())
     with pytest.raises(ValueError, match="does not fit"):
         BinSpec(34, 34, 10000, 30, 2, (-34, 0, 34, 34), 0)
+    # noise first: 30 % more active pairs than the reference turns the filter on and asks for another round
+    noisy = align.Moments()
+    noisy.add(130, 130 * 9, 130 * 7, 450000)
+    assert align.next_binning(spec, (8 << 8, 8 << 8, 300000, 100), noisy, 10000, False) == (spec, True, True)
+    s2, on, again = align.next_binning(spec, (8 << 8, 8 << 8, 300000, 100), noisy, 10000, True)   # then the pace
+    assert on and again and s2.dt_us == 15000
+    assert align.next_binning(spec, (8 << 8, 8 << 8, 300000, 0), noisy, 10000, False)[1] is False  # 0: unknown
 
 
 def test_calibrate_refuses_bad_arguments():
@@ -78,21 +110,26 @@ def test_calibrate_refuses_bad_arguments():
         dev.calibrate(0, 0, 0, 0)
     with pytest.raises(DeviceError, match=r"ref_x 9999, expected 0\.\.4352"):
         dev.calibrate(5, 9999, 0, 0)
+    with pytest.raises(DeviceError, match=r"ref_pairs -1, expected 0\.\.17340"):
+        dev.calibrate(5, 0, 0, 0, -1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["unix", "cortex-m3"])
-def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmnist_small, target):
-    """`stream --calibrate` on a virtual board: from unlabelled samples of a sensor moved by (4, -2) pixels
-    and 1.5x slower, the board finds the pace (10 samples), then the offset (10 more, in the new step), exactly
-    as the host computes it and close to the truth; every answer equals intsim on the host's frames in the
-    binning the board used for that sample."""
+def test_calibrate_over_the_link_undoes_a_moved_slower_noisy_sensor(tmp_path, nmnist_small, target):
+    """`stream --calibrate` on a board: from unlabelled samples of a sensor moved by (4, -2) pixels, 1.5x slower
+    and with background noise, the board turns its noise filter on (8 samples), finds the pace (8 more), then the
+    offset (8 more, in the new step), exactly as the host's calibration_rounds and close to the truth; every
+    answer equals intsim on the host's frames in the setting the board used for that sample."""
     from host_tools.virtual_board import CortexM3Board
     if target == "unix" and shutil.which("micropython") is None:
         pytest.skip("the MicroPython unix port is not installed")
     if target == "cortex-m3" and CortexM3Board.missing():
         pytest.skip(CortexM3Board.missing())
     from converters.onnx_export import export
+    from converters.quantize import calibration_rounds
+    from edge.transforms import background_filter
+    from firmware_py.noise_filter import FILTER_US
     from host_tools.cmd_board import flash
     from host_tools.cmd_stream import model_input_reference, run_stream
     from host_tools.stream import samples_from
@@ -108,18 +145,14 @@ def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmni
     blob.write_bytes(intmodel_to_blob(model))
     ref = model_input_reference(str(onnx_path))
     folder = str(nmnist_small / "Train")
-    shift, n_cal, n = "dx=4,dy=-2,time=1.5", 10, 24
+    shift, n_cal, n = "dx=4,dy=-2,time=1.5,noise=4", 8, 30
     samples = samples_from(folder, shift=shift, limit=n, seed=3)
     recs = [make_events(s.x, s.y, s.t, s.p) for s in samples]
-    def round_of(part, s):
-        return input_moments(np.stack([to_frames(e, s) for e in part]), [int(e["t"].max()) for e in part], s)
-
-    timed = align.aligned(spec, ref, round_of(recs[:n_cal], spec), spec.dt_us)       # round 1: the pace
-    assert align.another_round(spec, timed) and timed.crop == spec.crop
-    assert abs(timed.dt_us - 15000) <= 1500, timed.dt_us
-    want = align.aligned(timed, ref, round_of(recs[n_cal:2 * n_cal], timed), spec.dt_us)   # round 2: the offset
-    assert not align.another_round(timed, want) and want.dt_us == timed.dt_us
-    assert abs(want.crop[0] - 4) <= 1 and abs(want.crop[1] + 2) <= 1, want.crop
+    settings, used, (final, filtering) = calibration_rounds(recs, spec, ref, n_cal)
+    assert used == 3 * n_cal and filtering, (used, filtering)
+    assert [f for _, f in settings] == [False] * n_cal + [True] * (n - n_cal)
+    assert abs(final.dt_us - 15000) <= 1500 and abs(final.crop[0] - 4) <= 1 and abs(final.crop[1] + 2) <= 1, \
+        (final.dt_us, final.crop)
     # the unix port (32-bit when it is first on PATH) or the emulated Cortex-M3 (ROMFS firmware, Thumb kernels)
     board = (VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") if target == "unix"
              else CortexM3Board(192 * 1024))
@@ -131,13 +164,12 @@ def test_calibrate_over_the_link_undoes_a_moved_and_slower_sensor(tmp_path, nmni
         summary = run_stream(vb.path, folder, shift=shift, limit=n, seed=3, calibrate=(n_cal, ref),
                              log=str(tmp_path / "log.jsonl"), progress=False)
     board = summary["board"]
-    assert (board["align_x"], board["align_y"], board["align_dt"], board["calibrating"]) == \
-        (want.crop[0], want.crop[1], want.dt_us, 0)
-    before = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, spec) for e in recs]).transpose(1, 0, 2)))
-    after = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, want) for e in recs]).transpose(1, 0, 2)))
+    assert (board["align_x"], board["align_y"], board["align_dt"], board["calibrating"], board["noise_filter"]) == \
+        (final.crop[0], final.crop[1], final.dt_us, 0, 1)
+    frames = [to_frames(background_filter(e, spec.sensor_w, spec.sensor_h, FILTER_US) if f else e, s)
+              for e, (s, f) in zip(recs, settings)]
+    want = intsim.run(model, np.ascontiguousarray(np.stack(frames).transpose(1, 0, 2)))
     import json
     got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     preds = [g["cls"] for g in sorted((g for g in got if g["kind"] == "sample"), key=lambda g: g["index"])]
-    mid = intsim.run(model, np.ascontiguousarray(np.stack([to_frames(e, timed) for e in recs]).transpose(1, 0, 2)))
-    assert preds == (before.predictions[:n_cal].tolist() + mid.predictions[n_cal:2 * n_cal].tolist()
-                     + after.predictions[2 * n_cal:].tolist())
+    assert preds == want.predictions.tolist()
