@@ -256,6 +256,10 @@ class Device:
                 try:
                     self.noise_filter = NoiseFilter(spec.sensor_w, spec.sensor_h)
                     self.filter_state = 1
+                    if self.events_bad is not None:      # the fast event path: the filter's kernel too
+                        from firmware_py import fast
+                        if fast.best_filter() is not None:
+                            self.noise_filter.use_kernel(fast.best_filter())
                 except MemoryError:
                     gc.collect()
                     self.filter_state = -1        # STATS says so; the alignment goes on without it

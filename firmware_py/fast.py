@@ -8,7 +8,7 @@ compare every state bit):
   (guarded import; int64 products, exact). Layers with per-input decays sum traces up to 2**19 * 127 * n_in,
   which may pass 31 bits: runtime.py always uses the plain kernel for them;
 - lif: runtime.layer_step's neuron update; solsa_full: learning.Solsa.after_step's e/G loop; tick:
-  fixedpoint.Bank.tick (the learning banks' xorshift32);
+  fixedpoint.Bank.tick (the learning banks' xorshift32); filter: noise_filter.NoiseFilter.apply;
 - the event path, viper only: decode (link.EventBatch.decode_into), events_bad (Device.add_events' check),
   bin (binning.Binner.add_many with its slot logic), copy (link.Deframer's byte copy without slices).
 `best_*()` pick what this interpreter has (None: the caller keeps its plain loop).
@@ -28,6 +28,7 @@ bin_viper = None
 decode_viper = None
 copy_viper = None
 tick_viper = None
+filter_viper = None
 
 
 def _viper_source(src):
@@ -92,6 +93,51 @@ def events_bad_viper(xs, ys, ts, ps, n: int, w: int, h: int) -> int:
         if px[e] >= w or py[e] >= h or pp[e] > 1 or t < 0:
             return e
     return -1
+""",
+"""@micropython.viper
+def filter_viper(xs, ys, ts, ps, n: int, last, geo) -> int:
+    # noise_filter.NoiseFilter.apply: keep an event when a 4-neighbour pixel fired less than geo[2] us before
+    # it; kept events move to the front; every event marks its pixel (last[x * h + y] = t + 1). geo = [w, h, ft]
+    px = ptr16(xs)
+    py = ptr16(ys)
+    pt = ptr32(ts)
+    pp = ptr8(ps)
+    pl = ptr32(last)
+    pg = ptr32(geo)
+    w = pg[0]
+    h = pg[1]
+    ft = pg[2]
+    kept = 0
+    for i in range(n):
+        x = int(px[i])
+        y = int(py[i])
+        t = pt[i]
+        q = x * h + y
+        keep = 0
+        if x > 0:
+            v = pl[q - h]
+            if v != 0 and t - v + 1 < ft:
+                keep = 1
+        if keep == 0 and x < w - 1:
+            v = pl[q + h]
+            if v != 0 and t - v + 1 < ft:
+                keep = 1
+        if keep == 0 and y > 0:
+            v = pl[q - 1]
+            if v != 0 and t - v + 1 < ft:
+                keep = 1
+        if keep == 0 and y < h - 1:
+            v = pl[q + 1]
+            if v != 0 and t - v + 1 < ft:
+                keep = 1
+        pl[q] = t + 1
+        if keep != 0:
+            px[kept] = x
+            py[kept] = y
+            pt[kept] = t
+            pp[kept] = pp[i]
+            kept += 1
+    return kept
 """,
 """@micropython.viper
 def tick_viper(hi, lo, n: int):
@@ -511,6 +557,11 @@ def best_decode():
 def best_lif():
     """The neuron-update kernel of scalar-decay layers for this interpreter, or None (runtime.py's loops)."""
     return lif_viper
+
+
+def best_filter():
+    """The noise filter's kernel (noise_filter.NoiseFilter.use_kernel), or None (its loop)."""
+    return filter_viper
 
 
 def best_tick():

@@ -26,6 +26,14 @@ class NoiseFilter:
         self.filter_us = filter_us
         self.last = zeros("i", sensor_w * sensor_h)    # pixel x * h + y
         self.dropped = 0
+        self.kernel = None
+        self.geo = None
+
+    def use_kernel(self, kernel):
+        """Filter event arrays with fast.filter_viper (the same events kept, in place)."""
+        from array import array
+        self.geo = array("i", [self.w, self.h, self.filter_us])
+        self.kernel = kernel
 
     def reset(self):
         """A new sample: no pixel has fired yet."""
@@ -36,6 +44,10 @@ class NoiseFilter:
     def apply(self, xs, ys, ts, ps, n):
         """Keep the first n events (checked against the sensor) that pass, moved to the front of the four
         sequences in order; returns how many."""
+        if self.kernel is not None and not isinstance(xs, list):
+            kept = self.kernel(xs, ys, ts, ps, n, self.last, self.geo)
+            self.dropped += n - kept
+            return kept
         last = self.last
         w = self.w
         h = self.h
