@@ -270,7 +270,9 @@ def main() -> None:
                          "shifted train recordings, score on 200 others), never on validation or test")
     ap.add_argument("--tune-samples", type=int, default=200, help="train recordings to adapt on, and to score on")
     ap.add_argument("--align", type=int, default=20, help="label-free alignment rows: unlabelled calibration "
-                    "samples (0: no such rows)")
+                    "samples per round (0: no such rows)")
+    ap.add_argument("--rules", default=",".join(r[0] for r in RULES),
+                    help="labelled rule rows to run, comma-separated (empty: none)")
     ap.add_argument("--label-free", type=int, default=2000,
                     help="unlabelled self-training samples per shift and rule (0: no label-free rows)")
     ap.add_argument("--gate", type=int, default=192, help="self-training confidence gate (0..255; 256: never)")
@@ -281,6 +283,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.label_free < 0 or args.every <= 0 or not 0 <= args.gate <= 256:
         ap.error("--label-free >= 0, --every > 0 and --gate in 0..256")
+    unknown = set(args.rules.split(",")) - {""} - {r[0] for r in RULES}
+    if unknown:
+        ap.error(f"--rules: unknown {sorted(unknown)}, expected some of {[r[0] for r in RULES]}")
     if args.plot and not args.label_free:
         ap.error("--plot draws the label-free rows: give --label-free N > 0")
     try:
@@ -343,7 +348,7 @@ def main() -> None:
                          "dt_us": a["dt_us"], "noise_filter": a["noise_filter"]})
             print(f"| {text} | align | {unshifted:.3f} | {before:.3f} | {a['acc_shifted_after']:.3f} | "
                   f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
-        for name, rule, fact, learn_all in RULES:
+        for name, rule, fact, learn_all in [r for r in RULES if r[0] in args.rules.split(",")]:
             lr_s = None
             if args.tune:
                 scores = {}
