@@ -17,8 +17,10 @@ class _WindowG:
 
     def __init__(self, hl):
         self.hl = hl
+        # bound once and kept in the instance: apply_update's getattr(G, "row") then allocates no method object
+        self.row = self._row
 
-    def row(self, i):
+    def _row(self, i):
         hl = self.hl
         n_in = hl.L.n_in
         n_out = hl.L.n_out

@@ -25,12 +25,16 @@ BUDGET = {"micropython32": 1024, "micropython": 2048}
 N_RECORDINGS = 4        # one warm-up, three measured
 
 
-def readme_model(rule: str) -> IntModel:
-    """578-64-10 with random int8 weights that spike on real N-MNIST (the README's N-MNIST model size)."""
+def readme_model(rule: str, learn_all: int = 0) -> IntModel:
+    """578-64-10 with random int8 weights that spike on real N-MNIST (the README's N-MNIST model size);
+    learn_all: SOLSA on every layer (NUMERICS.md §10.8, 5 steps between updates)."""
     rng = np.random.default_rng(64)
     layers = [IntLayer(rng.integers(-40, 41, (578, 64)).astype(np.int8), np.array(2048, np.int32), 3500, 600, 4, 6),
               IntLayer(rng.integers(-40, 41, (64, 10)).astype(np.int8), np.array(2048, np.int32), 3500, 600, 4, 6)]
-    return IntModel(layers, 1, BINARY_SPEC, default_learn(rule))
+    learn = default_learn(rule)
+    if learn_all:
+        learn.params.update(learn_all=1, k_update=5)
+    return IntModel(layers, 1, BINARY_SPEC, learn)
 
 
 CASES = {  # name: (model factory, mode, SOLSA traces: -1 the model's, 0 full, 1 factorised)
@@ -38,6 +42,7 @@ CASES = {  # name: (model factory, mode, SOLSA traces: -1 the model's, 0 full, 1
     "readout_delta": (lambda: readme_model("readout_delta"), "learn", -1),
     "solsa_full": (lambda: readme_model("solsa"), "learn", 0),
     "solsa_factorised": (lambda: readme_model("solsa"), "learn", 1),
+    "solsa_all": (lambda: readme_model("solsa", learn_all=1), "learn", 0),
     "gem": (lambda: make_gem_model(), "learn", -1),
 }
 
