@@ -10,8 +10,9 @@ test recordings, shifted before adaptation, shifted after, and the recovered fra
 
 The integer learning runs in converters/intsim, which is bit-exact with the board's firmware (tests/firmware;
 the Cortex-M3 end-to-end test streams real recordings with SOLSA and compares the pulled weights), so these are
-the board's numbers computed on the host; `snn-edge stream --shift ... --labels` runs the same adaptation on a
-board. The rules are the board's: the last layer only (readout delta, SOLSA with full or factorised traces) and
+the board's numbers computed on the host; with `--board unix32` (or `cortex-m3`: hours for SOLSA on every
+layer) every row also adapts on a fresh board over the serial link, as `snn-edge stream --shift ... --labels`
+(or `--calibrate`) does, and reports the board's test accuracy and whether every answer equals intsim's. The rules are the board's: the last layer only (readout delta, SOLSA with full or factorised traces) and
 SOLSA on every layer (NUMERICS.md §10.8: full traces on the last layer, factorised on the hidden one); GEM needs
 a probabilistic network and is not run here.
 `learning_state_fraction_of_bptt`: the rule's learning-state bytes on the board (firmware_py.memory) over what
@@ -122,6 +123,65 @@ def last_times(recs) -> list[int]:
     return [int(r.events["t"].max()) if len(r.events) else 0 for r in recs]
 
 
+BOARDS_DIR = ROOT / ".." / "shared" / "boards"
+
+
+def open_board(kind: str, tmp: Path):
+    """A fresh board of `kind` (a context manager with .path): the 32-bit unix port behind a pty (256K: its
+    firmware is .mpy files on its filesystem, not ROMFS) or the emulated Cortex-M3 (192K, ROMFS)."""
+    import os
+    import shutil
+    from host_tools.virtual_board import CortexM3Board, VirtualBoard
+    if kind == "cortex-m3":
+        why = CortexM3Board.missing()
+        if why:
+            raise SystemExit(f"--board cortex-m3: {why}")
+        return CortexM3Board(192 * 1024)
+    exe = BOARDS_DIR / "unix32" / "micropython"
+    if not exe.is_file():
+        raise SystemExit(f"--board unix32: {exe} not found (../shared/boards, README there)")
+    bindir = tmp / "bin32"                      # VirtualBoard runs `micropython` from PATH: this one first
+    if not (bindir / "micropython").exists():
+        bindir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(exe, bindir / "micropython")
+        (bindir / "micropython").chmod(0o755)
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    return VirtualBoard(tmp / f"board-{len(list(tmp.glob('board-*')))}", runtime="micropython", heap="256K")
+
+
+def on_board(kind: str, model, adapt_recs, adapt_labels, test_recs, tmp: Path, calibrate=None) -> list[int]:
+    """Flash `model` to a fresh board, stream the adaptation recordings (with their labels; -1: none), then the
+    test recordings without labels; returns the board's classes for the test recordings. `calibrate`:
+    (samples per round, input reference) sent first (the board aligns over the adaptation stream)."""
+    from converters.blob import intmodel_to_blob
+    from host_tools.cmd_board import flash
+    from host_tools.link import connect, open_serial
+    blob = tmp / "adapt.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    with open_board(kind, tmp) as board:
+        if kind == "unix32":
+            flash(board.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
+        else:
+            flash(board.path, str(blob), log=lambda *a: None)
+        ser = open_serial(board.path)
+        try:
+            link = connect(ser)
+            if calibrate is not None:
+                link.calibrate(*calibrate)
+            for r, label in zip(adapt_recs, adapt_labels):
+                e = r.events
+                link.send_events(e["x"], e["y"], e["t"], e["p"])
+                link.end_of_sample(int(label))
+            out = []
+            for r in test_recs:
+                e = r.events
+                link.send_events(e["x"], e["y"], e["t"], e["p"])
+                out.append(link.end_of_sample(-1).cls)
+        finally:
+            ser.close()
+    return out
+
+
 def alignment_row(base, reference, recordings, val, test, y, text: str, spec, seed: int, n_align: int) -> dict:
     """Label-free alignment (firmware_py/align.py, `stream --calibrate`): the board's rounds (noise filter,
     pace, offset; converters.quantize.calibration_rounds) on the shifted validation stream, then the shifted
@@ -136,8 +196,10 @@ def alignment_row(base, reference, recordings, val, test, y, text: str, spec, se
     tests = shifted_recordings(recordings, test, text, seed + 1)
     Xt = np.stack([to_frames(background_filter(r.events, spec.sensor_w, spec.sensor_h, FILTER_US) if filtering
                              else r.events, spec2) for r in tests])
-    return {"acc_shifted_after": accuracy(base, Xt, y[test]), "calibration_samples": used,
-            "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us, "noise_filter": filtering}
+    res = intsim.run(base, np.ascontiguousarray(Xt.transpose(1, 0, 2)))
+    return {"acc_shifted_after": float((res.predictions == y[test]).mean()), "calibration_samples": used,
+            "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us, "noise_filter": filtering,
+            "predictions": res.predictions, "stream": stream[:used], "tests": tests}
 
 
 def stream_frames(recordings: dict, idx, text: str, spec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +335,10 @@ def main() -> None:
                     "samples per round (0: no such rows)")
     ap.add_argument("--rules", default=",".join(r[0] for r in RULES),
                     help="labelled rule rows to run, comma-separated (empty: none)")
+    ap.add_argument("--board", choices=("none", "unix32", "cortex-m3"), default="none",
+                    help="also adapt on a board (../shared/boards: the 32-bit unix port or the emulated Cortex-M3): "
+                    "each row streams its adaptation and test recordings to a fresh board and reports the board's "
+                    "accuracy and whether every answer equals the integer simulator's")
     ap.add_argument("--label-free", type=int, default=2000,
                     help="unlabelled self-training samples per shift and rule (0: no label-free rows)")
     ap.add_argument("--gate", type=int, default=192, help="self-training confidence gate (0..255; 256: never)")
@@ -327,7 +393,7 @@ def main() -> None:
     n_in, n_out = base.layers[-1].n_in, base.layers[-1].n_out
     bptt = bptt_bytes(n_in, n_out, NMNIST_SPEC.n_steps).total
     bptt_all = sum(bptt_bytes(L.n_in, L.n_out, NMNIST_SPEC.n_steps).total for L in base.layers)
-    rows, state, bptt_of = [], {}, {}
+    rows, state, bptt_of, board_of = [], {}, {}, {}
     for text in args.shift or SHIFTS:
         Xa = shifted_frames(recordings, val, text, NMNIST_SPEC, args.seed)
         Xt = shifted_frames(recordings, split.test, text, NMNIST_SPEC, args.seed + 1)
@@ -339,6 +405,12 @@ def main() -> None:
         if args.align:
             a = alignment_row(base, reference, recordings, val_stream, split.test, y, text, NMNIST_SPEC,
                               args.seed, args.align)
+            if args.board != "none":
+                m = base.copy()
+                m.meta["input_reference"] = list(reference)
+                got = on_board(args.board, m, a["stream"], [-1] * len(a["stream"]), a["tests"], tmp,
+                               (args.align, tuple(reference)))
+                board_of["align"] = (float((np.array(got) == y[split.test]).mean()), got == a["predictions"].tolist())
             lost = unshifted - before
             rows.append({"shift": text, "rule": "align", "acc_unshifted": round(unshifted, 4),
                          "acc_shifted_before": round(before, 4), "acc_shifted_after": round(a["acc_shifted_after"], 4),
@@ -346,6 +418,9 @@ def main() -> None:
                          "adaptation_samples": 0, "calibration_samples": a["calibration_samples"],
                          "test_samples": int(len(split.test)), "learned_layers": "none", "crop": a["crop"],
                          "dt_us": a["dt_us"], "noise_filter": a["noise_filter"]})
+            if "align" in board_of:
+                rows[-1].update(board=args.board, board_acc_after=round(board_of["align"][0], 4),
+                                board_bit_exact=board_of.pop("align")[1])
             print(f"| {text} | align | {unshifted:.3f} | {before:.3f} | {a['acc_shifted_after']:.3f} | "
                   f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
         for name, rule, fact, learn_all in [r for r in RULES if r[0] in args.rules.split(",")]:
@@ -357,7 +432,13 @@ def main() -> None:
                     scores[v] = accuracy(tuned, Te, y[tune_e])
                 lr_s = max(scores, key=lambda v: (scores[v], v))     # ties: the smaller rate
             m = rule_model(base, rule, fact, lr_s, NMNIST_SPEC.n_steps, learn_all)
-            after = accuracy(adapt(m, Xa, y[val]), Xt, y[split.test])
+            adapted = adapt(m, Xa, y[val])
+            res = intsim.run(adapted, np.ascontiguousarray(Xt.transpose(1, 0, 2)))
+            after = float((res.predictions == y[split.test]).mean())
+            if args.board != "none":
+                got = on_board(args.board, m, shifted_recordings(recordings, val, text, args.seed), y[val],
+                               shifted_recordings(recordings, split.test, text, args.seed + 1), tmp)
+                board_of[name] = (float((np.array(got) == y[split.test]).mean()), got == res.predictions.tolist())
             lost = unshifted - before
             rows.append({"shift": text, "rule": name, "acc_unshifted": round(unshifted, 4),
                          "acc_shifted_before": round(before, 4), "acc_shifted_after": round(after, 4),
@@ -367,6 +448,9 @@ def main() -> None:
                          "learned_layers": "all" if learn_all else "last"})
             if learn_all:
                 rows[-1].update(lrh_s=int(m.learn.params["lrh_s"]), k_update=int(m.learn.params["k_update"]))
+            if name in board_of:
+                acc_b, exact = board_of.pop(name)
+                rows[-1].update(board=args.board, board_acc_after=round(acc_b, 4), board_bit_exact=exact)
             dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
             state[name] = memory.breakdown(dims, rule, m.learn.params, fact)["traces"]
             bptt_of[name] = bptt_all if learn_all else bptt

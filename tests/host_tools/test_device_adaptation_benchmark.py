@@ -79,3 +79,22 @@ def test_adaptation_benchmark_prints_one_consistent_json_line(nmnist_small, tmp_
         else:
             assert g["rollbacks"] == 0 and g["frozen_at_sample"] is None and row["self_trained"] == 24 - 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adaptation_benchmark_adapts_on_the_32_bit_board(nmnist_small):
+    """--board unix32: every row also adapts on the 32-bit unix port over the serial link (a fresh board per
+    row) and its answers on the shifted test recordings equal the integer simulator's."""
+    exe = REPO / ".." / "shared" / "boards" / "unix32" / "micropython"
+    if not exe.is_file():
+        import pytest
+        pytest.skip(f"{exe} not found: the 32-bit boards are in ../shared/boards (README there)")
+    r = subprocess.run([sys.executable, "benchmarks/device_adaptation.py", "--data", str(nmnist_small / "Train"),
+                        "--shift", "dx=2", "--epochs", "1", "--adapt", "10", "--rules", "readout_delta,solsa_all",
+                        "--align", "10", "--label-free", "0", "--board", "unix32"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout.strip().splitlines()[-1])["shifts"]
+    assert [row["rule"] for row in rows] == ["align", "readout_delta", "solsa_all"]
+    for row in rows:
+        assert row["board"] == "unix32" and row["board_bit_exact"] is True, row
+        assert row["board_acc_after"] == round(row["acc_shifted_after"], 4)
