@@ -250,18 +250,13 @@ def self_train_run(model, Xs, Xe, ye, gate: int, guard_params: dict | None, ever
 
 
 def guard_params(text: str) -> dict:
-    """'warmup=20,period=20' -> the guard's parameters (firmware_py.guard.DEFAULTS with those replaced), checked."""
-    out = dict(fguard.DEFAULTS)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = part.partition("=")
-        if key not in out or not value.lstrip("-").isdigit():
-            raise ValueError(f"--guard: cannot parse {part!r}; expected name=integer with name in {sorted(out)}")
-        out[key] = int(value)
+    """'warmup=20,period=20' -> the guard's parameters (host_tools.options.guard_spec, the CLI's parser)."""
+    import argparse
+    from host_tools.options import guard_spec
     try:
-        fguard.Guard(1, **out)
-    except Exception as exc:      # DeviceError: the firmware's own check
-        raise ValueError(f"--guard: {getattr(exc, 'msg', exc)}") from None
-    return out
+        return guard_spec(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def label_free_rows(base, recordings: dict, split, y, shifts, args, n_steps: int) -> list[dict]:

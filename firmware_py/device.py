@@ -53,6 +53,14 @@ class Device:
             self.set_guard(guard)
         self._clear_stats()
 
+    def set_self_training(self, gate, guard=None):
+        """Self-training without labels: learn a prediction whose confidence reaches `gate` (0..256; None: off),
+        with the guard's parameters `guard` (a dict, {} for the defaults; None: no guard). Both checked first."""
+        if gate is not None and (not isinstance(gate, int) or not 0 <= gate <= 256):
+            raise DeviceError(E_BAD_ARGUMENT, "self-training gate %r: expected 0..256 (256: never) or off" % (gate,))
+        self.set_guard(guard)
+        self.self_train_gate = gate
+
     def set_guard(self, params):
         """Arm the self-training guard with `params` (a dict of Guard's keyword parameters, {} for the
         defaults) or disarm it (None). Armed on the model loaded now (a fresh warm-up) and on every later one."""

@@ -53,6 +53,7 @@ FRAC = 4                    # means in 1/16 units
 
 # defaults: set before measuring (not tuned); benchmarks/device_adaptation.py --label-free reports what they do
 DEFAULTS = {"warmup": 50, "period": 50, "conf_drop": 16, "rate_band": 64, "share_rise": 64}
+KEYS = ("warmup", "period", "conf_drop", "rate_band", "share_rise")    # the order on the wire (SELF_TRAIN)
 
 
 def _check(name, v, lo, hi):

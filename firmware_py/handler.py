@@ -136,6 +136,15 @@ class DeviceHandler:
     def calibrate(self, samples, ref_x, ref_y, ref_dur, ref_pairs):
         self.dev.calibrate(samples, ref_x, ref_y, ref_dur, ref_pairs)
 
+    def self_train(self, gate, guard_on, *params):
+        from firmware_py.guard import KEYS
+        guard = None
+        if guard_on:
+            guard = {}
+            for k in range(len(KEYS)):
+                guard[KEYS[k]] = params[k]
+        self.dev.set_self_training(None if gate < 0 else gate, guard)
+
 
 def make_handler(root="", stored=None, kernels="fast"):
     """The runtime's handler on a Device with the store under `root`; `stored`: the model the board read

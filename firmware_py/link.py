@@ -45,6 +45,7 @@ PUT_WEIGHTS = 0x07
 CHECKPOINT = 0x08
 RESET = 0x09
 CALIBRATE = 0x0A          # payload "<Hiiii": samples, reference centroid x, y (cells, Q8), duration (us), pairs
+SELF_TRAIN = 0x0B         # payload "<hB5i": gate (-1: off), guard on, its parameters in guard.KEYS order
 # device -> host responses (seq = the request they answer; every response acknowledges it and all
 # earlier requests)
 ACK = 0x80
@@ -57,7 +58,7 @@ NAK = 0x86              # seq = the request the device expects next (a gap was s
 
 REQUEST_NAMES = {HELLO: "hello", LOAD_MODEL: "load_model", EVENTS: "events", END_SAMPLE: "end_sample",
                  GET_STATS: "get_stats", GET_WEIGHTS: "get_weights", PUT_WEIGHTS: "put_weights",
-                 CHECKPOINT: "checkpoint", RESET: "reset", CALIBRATE: "calibrate"}
+                 CHECKPOINT: "checkpoint", RESET: "reset", CALIBRATE: "calibrate", SELF_TRAIN: "self_train"}
 
 # link-level error codes (the runtime's own codes, firmware_py/errors.py, are below 100)
 E_NO_SESSION = 200      # a request before HELLO (the board was reset): the host must say hello again
@@ -759,6 +760,8 @@ class DeviceSession:
                 h.reset()
             elif mtype == CALIBRATE:
                 h.calibrate(*struct.unpack_from("<Hiiii", payload, 0))
+            elif mtype == SELF_TRAIN:
+                h.self_train(*struct.unpack_from("<hB5i", payload, 0))
             else:
                 self.rtype = ERROR
                 self.rpayload = pack_error(E_UNKNOWN_TYPE, "unknown request type %d" % mtype)

@@ -37,6 +37,12 @@ def register(sub) -> None:
                    "no labels needed (a moved or re-mounted sensor, a changed pace; needs --model)")
     s.add_argument("--model", default=None, help="the flashed model's .onnx (or integer .npz), whose input "
                    "reference `snn-edge quantize --data` wrote: for --calibrate")
+    s.add_argument("--self-train", type=opt.nonneg_int, default=None, metavar="GATE",
+                   help="without labels the board learns its own confident predictions (confidence >= GATE, "
+                   "0..255); it can drift to one class: see --guard")
+    s.add_argument("--guard", type=opt.guard_spec, nargs="?", const="", default=None, metavar="NAME=INT,...",
+                   help="with --self-train: freeze and roll back when confidence, spike rate or class share move "
+                   "the wrong way (firmware_py/guard.py; its defaults, or some changed)")
     s.add_argument("--checkpoint-every", type=opt.nonneg_int, default=10,
                    help="labelled samples between weight checkpoints (a reset resends from the last one); "
                         "0: never (boards that keep learning in RAM only, e.g. the micro:bit profile)")
@@ -85,9 +91,11 @@ def model_input_reference(path: str) -> tuple[int, int, int, int]:
 def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift: str = "", limit=None,
                per_class: int = 20, seed: int = 1, realtime: bool = False, profile: str = "unix",
                checkpoint_every: int = 10, log: str | None = None, progress: bool = True,
-               calibrate: tuple[int, tuple[int, int, int, int]] | None = None) -> dict:
+               calibrate: tuple[int, tuple[int, int, int, int]] | None = None,
+               self_train: tuple[int, dict | None] | None = None) -> dict:
     """Stream and return a summary: accuracy overall and per quarter, link and board figures. `calibrate`
-    (samples, input reference): the board aligns its input over the first samples (firmware_py/align.py)."""
+    (samples, input reference): the board aligns its input over the first samples (firmware_py/align.py);
+    `self_train` (gate, guard parameters or None): the board learns its confident unlabelled predictions."""
     from tqdm import tqdm
 
     from host_tools.link import open_serial
@@ -113,6 +121,8 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
     try:
         if calibrate is not None:
             streamer.link.calibrate(*calibrate)
+        if self_train is not None:           # (gate, guard parameters or None)
+            streamer.link.self_train(*self_train)
         outcomes = streamer.run(samples, on_outcome)
         stats = streamer.link.get_stats()
         counters = streamer.link.counters
@@ -141,6 +151,10 @@ def run_stream(port: str, data: str = "builtin", *, labels: bool = False, shift:
 
 
 def cmd_stream(args) -> int:
+    if args.guard is not None and args.self_train is None:
+        raise SnnEdgeError("--guard: guards self-training, which needs --self-train GATE")
+    if args.self_train is not None and args.self_train > 256:
+        raise SnnEdgeError(f"--self-train {args.self_train}: expected a confidence gate 0..256 (256: never)")
     calibrate = None
     if args.calibrate is not None:
         if args.model is None:
@@ -150,7 +164,8 @@ def cmd_stream(args) -> int:
     summary = run_stream(args.port, args.data, labels=args.labels, shift=args.shift, limit=args.limit,
                          per_class=args.per_class, seed=args.seed, realtime=args.realtime,
                          profile=args.target, checkpoint_every=args.checkpoint_every, log=args.log,
-                         calibrate=calibrate)
+                         calibrate=calibrate,
+                         self_train=(args.self_train, args.guard) if args.self_train is not None else None)
     acc = summary["accuracy"]
     q = ", ".join("-" if a is None else f"{a:.3f}" for a in summary["accuracy_by_quarter"])
     print(f"stream: {summary['samples']} samples ({summary['labelled_sent']} with labels), "

@@ -464,6 +464,13 @@ class BoardLink:
     def reset(self) -> None:
         self.request(L.RESET)
 
+    def self_train(self, gate: int | None, guard: dict | None = None) -> None:
+        """Self-training on the board (firmware_py/device.py): gate None turns it off; `guard`: the guard's
+        parameters (firmware_py.guard.DEFAULTS with changes), None for no guard."""
+        from firmware_py.guard import KEYS
+        values = [int(guard[k]) for k in KEYS] if guard is not None else [0] * len(KEYS)
+        self.request(L.SELF_TRAIN, struct.pack("<hB5i", -1 if gate is None else gate, guard is not None, *values))
+
     def calibrate(self, samples: int, reference: tuple[int, int, int, int]) -> None:
         """Align the board's input to the model's training data from its next `samples` samples
         (firmware_py/align.py; `reference`: the model's input_reference)."""

@@ -175,3 +175,21 @@ def sensor_shift(text: str) -> str:
     except (ValueError, TypeError) as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--shift: ")) from None
     return text
+
+
+def guard_spec(text: str) -> dict:
+    """'warmup=20,period=20' -> the self-training guard's parameters (firmware_py.guard.DEFAULTS with those
+    replaced), checked by the firmware's own Guard."""
+    from firmware_py import guard as fguard
+    out = dict(fguard.DEFAULTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in out or not value.lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(f"--guard: cannot parse {part!r}; expected name=integer with name in "
+                                             f"{sorted(out)}")
+        out[key] = int(value)
+    try:
+        fguard.Guard(1, **out)
+    except Exception as exc:      # DeviceError: the firmware's own check
+        raise argparse.ArgumentTypeError(f"--guard: {getattr(exc, 'msg', exc)}") from None
+    return out

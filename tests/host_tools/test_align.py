@@ -173,3 +173,41 @@ def test_calibrate_over_the_link_undoes_a_moved_slower_noisy_sensor(tmp_path, nm
     got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     preds = [g["cls"] for g in sorted((g for g in got if g["kind"] == "sample"), key=lambda g: g["index"])]
     assert preds == want.predictions.tolist()
+
+
+@pytest.mark.slow
+def test_self_training_with_its_guard_over_the_link(tmp_path, nmnist_small):
+    """`stream --self-train GATE --guard ...` on a virtual board: the board learns its confident unlabelled
+    predictions under the guard exactly as the host's intsim.self_train_samples does (answers, self-trained
+    count, guard phase and rollbacks)."""
+    if shutil.which("micropython") is None:
+        pytest.skip("the MicroPython unix port is not installed")
+    from firmware_py import guard as fguard
+    from host_tools.cmd_board import flash
+    from host_tools.cmd_stream import run_stream
+    from host_tools.options import guard_spec
+    from host_tools.stream import samples_from
+    from host_tools.virtual_board import VirtualBoard
+
+    model = make_model("scalar", "solsa")
+    spec = BinSpec(*model.binning)
+    blob = tmp_path / "m.blob"
+    blob.write_bytes(intmodel_to_blob(model))
+    folder = str(nmnist_small / "Train")
+    n, gate, params = 16, 0, guard_spec("warmup=4,period=5,conf_drop=0,rate_band=0,share_rise=0")
+    samples = samples_from(folder, shift="dx=2", limit=n, seed=4)
+    X = np.stack([to_frames(make_events(s.x, s.y, s.t, s.p), spec) for s in samples])
+    g = fguard.Guard(model.layers[-1].n_out, **params)
+    _, preds, _, trained, _, _ = intsim.self_train_samples(model, X, gate, g)
+    with VirtualBoard(tmp_path / "board", runtime="micropython", heap="256K") as vb:
+        flash(vb.path, str(blob), mpy=True, handler="firmware_py.handler", log=lambda *a: None)
+        summary = run_stream(vb.path, folder, shift="dx=2", limit=n, seed=4, self_train=(gate, params),
+                             log=str(tmp_path / "log.jsonl"), progress=False)
+    board = summary["board"]
+    assert board["self_trained"] == int(trained.sum()) > 0
+    assert g.phase == fguard.FROZEN and g.rollbacks == 1, "these guard settings freeze at the first block"
+    assert (board["guard_phase"], board["guard_rollbacks"]) == (g.phase, g.rollbacks)    # phase: guard.PHASES index
+    import json
+    got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [o["cls"] for o in sorted((o for o in got if o["kind"] == "sample"), key=lambda o: o["index"])] == \
+        preds.tolist()
