@@ -88,11 +88,20 @@ def rule_model(base, rule: str, fact, lr_s=None, n_steps: int = 30, learn_all: i
     return m
 
 
+def dropped_by_board(frames: np.ndarray) -> bool:
+    """A sample the board drops whole: more active (step, input) pairs than its event buffer holds."""
+    from firmware_py.binning import DEFAULT_SLOTS
+    return int(np.count_nonzero(frames)) > DEFAULT_SLOTS
+
+
 def adapt(model, X, y):
-    """One labelled pass of the model's rule over X [S, T, N] (device semantics); returns the model."""
+    """One labelled pass of the model's rule over X [S, T, N] (device semantics: a sample that overflows the
+    board's event buffer is dropped, not learned); returns the model."""
     m = model.copy()
     ls = None
     for s in range(X.shape[0]):
+        if dropped_by_board(X[s]):
+            continue
         ls = intsim.sample_start(m, ls)
         states = intsim.initial_state(m, 1)
         for t in range(X.shape[1]):
@@ -155,7 +164,7 @@ def on_board(kind: str, model, adapt_recs, adapt_labels, test_recs, tmp: Path, c
     (samples per round, input reference) sent first (the board aligns over the adaptation stream)."""
     from converters.blob import intmodel_to_blob
     from host_tools.cmd_board import flash
-    from host_tools.link import connect, open_serial
+    from host_tools.link import BoardError, connect, open_serial
     blob = tmp / "adapt.blob"
     blob.write_bytes(intmodel_to_blob(model))
     with open_board(kind, tmp) as board:
@@ -168,18 +177,38 @@ def on_board(kind: str, model, adapt_recs, adapt_labels, test_recs, tmp: Path, c
             link = connect(ser)
             if calibrate is not None:
                 link.calibrate(*calibrate)
+            def sample(r, label):
+                """The board's class, or None when it dropped the sample (its event buffer overflowed); the
+                stream goes on."""
+                e = r.events
+                try:
+                    link.send_events(e["x"], e["y"], e["t"], e["p"])
+                    link.flush()          # every batch answered: a refused one's error belongs to this sample
+                except BoardError:
+                    try:
+                        link.end_of_sample(-1)       # the board answers "sample dropped" and closes it
+                    except BoardError:
+                        pass
+                    return None
+                try:
+                    return link.end_of_sample(int(label)).cls
+                except BoardError:
+                    return None
+
             for r, label in zip(adapt_recs, adapt_labels):
-                e = r.events
-                link.send_events(e["x"], e["y"], e["t"], e["p"])
-                link.end_of_sample(int(label))
-            out = []
-            for r in test_recs:
-                e = r.events
-                link.send_events(e["x"], e["y"], e["t"], e["p"])
-                out.append(link.end_of_sample(-1).cls)
+                sample(r, label)
+            out = [sample(r, -1) for r in test_recs]
         finally:
             ser.close()
     return out
+
+
+def board_result(got: list, host_predictions, labels) -> dict:
+    """The board's test answers (None: a sample it dropped) against the labels and the host's predictions."""
+    done = [k for k, c in enumerate(got) if c is not None]
+    return {"board_acc_after": round(sum(got[k] == labels[k] for k in done) / len(got), 4),
+            "board_dropped_test_samples": len(got) - len(done),
+            "board_bit_exact": all(got[k] == int(host_predictions[k]) for k in done)}
 
 
 def alignment_row(base, reference, recordings, val, test, y, text: str, spec, seed: int, n_align: int) -> dict:
@@ -405,7 +434,7 @@ def main() -> None:
                 m.meta["input_reference"] = list(reference)
                 got = on_board(args.board, m, a["stream"], [-1] * len(a["stream"]), a["tests"], tmp,
                                (args.align, tuple(reference)))
-                board_of["align"] = (float((np.array(got) == y[split.test]).mean()), got == a["predictions"].tolist())
+                board_of["align"] = board_result(got, a["predictions"], y[split.test])
             lost = unshifted - before
             rows.append({"shift": text, "rule": "align", "acc_unshifted": round(unshifted, 4),
                          "acc_shifted_before": round(before, 4), "acc_shifted_after": round(a["acc_shifted_after"], 4),
@@ -414,8 +443,7 @@ def main() -> None:
                          "test_samples": int(len(split.test)), "learned_layers": "none", "crop": a["crop"],
                          "dt_us": a["dt_us"], "noise_filter": a["noise_filter"]})
             if "align" in board_of:
-                rows[-1].update(board=args.board, board_acc_after=round(board_of["align"][0], 4),
-                                board_bit_exact=board_of.pop("align")[1])
+                rows[-1].update(board=args.board, **board_of.pop("align"))
             print(f"| {text} | align | {unshifted:.3f} | {before:.3f} | {a['acc_shifted_after']:.3f} | "
                   f"{rows[-1]['recovered_fraction']} |", file=sys.stderr, flush=True)
         for name, rule, fact, learn_all in [r for r in RULES if r[0] in args.rules.split(",")]:
@@ -433,7 +461,7 @@ def main() -> None:
             if args.board != "none":
                 got = on_board(args.board, m, shifted_recordings(recordings, val, text, args.seed), y[val],
                                shifted_recordings(recordings, split.test, text, args.seed + 1), tmp)
-                board_of[name] = (float((np.array(got) == y[split.test]).mean()), got == res.predictions.tolist())
+                board_of[name] = board_result(got, res.predictions, y[split.test])
             lost = unshifted - before
             rows.append({"shift": text, "rule": name, "acc_unshifted": round(unshifted, 4),
                          "acc_shifted_before": round(before, 4), "acc_shifted_after": round(after, 4),
@@ -444,8 +472,7 @@ def main() -> None:
             if learn_all:
                 rows[-1].update(lrh_s=int(m.learn.params["lrh_s"]), k_update=int(m.learn.params["k_update"]))
             if name in board_of:
-                acc_b, exact = board_of.pop(name)
-                rows[-1].update(board=args.board, board_acc_after=round(acc_b, 4), board_bit_exact=exact)
+                rows[-1].update(board=args.board, **board_of.pop(name))
             dims = [(L.n_in, L.n_out, L.per_input) for L in m.layers]
             state[name] = memory.breakdown(dims, rule, m.learn.params, fact)["traces"]
             bptt_of[name] = bptt_all if learn_all else bptt

@@ -150,6 +150,7 @@ def calibration_rounds(events: list, spec, reference, samples: int):
     from edge.transforms import background_filter, to_frames
     from firmware_py import align
     from firmware_py.noise_filter import FILTER_US
+    from firmware_py.binning import DEFAULT_SLOTS
     cur, filtering, moments = spec, False, align.Moments()
     out, used = [], None
     for e in events:
@@ -157,7 +158,10 @@ def calibration_rounds(events: list, spec, reference, samples: int):
         if moments is None:
             continue
         kept = background_filter(e, spec.sensor_w, spec.sensor_h, FILTER_US) if filtering else e
-        moments.add(*_pairs_sums(to_frames(kept, cur), cur), int(e["t"].max()) if len(e) else 0)
+        sums = _pairs_sums(to_frames(kept, cur), cur)
+        if len(e) == 0 or int(e["t"].max()) == 0 or sums[0] > DEFAULT_SLOTS:
+            continue      # no events, or more active pairs than the board's event buffer holds: it drops it
+        moments.add(*sums, int(e["t"].max()))
         if moments.samples == samples:
             cur, filtering, again = align.next_binning(cur, reference, moments, spec.dt_us, filtering)
             moments = align.Moments() if again else None

@@ -47,6 +47,7 @@ class Device:
         self.snapshot = None
         self.calibration = None     # (reference, align.Moments, samples left) while calibrating (calibrate)
         self.t_last = 0             # the current sample's last event time (us): its duration, for alignment
+        self.dropping = False       # this sample overflowed the event buffer: the rest of it is ignored
         self.noise_filter = None    # noise_filter.NoiseFilter once a calibration found sensor noise
         self.filter_state = 0       # 0 off, 1 on, -1 wanted but no heap for it (STATS noise_filter)
         if guard is not None:
@@ -85,6 +86,7 @@ class Device:
         return fguard.Guard(model.n_classes, **self.guard_params), fguard.Snapshot(model, rule)
 
     def _clear_stats(self):
+        self.dropped_samples = 0
         self.samples = 0
         self.labelled = 0
         self.correct = 0
@@ -217,6 +219,7 @@ class Device:
         self._need_model()
         self.binner.reset()
         self.t_last = 0
+        self.dropping = False
         if self.noise_filter is not None:
             self.noise_filter.reset()
         self.in_sample = True
@@ -282,6 +285,8 @@ class Device:
         self._need_model()
         if not self.in_sample:
             raise DeviceError(E_STATE, "add_events before begin_sample")
+        if self.dropping:
+            return 0                 # the rest of a sample that overflowed the event buffer
         if n is None:
             n = len(xs)
         if len(ys) < n or len(ts) < n or len(ps) < n or len(xs) < n:
@@ -308,9 +313,11 @@ class Device:
         try:
             self.binner.add_many(xs, ys, ts, ps, kept)
         except MemoryError:
+            # the sample is dropped whole: its later events are ignored (not the start of another sample) and
+            # end_sample answers with the same error, without learning or counting anything
             gc.collect()
             self.binner.reset()
-            self.in_sample = False
+            self.dropping = True
             raise DeviceError(E_NO_MEMORY, "event buffer full (%d active (step, input) pairs): sample dropped"
                               % self.binner.slots)
         self.events += n
@@ -323,14 +330,23 @@ class Device:
         self._need_model()
         if not self.in_sample:
             raise DeviceError(E_STATE, "end_sample without begin_sample")
+        if self.dropping:
+            self.dropping = False
+            self.in_sample = False
+            self.dropped_samples += 1
+            raise DeviceError(E_NO_MEMORY, "sample dropped: its events overflowed the event buffer (%d active "
+                              "(step, input) pairs)" % self.binner.slots)
         n_cls = self.net.model.n_classes
         if label is not None and (not isinstance(label, int) or label < 0 or label >= n_cls):
             self.in_sample = False
             raise DeviceError(E_BAD_LABEL, "label %r outside the %d classes 0..%d (sample dropped)"
                               % (label, n_cls, n_cls - 1))
         self.in_sample = False
-        if self.calibration is not None:
-            self._calibration_step()      # measured on this sample's binning; the next one is re-registered
+        if self.calibration is not None and self.t_last > 0:
+            # measured on this sample's binning; the next one is re-registered. A sample without events (or
+            # one whose events were refused: the buffer overflowed, and the host then ends an empty one) says
+            # nothing about the sensor and does not count.
+            self._calibration_step()
         rule = self.rule if self.learn else None
         if rule is not None and label is not None and getattr(rule, "clamps", False):
             # GEM learns with the output clamped to the label: the prediction comes from a free pass first
@@ -430,7 +446,8 @@ class Device:
 
     def stats(self):
         d = {"samples": self.samples, "labelled": self.labelled, "correct": self.correct,
-             "self_trained": self.self_trained, "events": self.events, "bad_events": self.bad_events}
+             "self_trained": self.self_trained, "events": self.events, "bad_events": self.bad_events,
+             "dropped_samples": self.dropped_samples}
         if self.net is not None:
             d["nsat"] = self.net.nsat + (self.rule.nsat if self.rule is not None else 0)
             d["updates"] = self.rule.updates if self.rule is not None else 0

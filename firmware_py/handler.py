@@ -95,7 +95,8 @@ class DeviceHandler:
     def get_stats(self):
         s = self.dev.stats()
         items = []
-        for k in ("samples", "labelled", "correct", "self_trained", "events", "bad_events", "nsat", "updates",
+        for k in ("samples", "labelled", "correct", "self_trained", "events", "bad_events", "dropped_samples",
+                  "nsat", "updates",
                   "heap_free", "align_x", "align_y", "align_dt", "calibrating", "noise_filter"):
             if k in s:
                 items.append((k, s[k]))

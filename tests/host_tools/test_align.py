@@ -211,3 +211,35 @@ def test_self_training_with_its_guard_over_the_link(tmp_path, nmnist_small):
     got = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [o["cls"] for o in sorted((o for o in got if o["kind"] == "sample"), key=lambda o: o["index"])] == \
         preds.tolist()
+
+
+def test_a_sample_that_overflows_the_event_buffer_is_dropped_whole(nmnist_small):
+    """More active (step, input) pairs than the buffer holds: the batch that overflows is refused, the rest of
+    the sample is ignored (it does not start another sample), end_sample answers the same error without
+    learning, counting or calibrating, and the next sample runs as if the dropped one never came."""
+    from firmware_py.errors import E_NO_MEMORY
+    model = make_model("scalar", "readout_delta")
+    recs = [read_events(f, d) for f, d in _recordings(nmnist_small, 3)]
+    dev = Device(slots=300)
+    dev.load_model(intmodel_to_blob(model))
+    dev.calibrate(2, 2000, 2000, 300000, 0)
+    big = recs[0].events
+    dev.begin_sample()
+    with pytest.raises(DeviceError) as refused:
+        for a in range(0, len(big), 256):
+            dev.add_events(*(big[c][a:a + 256].tolist() for c in "xytp"))
+    assert refused.value.code == E_NO_MEMORY and "sample dropped" in refused.value.msg
+    assert dev.add_events(*(big[c][:256].tolist() for c in "xytp")) == 0      # the rest is ignored
+    with pytest.raises(DeviceError, match="sample dropped: its events overflowed"):
+        dev.end_sample(1)
+    st = dev.stats()
+    assert (st["samples"], st["labelled"], st["dropped_samples"], st["updates"], st["calibrating"]) == (0, 0, 1, 0, 2)
+    ref = Device(slots=300)                      # the next sample: the same answer as on a fresh device
+    ref.load_model(intmodel_to_blob(model))
+    small = {c: recs[1].events[c][:150].tolist() for c in "xytp"}
+    answers = []
+    for d in (dev, ref):
+        d.begin_sample()
+        d.add_events(small["x"], small["y"], small["t"], small["p"])
+        answers.append(d.end_sample(2))
+    assert answers[0] == answers[1] and dev.stats()["samples"] == 1

@@ -97,4 +97,5 @@ def test_adaptation_benchmark_adapts_on_the_32_bit_board(nmnist_small):
     assert [row["rule"] for row in rows] == ["align", "readout_delta", "solsa_all"]
     for row in rows:
         assert row["board"] == "unix32" and row["board_bit_exact"] is True, row
+        assert row["board_dropped_test_samples"] == 0
         assert row["board_acc_after"] == round(row["acc_shifted_after"], 4)
