@@ -211,24 +211,22 @@ def board_result(got: list, host_predictions, labels) -> dict:
             "board_bit_exact": all(got[k] == int(host_predictions[k]) for k in done)}
 
 
-def alignment_row(base, reference, recordings, val, test, y, text: str, spec, seed: int, n_align: int) -> dict:
+def alignment_row(base, reference, stream: list, tests: list, y_test, spec, n_align: int) -> dict:
     """Label-free alignment (firmware_py/align.py, `stream --calibrate`): the board's rounds (noise filter,
-    pace, offset; converters.quantize.calibration_rounds) on the shifted validation stream, then the shifted
-    test recordings in the binning it ends with (the weights untouched)."""
+    pace, offset; converters.quantize.calibration_rounds) on the shifted validation recordings `stream`, then the
+    shifted test recordings `tests` in the binning it ends with (the weights untouched)."""
     from converters.quantize import calibration_rounds
     from edge.transforms import background_filter, to_frames
     from firmware_py.noise_filter import FILTER_US
-    stream = shifted_recordings(recordings, val, text, seed)
     _, used, (spec2, filtering) = calibration_rounds([r.events for r in stream], spec, reference, n_align)
     if used is None:
         raise SystemExit(f"--align {n_align}: the validation stream ran out before the rounds ended")
-    tests = shifted_recordings(recordings, test, text, seed + 1)
     Xt = np.stack([to_frames(background_filter(r.events, spec.sensor_w, spec.sensor_h, FILTER_US) if filtering
                              else r.events, spec2) for r in tests])
     res = intsim.run(base, np.ascontiguousarray(Xt.transpose(1, 0, 2)))
-    return {"acc_shifted_after": float((res.predictions == y[test]).mean()), "calibration_samples": used,
+    return {"acc_shifted_after": float((res.predictions == y_test).mean()), "calibration_samples": used,
             "crop": list(spec2.crop[:2]), "dt_us": spec2.dt_us, "noise_filter": filtering,
-            "predictions": res.predictions, "stream": stream[:used], "tests": tests}
+            "predictions": res.predictions, "stream": stream[:used]}
 
 
 def stream_frames(recordings: dict, idx, text: str, spec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -418,21 +416,24 @@ def main() -> None:
     bptt = bptt_bytes(n_in, n_out, NMNIST_SPEC.n_steps).total
     bptt_all = sum(bptt_bytes(L.n_in, L.n_out, NMNIST_SPEC.n_steps).total for L in base.layers)
     rows, state, bptt_of, board_of = [], {}, {}, {}
+    from edge.data import frames_of
     for text in args.shift or SHIFTS:
-        Xa = shifted_frames(recordings, val, text, NMNIST_SPEC, args.seed)
-        Xt = shifted_frames(recordings, split.test, text, NMNIST_SPEC, args.seed + 1)
+        # shifted once per change: the validation stream (its first `adapt` are the labelled adaptation
+        # samples: recording k is shifted with (seed, k) wherever it stands) and the test recordings
+        stream_recs = shifted_recordings(recordings, val_stream, text, args.seed)
+        adapt_recs = stream_recs[:len(val)]
+        test_recs = shifted_recordings(recordings, split.test, text, args.seed + 1)
+        Xa = np.stack([frames_of(r, NMNIST_SPEC) for r in adapt_recs])
+        Xt = np.stack([frames_of(r, NMNIST_SPEC) for r in test_recs])
         before = accuracy(base, Xt, y[split.test])
         if args.tune:
             # tuned on the train split only: adapt on k shifted train recordings, score on k others
             Ta = shifted_frames(recordings, tune_a, text, NMNIST_SPEC, args.seed + 2)
             Te = shifted_frames(recordings, tune_e, text, NMNIST_SPEC, args.seed + 3)
         if args.align:
-            a = alignment_row(base, reference, recordings, val_stream, split.test, y, text, NMNIST_SPEC,
-                              args.seed, args.align)
+            a = alignment_row(base, reference, stream_recs, test_recs, y[split.test], NMNIST_SPEC, args.align)
             if args.board != "none":
-                m = base.copy()
-                m.meta["input_reference"] = list(reference)
-                got = on_board(args.board, m, a["stream"], [-1] * len(a["stream"]), a["tests"], tmp,
+                got = on_board(args.board, base, a["stream"], [-1] * len(a["stream"]), test_recs, tmp,
                                (args.align, tuple(reference)))
                 board_of["align"] = board_result(got, a["predictions"], y[split.test])
             lost = unshifted - before
@@ -459,8 +460,7 @@ def main() -> None:
             res = intsim.run(adapted, np.ascontiguousarray(Xt.transpose(1, 0, 2)))
             after = float((res.predictions == y[split.test]).mean())
             if args.board != "none":
-                got = on_board(args.board, m, shifted_recordings(recordings, val, text, args.seed), y[val],
-                               shifted_recordings(recordings, split.test, text, args.seed + 1), tmp)
+                got = on_board(args.board, m, adapt_recs, y[val], test_recs, tmp)
                 board_of[name] = board_result(got, res.predictions, y[split.test])
             lost = unshifted - before
             rows.append({"shift": text, "rule": name, "acc_unshifted": round(unshifted, 4),

@@ -212,18 +212,7 @@ class Solsa:
         # The input trace x of this step (the layer's own when a_syn is per-input).
         if self.x is not None:
             x = self.x
-            a = L.a_syn
-            dense = self.net.last_dense
-            frac = fp.TRACE_FRAC
-            for i in range(n_in):
-                v = decay(x[i], a) + (dense[i] << frac)
-                if v > m:
-                    v = m
-                    n += 1
-                elif v < -m:
-                    v = -m
-                    n += 1
-                x[i] = v
+            n += scalar_input_trace(x, L.a_syn, self.net.last_dense, n_in)
         else:
             x = st.x
         # Surrogate, post factor (§10.1-3) and the reset factor (§10.5b) of this step.
@@ -342,6 +331,25 @@ class Solsa:
             for hl in self.hidden:
                 b += hidden_state_bytes(hl.L.n_in, hl.L.n_out, hl.L.per_input, self.p["k_update"])
         return b
+
+
+def scalar_input_trace(x, a, dense, n_in):
+    """§10: the rule's own input trace of a layer with a scalar a_syn, x = sat(decay(x, a) + (s << 6), 20),
+    from the layer's dense input s of this step; returns the saturations."""
+    decay = fp.decay
+    frac = fp.TRACE_FRAC
+    m = fp.TRACE_MAX
+    n = 0
+    for i in range(n_in):
+        v = decay(x[i], a) + (dense[i] << frac)
+        if v > m:
+            v = m
+            n += 1
+        elif v < -m:
+            v = -m
+            n += 1
+        x[i] = v
+    return n
 
 
 def syn_decay_traces(L, x, q, r):

@@ -4,7 +4,7 @@ that boards running any other model never import it (its code would take their h
 """
 from firmware_py import fixedpoint as fp
 from firmware_py.errors import DeviceError, E_UNSUPPORTED
-from firmware_py.learning import back_signal, syn_decay_grad, syn_decay_traces
+from firmware_py.learning import back_signal, scalar_input_trace, syn_decay_grad, syn_decay_traces
 from firmware_py.runtime import KIND_LIF, fill, zeros
 
 
@@ -116,18 +116,8 @@ class SolsaHidden:
         # 3: input trace and the factorised eligibility, into the window
         if self.x is not None:
             x = self.x
-            a = L.a_syn
             dense = self.net.first_dense if self.l == 0 else self.net.states[self.l - 1].s
-            frac = fp.TRACE_FRAC
-            for i in range(n_in):
-                v = decay(x[i], a) + (dense[i] << frac)
-                if v > m:
-                    v = m
-                    n += 1
-                elif v < -m:
-                    v = -m
-                    n += 1
-                x[i] = v
+            n += scalar_input_trace(x, L.a_syn, dense, n_in)
         else:
             x = st.x
         pt = self.pt
